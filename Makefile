@@ -1,0 +1,52 @@
+# One venv (.venv) for everything. `make test` and `make demo` each build it from scratch on a
+# fresh machine; later calls reuse it (the stamp file tracks pyproject.toml).
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+ARCH   := $(shell uname -m)
+
+# torch + torchvision builds that lie on this machine's disk (a bare `pip install torch`
+# would download a multi-GB CUDA build). transformers 5's video processors need torchvision,
+# and PyPI's torchvision does not import beside the torch==2.13.0 CPU wheel, so we take the
+# matching pair: 2.14.1/0.29.1 on x86_64, 2.9.1/0.24.1 on aarch64.
+ifeq ($(ARCH),aarch64)
+TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+endif
+
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo perf clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[test,video-processors]"
+	# lmms-eval is a peer we check our scorers against; --no-deps keeps its heavy stack out.
+	$(PIP) install -q --no-deps "lmms-eval==0.7.3"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q --timeout=900
+
+# The README's main job: the embedded demo (synthetic needle benchmark, tiny random-weight
+# model, AutoGaze parity checkpoint when ../shared is present) end to end, then the report.
+demo: $(STAMP)
+	$(PY) run_eval.py eval --config configs/demo.yaml
+	$(PY) run_eval.py report runs/demo --out runs/demo/report
+
+perf: $(STAMP)
+	$(PY) -m harness.perf.gaze
+	$(PY) -m harness.perf.video --frames 120
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmark definitions: samples, prompts, answer extraction, aggregation (see benchmarks/base.py)."""

@@ -1,0 +1,43 @@
+"""``run_eval.py`` dispatcher.
+
+Each subcommand lives in ``harness/cli/<name>.py`` exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Only the chosen subcommand's module is imported, so ``run_eval.py score``
+never pays for torch/transformers imports and one subcommand's optional dependency cannot
+break another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, str] = {
+    "gaze": "Run AutoGaze on a video, write a visualisation and print tokens kept per frame.",
+    "eval": "Run a config (model x benchmark x pruner grid) and append one JSONL record per sample.",
+    "report": "Turn run directories into comparison tables (md/csv/html) and plots (png).",
+    "compare": "CI gate: compare a run with a committed baseline; non-zero exit on a regression.",
+    "score": "Score a predictions file (ours or lmms-eval's samples log) with a benchmark's scorer.",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in SUBCOMMANDS:
+        lines = [f"  {name:<8} {text}" for name, text in SUBCOMMANDS.items()]
+        msg = "usage: run_eval.py {" + ",".join(SUBCOMMANDS) + "} ...\n\nsubcommands:\n" + "\n".join(lines)
+        if argv and argv[0] not in {"-h", "--help"}:
+            print(f"run_eval.py: unknown subcommand {argv[0]!r}\n\n{msg}", file=sys.stderr)
+            return 2
+        print(msg)
+        return 0
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(f"harness.cli.{name}")
+    parser = argparse.ArgumentParser(prog=f"run_eval.py {name}", description=SUBCOMMANDS[name])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
