@@ -1,0 +1,56 @@
+"""Measurement helpers every adapter shares: stage timing (CUDA-synchronised) and peak memory.
+
+Why here and not in each adapter: the numbers in every table must mean the same thing for
+every model family, so they are taken one way.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def _sync(device: torch.device | str | None) -> None:
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+
+
+class StageTimer:
+    """Accumulates wall-clock seconds per stage name; synchronises CUDA around each stage."""
+
+    def __init__(self, device: torch.device | str | None = None):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        _sync(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (MiB); ru_maxrss is KiB on Linux, bytes on macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def reset_peak_memory(device: torch.device | str | None) -> None:
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device | str | None) -> float:
+    """Peak accelerator memory since the last reset on CUDA; peak process RSS on CPU."""
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(device) / (1024 * 1024)
+    return peak_rss_mb()
