@@ -36,7 +36,9 @@ def available_families() -> list[str]:
 def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     """Write a complete tiny ``family`` model into ``out_dir`` and return that directory."""
     if family not in BUILDERS:
-        raise KeyError(f"no tiny builder for model family {family!r}; valid choices: {', '.join(sorted(BUILDERS))}")
+        raise KeyError(
+            f"no tiny builder for model family {family!r}; valid choices: {', '.join(sorted(BUILDERS))}"
+        )
     try:
         module = importlib.import_module(BUILDERS[family])
     except ModuleNotFoundError as exc:

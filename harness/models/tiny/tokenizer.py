@@ -28,12 +28,14 @@ _BASE_TEXT = (
     "system user assistant You are a helpful assistant.",
     "seconds frame video image question answer yes no true false before after during",
 )
-_WORDS = " ".join((
-    "the a an of to in on at with and or but is are was were be been it this that these those "
-    "man woman child people hand door window kitchen street car bike ball cup box table chair "
-    "open close walk run jump sit stand hold throw catch move turn look point cook eat drink "
-    "red green blue yellow black white small large first last next then finally because why how",
-)).split(" ")
+_WORDS = " ".join(
+    (
+        "the a an of to in on at with and or but is are was were be been it this that these those "
+        "man woman child people hand door window kitchen street car bike ball cup box table chair "
+        "open close walk run jump sit stand hold throw catch move turn look point cook eat drink "
+        "red green blue yellow black white small large first last next then finally because why how",
+    )
+).split(" ")
 
 
 def default_corpus(seed: int = 0, n_sentences: int = 400) -> list[str]:
@@ -111,7 +113,9 @@ def train_tokenizer(
     # Mark the remaining family tokens special so decode(skip_special_tokens=True) drops them.
     others = [t for t in special_tokens if t not in named]
     if others:
-        tokenizer.add_special_tokens({"additional_special_tokens": others}, replace_extra_special_tokens=False)
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": others}, replace_extra_special_tokens=False
+        )
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     out = Path(out_dir)
