@@ -1,0 +1,356 @@
+"""LLaVA-OneVision / LLaVA-Video adapter (transformers ``LlavaOnevisionForConditionalGeneration``).
+
+Where tokens are pruned: AFTER pooling. transformers 5.24 ``LlavaOnevisionModel.get_video_features``
+runs SigLIP on every frame at the processor's fixed size, projects each patch with the MLP, then
+bilinearly pools each frame's P x P patch grid to ceil(P/2) x ceil(P/2) (P = image_size / patch:
+27 -> 14 for the 384 px checkpoints) and appends ONE ``image_newline`` embedding after the last
+frame. Those pooled tokens, in raster order (frame, row, col), are exactly the ``<video>``
+placeholders of the prompt, so a ``Selection`` over (frames, pooled rows, pooled cols) indexes
+them directly.
+
+Newline policy: the single trailing ``image_newline`` token is always KEPT (it marks the end of
+the video for the LLM, is not a view of any pixel, and no pruner can score it). It is counted in
+``TokenCounts.visual_before`` / ``visual_after`` because the LLM does see it.
+
+How the LLM sees only the kept tokens, without monkey-patching: the unkept ``<video>``
+placeholders are removed from ``input_ids``; the kept pooled features go in through the stock
+``mm_encoder_outputs={"video": ...}`` route; the LM is Qwen2 with 1D RoPE, so each remaining
+token gets the position it had in the UNPRUNED sequence via explicit ``position_ids`` (gaps
+where tokens were dropped). A 2D all-ones ``attention_mask`` is always passed: without it (and
+without a cache) transformers' mask builder reads gapped ``position_ids`` as packed sequences.
+
+Why prefill and decode are driven here rather than by ``model.generate``: ``generate`` does
+extend explicit 1D ``position_ids`` correctly (last + 1 per new token; checked in
+transformers 5.24 ``_update_model_kwargs_for_generation``), but it cannot report prefill
+(time to first token) apart from decode, which every record needs. ``greedy_decode`` is a
+plain argmax loop over the KV cache; the tests check it yields the same ids as the stock
+``generate`` on the same inputs.
+
+LLaVA-Video checkpoints converted to this class (e.g. ``llava-hf/LLaVA-Video-7B-Qwen2-hf``)
+load through the same adapter; the optional LLaVA-Video "time instruction" text is left to the
+benchmark prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
+from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
+from harness.pruning.selection import Selection, TokenGeometry
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared with harness/models/internvl3.py (family-agnostic; candidates for common.py).
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_model_dir(path_or_id: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A local HF-layout directory for ``path_or_id``: the directory itself, or the HF cache snapshot.
+
+    Never downloads (``local_files_only``): evaluation machines are offline and a silent
+    download would also change what is being measured.
+    """
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not an HF model directory (no config.json)")
+        return path
+    text = str(path_or_id)
+    looks_like_path = path.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1
+    if looks_like_path:
+        raise FileNotFoundError(f"{text}: model directory not found (and it is not an HF repo id 'org/name')")
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot = snapshot_download(repo_id=text, cache_dir=cache_dir, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        where = cache_dir if cache_dir is not None else "the default HF cache (HF_HUB_CACHE / HF_HOME)"
+        raise FileNotFoundError(
+            f"{text}: neither a local directory nor a model present in {where}; "
+            f"download it first (e.g. `hf download {text}`) or pass a local path ({type(exc).__name__}: {exc})"
+        ) from exc
+    return Path(snapshot)
+
+
+def torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
+    """``"auto"`` (the checkpoint's own dtype) or a torch dtype from its name (``"bfloat16"``)."""
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'")
+    return value
+
+
+def check_frames(frames: np.ndarray) -> None:
+    """Adapters take decoded RGB frames only; a wrong layout would be silently mis-resized."""
+    if (
+        not isinstance(frames, np.ndarray)
+        or frames.dtype != np.uint8
+        or frames.ndim != 4
+        or frames.shape[-1] != 3
+    ):
+        got = f"{type(frames).__name__} {getattr(frames, 'dtype', '?')} {getattr(frames, 'shape', '?')}"
+        raise ValueError(f"frames must be a uint8 numpy array (T, H, W, 3), got {got}")
+    if frames.shape[0] == 0:
+        raise ValueError("frames is empty: at least one frame is needed")
+
+
+def eos_token_ids(model: torch.nn.Module) -> set[int]:
+    """The ids that stop generation: the generation config's (what stock ``generate`` uses)."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config.get_text_config(), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: torch.nn.Module,
+    prefill_kwargs: dict[str, Any],
+    *,
+    max_new_tokens: int,
+    timer: StageTimer,
+) -> list[int]:
+    """Greedy decoding with the KV cache; times ``prefill`` (up to the first token) and ``generate``.
+
+    ``prefill_kwargs`` must hold ``attention_mask`` (B=1, L) and 1D ``position_ids`` (1, L): each
+    new token takes position last + 1 and extends the mask, exactly as ``generate`` does.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    stop = eos_token_ids(model)
+    attention_mask = prefill_kwargs["attention_mask"]
+    position_ids = prefill_kwargs["position_ids"]
+    with timer.stage("prefill"):
+        out = model(**prefill_kwargs, use_cache=True, logits_to_keep=1)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+    generated = [int(token)]
+    cache = out.cache
+    with timer.stage("generate"):
+        while len(generated) < max_new_tokens and generated[-1] not in stop:
+            position_ids = position_ids[:, -1:] + 1
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((1, 1))], dim=-1)
+            out = model(
+                input_ids=token,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = out.cache
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            generated.append(int(token))
+    return generated
+
+
+@dataclass
+class PrunedInputs:
+    """What the LLM receives for one (frames, selection, prompt), and how it maps to the full prompt.
+
+    ``model_kwargs`` go straight into the model's forward (prefill). ``kept_sequence`` marks, over
+    the UNPRUNED prompt, the tokens that remain; ``position_ids`` are their unpruned positions.
+    """
+
+    model_kwargs: dict[str, Any]
+    full_input_ids: torch.Tensor  # (1, L_full)
+    kept_sequence: torch.Tensor  # (L_full,) bool
+    visual_before: int
+    visual_after: int
+
+
+def prune_sequence(
+    full_input_ids: torch.Tensor,
+    placeholder_id: int,
+    keep_visual: torch.Tensor,
+    kept_features: torch.Tensor,
+    modality: str,
+) -> PrunedInputs:
+    """Drop unkept visual placeholders; keep every text token; positions from the unpruned prompt.
+
+    ``keep_visual`` is a bool over the prompt's placeholders in order; ``kept_features`` holds the
+    embeddings of the kept ones, in the same order.
+    """
+    is_visual = full_input_ids[0] == placeholder_id
+    n_visual = int(is_visual.sum())
+    if n_visual != keep_visual.numel():
+        raise ValueError(
+            f"the prompt holds {n_visual} visual placeholders but the features/selection cover "
+            f"{keep_visual.numel()} tokens"
+        )
+    if int(keep_visual.sum()) != kept_features.shape[0]:
+        raise ValueError(f"{int(keep_visual.sum())} tokens kept but {kept_features.shape[0]} features given")
+    kept_sequence = torch.ones_like(is_visual)
+    kept_sequence[is_visual] = keep_visual.to(is_visual.device)
+    input_ids = full_input_ids[:, kept_sequence]
+    positions = torch.arange(full_input_ids.shape[1], device=full_input_ids.device)[kept_sequence][None]
+    model_kwargs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "position_ids": positions,
+        "mm_encoder_outputs": {modality: BaseModelOutputWithPooling(pooler_output=kept_features[None])},
+    }
+    return PrunedInputs(
+        model_kwargs=model_kwargs,
+        full_input_ids=full_input_ids,
+        kept_sequence=kept_sequence,
+        visual_before=n_visual,
+        visual_after=int(keep_visual.sum()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter.
+# ---------------------------------------------------------------------------------------------
+
+
+class LlavaOnevisionAdapter(ModelAdapter):
+    """LLaVA-OneVision / LLaVA-Video: pruning after the projector + 2x2 bilinear pooling."""
+
+    name = "llava_onevision"
+    POOL_STRIDE = 2  # transformers' apply_pooling halves each side (ceil)
+
+    def __init__(self, model: LlavaOnevisionForConditionalGeneration, processor: Any, source: str):
+        self.model = model.eval()
+        self.processor = processor
+        self.source = source
+        self.device = next(model.parameters()).device
+        vision = model.config.vision_config
+        self.patch_size = int(vision.patch_size)
+        self.patches_per_side = int(vision.image_size) // self.patch_size
+        self.pooled_per_side = math.ceil(self.patches_per_side / self.POOL_STRIDE)
+        self.video_token_id = int(model.config.video_token_id)
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", **kwargs: Any
+    ) -> LlavaOnevisionAdapter:
+        """Load model + processor offline from a local HF directory or an HF cache id.
+
+        ``cache_dir`` (kwarg) points at a non-default HF cache; other kwargs go to the model's
+        ``from_pretrained`` (e.g. ``attn_implementation``).
+        """
+        local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+            local, dtype=torch_dtype(dtype), local_files_only=True, **kwargs
+        ).to(device)
+        processor = AutoProcessor.from_pretrained(local, local_files_only=True)
+        if getattr(processor, "num_image_tokens", None) is None:
+            raise ValueError(
+                f"{local}: processor config lacks num_image_tokens; the LLaVA-OV processor cannot "
+                "count video placeholders without it"
+            )
+        return cls(model, processor, source=str(path_or_id))
+
+    # -- geometry -----------------------------------------------------------------------------
+
+    def token_geometry(self, num_frames: int, height: int, width: int) -> TokenGeometry:
+        """Every frame is resized to the tower's square size, so the grid ignores ``height``/``width``.
+
+        The grid per frame is ceil(P/2) x ceil(P/2) pooled tokens (P patches per side). TokenGeometry
+        describes a token as a square of ``patch_size * spatial_merge_size`` pixels, so the
+        reported frame side is the NOMINAL ``ceil(P/2) * 2 * patch`` (392 px for the 384 px
+        checkpoints, whose 27 patches pool to 14): it makes the grid exact; the pixel footprint of
+        a pooled token differs from it by under 4%.
+        """
+        side = self.pooled_per_side * self.POOL_STRIDE * self.patch_size
+        return TokenGeometry(
+            num_frames=num_frames,
+            height=side,
+            width=side,
+            patch_size=self.patch_size,
+            temporal_patch_size=1,
+            spatial_merge_size=self.POOL_STRIDE,
+        )
+
+    # -- the pipeline, step by step (public so tests can compare each step with stock) ---------
+
+    def chat_text(self, prompt: str) -> str:
+        """The prompt wrapped by the checkpoint's chat template, with one ``<video>`` before the text."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def preprocess(self, frames: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
+        """The stock processor's output (input_ids with every placeholder, pixel_values_videos)."""
+        check_frames(frames)
+        inputs = self.processor(text=[self.chat_text(prompt)], videos=[frames], return_tensors="pt")
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    @torch.inference_mode()
+    def encode_video(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
+        """Pooled, projected video tokens (T * g * g + 1, D): raster (frame, row, col), newline last."""
+        out = self.model.model.get_video_features(pixel_values_videos=pixel_values_videos, return_dict=True)
+        return out.pooler_output.flatten(0, 1)
+
+    def prune(
+        self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
+    ) -> PrunedInputs:
+        """The LLM inputs seeing only ``selection``'s pooled tokens plus the trailing newline."""
+        num_frames = int(inputs["pixel_values_videos"].shape[1])
+        native = self.token_geometry(num_frames, 0, 0)
+        grid = (selection.geometry.grid_t, selection.geometry.grid_h, selection.geometry.grid_w)
+        if grid != (native.grid_t, native.grid_h, native.grid_w):
+            raise ValueError(
+                f"selection grid {grid} does not match this model's pooled grid "
+                f"{(native.grid_t, native.grid_h, native.grid_w)} for {num_frames} frames"
+            )
+        keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)]).to(features.device)
+        return prune_sequence(inputs["input_ids"], self.video_token_id, keep, features[keep], "video")
+
+    def generate(
+        self,
+        frames: np.ndarray,
+        selection: Selection | None,
+        prompt: str,
+        *,
+        fps: float,
+        max_new_tokens: int = 16,
+        prune_stage: PruneStage = "post_vit",
+    ) -> Generation:
+        """Answer ``prompt`` about ``frames`` seeing only the selected pooled tokens (greedy)."""
+        if prune_stage == "pre_vit":
+            raise NotImplementedError(
+                "llava_onevision: pre-ViT pruning is not implemented yet (SigLIP would have to run on "
+                "kept patches only); use prune_stage='post_vit'"
+            )
+        if prune_stage != "post_vit":
+            raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
+        check_frames(frames)
+        if selection is None:
+            selection = Selection.keep_all(self.token_geometry(len(frames), *frames.shape[1:3]))
+        if selection.geometry.num_frames != len(frames):
+            raise ValueError(
+                f"selection covers {selection.geometry.num_frames} frames but {len(frames)} were given"
+            )
+        timer = StageTimer(self.device)
+        reset_peak_memory(self.device)
+        inputs = self.preprocess(frames, prompt)
+        with timer.stage("vision"):
+            features = self.encode_video(inputs["pixel_values_videos"])
+        pruned = self.prune(inputs, features, selection)
+        ids = greedy_decode(self.model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer)
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        tokens = TokenCounts(
+            visual_before=pruned.visual_before,
+            visual_after=pruned.visual_after,
+            prompt=int(pruned.model_kwargs["input_ids"].shape[1]),
+            generated=len(ids),
+        )
+        return Generation(
+            text=text,
+            tokens=tokens,
+            timings=dict(timer.seconds),
+            peak_memory_mb=peak_memory_mb(self.device),
+            extra={"output_ids": ids, "newline_tokens": 1, "fps": fps, "prune_stage": prune_stage},
+        )
