@@ -1,0 +1,131 @@
+"""``autogaze``: keep the tokens AutoGaze looks at (harness.gaze), mapped onto the model's grid.
+
+The gaze model runs on the frames the model will see (``harness.gaze.tiling.gaze_video`` tiles
+them into 224 px tiles and 16-frame clips); its multi-scale per-frame gazes become model tokens
+by ``harness.pruning.gaze_mapping`` (spatial policy ``expand``/``drop``, temporal union).
+The kept count is whatever AutoGaze decided: it is the budget the baselines are matched to.
+
+Models load once per (path, device) and are shared by every pruner instance in the process,
+so a grid of ratios does not reload the checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.pruning.base import Pruner, PruningError
+from harness.pruning.gaze_mapping import GazeLike, check_policy, temporal_union
+from harness.pruning.selection import Selection, TokenGeometry
+
+REPO = Path(__file__).resolve().parents[2]
+#: The parity checkpoint beside the repo (same layout as the published nvidia/AutoGaze).
+DEFAULT_MODEL = str(REPO.parent / "shared" / "fixtures" / "autogaze-parity" / "model")
+
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def resolve_model_dir(model: str) -> Path:
+    """A local checkpoint directory, or an HF id found in the local HF cache (never downloads)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or model.count("/") != 1 or model.startswith((".", "/", "~")):
+        raise PruningError(f"autogaze: model {model!r} is not a checkpoint directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as exc:  # LocalEntryNotFoundError and friends: say what to do
+        raise PruningError(
+            f"autogaze: {model!r} is neither a local directory nor in the HF cache "
+            f"(offline; download it first): {exc}"
+        ) from exc
+
+
+def load_gaze_model(model: str, device: str) -> Any:
+    key = (model, device)
+    if key not in _MODELS:
+        from harness.gaze import AutoGaze
+
+        loaded = AutoGaze.from_pretrained(str(resolve_model_dir(model)))
+        if hasattr(loaded, "to"):
+            loaded = loaded.to(device)
+        if hasattr(loaded, "eval"):
+            loaded = loaded.eval()
+        _MODELS[key] = loaded
+    return _MODELS[key]
+
+
+def selection_from_gaze(gaze: GazeLike, geometry: TokenGeometry, policy: str) -> Selection:
+    """Per-frame gaze -> the model's keep grid (spatial policy, then temporal union)."""
+    per_frame = gaze.to_grid(geometry.grid_h, geometry.grid_w, policy)
+    keep = temporal_union(per_frame, geometry)
+    info: dict[str, Any] = {"policy": policy, "gaze_seconds": float(gaze.seconds)}
+    gazed = getattr(gaze, "gazed_per_frame", None)
+    if gazed is not None:
+        gazed = [int(n) for n in np.asarray(gazed).reshape(-1)]
+        info["gazed_per_frame"] = gazed
+        info["gazed_total"] = sum(gazed)
+    return Selection(geometry, keep, info=info)
+
+
+class AutoGazePruner(Pruner):
+    name = "autogaze"
+
+    def __init__(
+        self,
+        gazing_ratio: float = 0.75,
+        task_loss_requirement: float | None = None,
+        model: str = DEFAULT_MODEL,
+        policy: str = "expand",
+        device: str = "cpu",
+        batch_size: int = 8,
+        tile_size: int = 224,
+        clip_len: int = 16,
+    ):
+        if not 0.0 < float(gazing_ratio) <= 1.0:
+            raise PruningError(f"autogaze: gazing_ratio must be in (0, 1], got {gazing_ratio!r}")
+        if int(batch_size) < 1 or int(clip_len) < 1 or int(tile_size) < 1:
+            raise PruningError("autogaze: batch_size, clip_len and tile_size must be positive")
+        self.gazing_ratio = float(gazing_ratio)
+        self.task_loss_requirement = None if task_loss_requirement is None else float(task_loss_requirement)
+        self.model = str(model)
+        self.policy = check_policy(policy)
+        self.device = str(device)
+        self.batch_size = int(batch_size)
+        self.tile_size = int(tile_size)
+        self.clip_len = int(clip_len)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "gazing_ratio": self.gazing_ratio,
+            "task_loss_requirement": self.task_loss_requirement,
+            "model": self.model,
+            "policy": self.policy,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "tile_size": self.tile_size,
+            "clip_len": self.clip_len,
+        }
+
+    def gaze(self, frames: np.ndarray) -> GazeLike:
+        """Run AutoGaze on the frames (a seam: tests substitute a hand-made gaze here)."""
+        from harness.gaze.tiling import gaze_video
+
+        return gaze_video(
+            load_gaze_model(self.model, self.device),
+            frames,
+            gazing_ratio=self.gazing_ratio,
+            task_loss_requirement=self.task_loss_requirement,
+            tile_size=self.tile_size,
+            clip_len=self.clip_len,
+            batch_size=self.batch_size,
+        )
+
+    def _select(
+        self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None
+    ) -> Selection:
+        return selection_from_gaze(self.gaze(frames), geometry, self.policy)
