@@ -1,0 +1,491 @@
+"""Qwen2.5-VL adapter (transformers ``Qwen2_5_VLForConditionalGeneration``), pre- and post-ViT pruning.
+
+Token layout. The stock video processor resizes every frame with ``smart_resize`` (sides a
+multiple of patch 14 x merge 2 = 28, pixel count within the processor's min/max), repeats the
+last frame up to a multiple of the temporal patch (2), and emits patches grouped by 2x2 merge
+unit: rows ``4k .. 4k+3`` of ``pixel_values_videos`` are exactly the four ViT patches that become
+LLM token ``k``, and ``k`` runs in raster order over (temporal group, merged row, merged col),
+which is the ``Selection.keep`` grid order. The prompt holds one ``<|video_pad|>`` per token.
+
+How the LLM sees only the kept tokens, without monkey-patching (transformers >= 5.24):
+- 3D M-RoPE positions come from the stock ``get_rope_index`` on the FULL (unpruned) sequence;
+  the unkept ``<|video_pad|>`` ids and the same position columns are dropped, so every kept
+  token keeps the (t, h, w) position it had, and the text after the video keeps its positions.
+- The kept features go in through the stock ``mm_encoder_outputs={"video": ...}`` route with
+  explicit ``position_ids`` of 4 rows (row 0 = plain text positions ``arange(L)``, used by the
+  attention-mask builder; rows 1-3 = M-RoPE t/h/w).
+
+``post_vit``: the stock ``get_video_features`` runs on every patch; the kept rows are selected.
+``pre_vit``: the stock vision tower runs on the kept merge units only. Its forward accepts
+precomputed ``position_ids`` / ``cu_seqlens`` / ``window_index`` / ``cu_window_seqlens`` (the
+``transformers.vision_utils`` contract), so we pass ours, computed for the kept rows:
+- rotary positions: the rows of the full (h, w) patch-position table at the kept patches;
+- ``cu_seqlens`` (full-attention blocks): one segment per temporal group, of its kept patches
+  (empty groups dropped), as the stock model does per frame;
+- window attention: a kept unit belongs to the window its ORIGINAL (row, col) fell in; windows in
+  the stock order (group, window row, window col), units inside a window in raster order;
+  empty windows dropped. With a keep-all selection every tensor equals the stock one, so the
+  outputs are identical (tested). What differs from running the ViT on all patches: unkept
+  patches neither attend nor are attended to — that is the point of pre-ViT pruning.
+
+Prefill and decode are driven here (a greedy argmax loop over the KV cache) so that prefill
+(time to first token) is timed apart from decoding; each step extends every position row by 1,
+as stock ``generate`` does. Tests check the ids equal stock ``generate``'s.
+
+``fps`` passed to ``generate`` is the rate of the FRAMES GIVEN (after the harness's sampling): it
+becomes the processor's ``video_metadata`` (without it the processor assumes 24 fps and the
+temporal positions, ``second_per_grid_ts``, are silently wrong).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize
+from transformers.video_utils import VideoMetadata
+from transformers.vision_utils import get_vision_position_ids
+
+from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
+from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
+from harness.pruning.selection import Selection, TokenGeometry
+
+# ---------------------------------------------------------------------------------------------
+# Family-agnostic helpers (also used by harness/models/qwen3_vl.py).
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_model_dir(path_or_id: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """The local HF-layout directory for a path or an HF repo id, never downloading.
+
+    A repo id ``org/name`` is looked up in the HF cache (``HF_HUB_CACHE`` / ``cache_dir``) with
+    ``local_files_only``: evaluation runs offline, and a silent download would change what is
+    measured.
+    """
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path}: directory exists but holds no config.json (not an HF model dir)"
+            )
+        return path
+    text = str(path_or_id)
+    if path.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(
+            f"{text}: no such model directory (and not an HF repo id of the form org/name)"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=text, cache_dir=cache_dir, local_files_only=True))
+    except Exception as exc:  # huggingface_hub raises several types for "not cached"
+        where = str(cache_dir) if cache_dir is not None else "the HF cache (HF_HUB_CACHE / HF_HOME)"
+        raise FileNotFoundError(
+            f"{text}: not a local directory and not found in {where}; download it first "
+            f"(`hf download {text}`) or pass a local path. Cause: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def parse_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
+    """``"auto"`` (the checkpoint's dtype) or a torch dtype from its name."""
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'")
+    return value
+
+
+def check_frames(frames: np.ndarray) -> None:
+    if (
+        not isinstance(frames, np.ndarray)
+        or frames.dtype != np.uint8
+        or frames.ndim != 4
+        or frames.shape[-1] != 3
+    ):
+        got = f"{type(frames).__name__} {getattr(frames, 'dtype', '?')} {getattr(frames, 'shape', '?')}"
+        raise ValueError(f"frames must be a uint8 numpy array (T, H, W, 3), got {got}")
+    if frames.shape[0] == 0:
+        raise ValueError("frames is empty: at least one frame is needed")
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic (antialiased) resize of uint8 (T, H, W, 3) frames, for selections at another size."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def stop_token_ids(model: torch.nn.Module) -> set[int]:
+    """The generation config's eos ids: what stock ``generate`` stops on."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config.get_text_config(), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model: torch.nn.Module, llm_inputs: dict[str, Any], *, max_new_tokens: int, timer: StageTimer
+) -> list[int]:
+    """Greedy decoding over the KV cache; times ``prefill`` (to the first token) and ``generate``.
+
+    ``llm_inputs`` holds ``input_ids`` (1, L), ``attention_mask`` (1, L), ``position_ids``
+    (R, 1, L) and ``mm_encoder_outputs``. Each new token gets every position row's last value + 1.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    stop = stop_token_ids(model)
+    attention_mask = llm_inputs["attention_mask"]
+    last_pos = llm_inputs["position_ids"][..., -1:]
+    with timer.stage("prefill"):
+        out = model(**llm_inputs, use_cache=True, logits_to_keep=1)
+        token = int(out.logits[0, -1].argmax())
+    ids = [token]
+    with timer.stage("generate"):
+        cache = out.cache
+        while len(ids) < max_new_tokens and token not in stop:
+            last_pos = last_pos + 1
+            attention_mask = F.pad(attention_mask, (0, 1), value=1)
+            step = torch.tensor([[token]], device=attention_mask.device)
+            out = model(
+                input_ids=step,
+                attention_mask=attention_mask,
+                position_ids=last_pos,
+                cache=cache,
+                use_cache=True,
+            )
+            cache = out.cache
+            token = int(out.logits[0, -1].argmax())
+            ids.append(token)
+    return ids
+
+
+@dataclass
+class VisualFeatures:
+    """LLM-ready visual tokens (rows in Selection raster order) and, for Qwen3-VL, DeepStack maps."""
+
+    embeds: torch.Tensor  # (N, D)
+    deepstack: list[torch.Tensor] = field(default_factory=list)  # each (N, D)
+
+    def rows(self, index: torch.Tensor) -> VisualFeatures:
+        return VisualFeatures(self.embeds[index], [d[index] for d in self.deepstack])
+
+
+@dataclass
+class PreparedInputs:
+    """What the processor produced for one clip, plus the geometry it implies."""
+
+    batch: dict[str, torch.Tensor]
+    geometry: TokenGeometry  # geometry of the tokens in ``batch`` (after any selection resize)
+    native_tokens: int  # visual tokens the unpruned model would use on the ORIGINAL frames
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter.
+# ---------------------------------------------------------------------------------------------
+
+
+class Qwen25VLAdapter(ModelAdapter):
+    """Qwen2.5-VL: frames + Selection + prompt -> Generation (see the module docstring)."""
+
+    name = "qwen2_5_vl"
+    model_class: ClassVar[type] = Qwen2_5_VLForConditionalGeneration
+
+    def __init__(self, model: torch.nn.Module, processor: Any, source: str = ""):
+        self.model = model.eval()
+        self.processor = processor
+        self.source = source
+        self.device = next(model.parameters()).device
+        vision = model.config.vision_config
+        self.patch_size = int(vision.patch_size)
+        self.merge_size = int(vision.spatial_merge_size)
+        self.temporal_patch_size = int(vision.temporal_patch_size)
+        self.video_token_id = int(model.config.video_token_id)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str,
+        device: str = "cpu",
+        dtype: str = "auto",
+        *,
+        cache_dir: str | Path | None = None,
+        attn_implementation: str | None = None,
+        **kwargs: Any,
+    ) -> Qwen25VLAdapter:
+        """Load from a local HF-layout dir or an HF cache id (``local_files_only``: never downloads)."""
+        local = resolve_model_dir(path_or_id, cache_dir=cache_dir)
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
+        model = cls.model_class.from_pretrained(
+            local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
+        )
+        processor = AutoProcessor.from_pretrained(local, local_files_only=True)
+        return cls(model.to(device), processor, source=str(path_or_id))
+
+    # -- geometry ------------------------------------------------------------------------------
+
+    def _resized_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """The frame size the stock video processor resizes to (mirrors its ``resize``)."""
+        vp = self.processor.video_processor
+        factor = self.patch_size * self.merge_size
+        max_pixels = vp.size["longest_edge"]
+        if getattr(vp, "cap_pixels_per_frame", None):
+            total = int(vp.max_video_tokens * factor * factor * 0.9)
+            max_pixels = max(
+                min(max_pixels, total * self.temporal_patch_size // num_frames),
+                int(vp.size["shortest_edge"] * 1.05),
+            )
+        return smart_resize(
+            height, width, factor=factor, min_pixels=vp.size["shortest_edge"], max_pixels=max_pixels
+        )
+
+    def _geometry(self, num_frames: int, height: int, width: int) -> TokenGeometry:
+        tps = self.temporal_patch_size
+        return TokenGeometry(
+            num_frames=math.ceil(num_frames / tps) * tps,  # the processor repeats the last frame
+            height=height,
+            width=width,
+            patch_size=self.patch_size,
+            temporal_patch_size=tps,
+            spatial_merge_size=self.merge_size,
+        )
+
+    def token_geometry(self, num_frames: int, height: int, width: int) -> TokenGeometry:
+        """The grid for ``num_frames`` frames of ``height x width`` after the processor's resize.
+
+        ``num_frames`` is rounded up to a multiple of the temporal patch, as the processor pads.
+        """
+        if num_frames < 1 or height < 1 or width < 1:
+            raise ValueError(f"token_geometry needs positive sizes, got {num_frames} x {height} x {width}")
+        return self._geometry(num_frames, *self._resized_hw(num_frames, height, width))
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def chat_text(self, prompt: str) -> str:
+        """The checkpoint's chat template with the video first, then the question."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prepare(
+        self, frames: np.ndarray, prompt: str, *, fps: float, selection: Selection | None = None
+    ) -> PreparedInputs:
+        """Run the stock processor on the frames (resized to ``selection.geometry`` when that differs)."""
+        check_frames(frames)
+        if not fps or fps <= 0:
+            raise ValueError(f"fps must be the positive frame rate of the frames given, got {fps!r}")
+        t, h, w = frames.shape[:3]
+        native = self.token_geometry(t, h, w)
+        video_kwargs: dict[str, Any] = {"do_sample_frames": False}
+        geometry = native
+        if selection is not None:
+            sg = selection.geometry
+            if (sg.patch_size, sg.spatial_merge_size, sg.temporal_patch_size) != (
+                self.patch_size,
+                self.merge_size,
+                self.temporal_patch_size,
+            ):
+                raise ValueError(
+                    f"selection geometry {sg} was not made for {self.name} (patch/merge/temporal)"
+                )
+            if sg.grid_t != native.grid_t:
+                raise ValueError(
+                    f"selection has {sg.grid_t} temporal groups, the {t} frames give {native.grid_t}"
+                )
+            if (sg.height, sg.width) != (native.height, native.width):
+                factor = self.patch_size * self.merge_size
+                if sg.height % factor or sg.width % factor:
+                    raise ValueError(
+                        f"selection size {sg.height}x{sg.width} is not a multiple of {factor} px"
+                    )
+                frames = resize_frames(frames, sg.height, sg.width)
+                video_kwargs["do_resize"] = False  # the processor would smart_resize it back
+                geometry = self._geometry(t, sg.height, sg.width)
+        meta = VideoMetadata(
+            total_num_frames=t,
+            fps=float(fps),
+            width=int(frames.shape[2]),
+            height=int(frames.shape[1]),
+            frames_indices=list(range(t)),
+            video_backend="harness",
+        )
+        batch = self.processor(
+            text=[self.chat_text(prompt)],
+            videos=[frames],
+            video_metadata=[meta],
+            return_tensors="pt",
+            **video_kwargs,
+        )
+        grid = batch["video_grid_thw"][0].tolist()
+        expected = [geometry.grid_t, geometry.grid_h * self.merge_size, geometry.grid_w * self.merge_size]
+        if grid != expected:
+            raise RuntimeError(f"{self.name}: processor grid {grid} != predicted {expected} for {geometry}")
+        batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return PreparedInputs(batch=batch, geometry=geometry, native_tokens=native.total_tokens)
+
+    # -- vision --------------------------------------------------------------------------------
+
+    def _pixels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["pixel_values_videos"].to(self.model.model.visual.dtype)
+
+    @torch.inference_mode()
+    def encode_all(self, batch: dict[str, torch.Tensor]) -> VisualFeatures:
+        """Stock ``get_video_features`` on every patch (the post-ViT path and the reference)."""
+        out = self.model.model.get_video_features(
+            self._pixels(batch), batch["video_grid_thw"], return_dict=True
+        )
+        return VisualFeatures(torch.cat(out.pooler_output, dim=0))
+
+    def vision_kwargs_for_kept(self, grid_thw: torch.Tensor, kept: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Precomputed ViT inputs (rotary positions, cu_seqlens, windows) for the kept merge units."""
+        t, h, w = (int(v) for v in grid_thw[0])
+        m, unit = self.merge_size, self.merge_size**2
+        gh, gw = h // m, w // m
+        device = kept.device
+        rows = (kept[:, None] * unit + torch.arange(unit, device=device)).reshape(-1)
+        position_ids = get_vision_position_ids(grid_thw, m)[rows.to(grid_thw.device)].to(device)
+
+        group = kept // (gh * gw)
+        per_group = torch.bincount(group, minlength=t)
+        per_group = per_group[per_group > 0]
+        cu_seqlens = F.pad((per_group * unit).cumsum(0), (1, 0)).to(torch.int32)
+
+        vision = self.model.config.vision_config
+        ws = vision.window_size // m // self.patch_size  # window side in merged units
+        row, col = (kept % (gh * gw)) // gw, kept % gw
+        n_wh, n_ww = gh // ws + 1, gw // ws + 1
+        key = group * (n_wh * n_ww) + (row // ws) * n_ww + (col // ws)
+        window_index = torch.sort(key, stable=True).indices
+        _, counts = torch.unique_consecutive(key[window_index], return_counts=True)
+        cu_window_seqlens = F.pad((counts * unit).cumsum(0), (1, 0)).to(torch.int32)
+        return {
+            "rows": rows,
+            "position_ids": position_ids,
+            "cu_seqlens": cu_seqlens,
+            "window_index": window_index,
+            "cu_window_seqlens": cu_window_seqlens,
+        }
+
+    @torch.inference_mode()
+    def encode_kept(self, batch: dict[str, torch.Tensor], kept: torch.Tensor) -> VisualFeatures:
+        """Pre-ViT pruning: the stock vision tower on the kept merge units only (module docstring)."""
+        grid = batch["video_grid_thw"]
+        pre = self.vision_kwargs_for_kept(grid, kept.to(self.device))
+        rows = pre.pop("rows")
+        out = self.model.model.visual(self._pixels(batch)[rows], grid_thw=grid, **pre)
+        return VisualFeatures(out.pooler_output)
+
+    # -- LLM inputs ----------------------------------------------------------------------------
+
+    def encoder_outputs(self, features: VisualFeatures) -> BaseModelOutputWithPooling:
+        # A tuple: the model concatenates one tensor per video.
+        return BaseModelOutputWithPooling(pooler_output=(features.embeds,))
+
+    def rope_index(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Stock 3D M-RoPE positions (3, 1, L) of the FULL sequence."""
+        extra = {"second_per_grid_ts": batch["second_per_grid_ts"]} if "second_per_grid_ts" in batch else {}
+        positions, _ = self.model.model.get_rope_index(
+            batch["input_ids"],
+            batch["mm_token_type_ids"],
+            video_grid_thw=batch["video_grid_thw"],
+            attention_mask=batch["attention_mask"],
+            **extra,
+        )
+        return positions
+
+    def llm_inputs(
+        self, batch: dict[str, torch.Tensor], kept: torch.Tensor, features: VisualFeatures
+    ) -> dict:
+        """``input_ids``/``position_ids``/``mm_encoder_outputs`` showing the LLM only the ``kept`` tokens.
+
+        ``features`` holds exactly the kept tokens' rows (in ``kept`` order).
+        """
+        input_ids = batch["input_ids"]
+        video_cols = (input_ids[0] == self.video_token_id).nonzero().squeeze(-1)
+        kept = kept.to(input_ids.device)
+        if features.embeds.shape[0] != kept.numel():
+            raise ValueError(f"{features.embeds.shape[0]} feature rows for {kept.numel()} kept tokens")
+        if kept.numel() and int(kept.max()) >= video_cols.numel():
+            raise ValueError(f"kept index {int(kept.max())} beyond the {video_cols.numel()} video tokens")
+        seq_keep = torch.ones(input_ids.shape[1], dtype=torch.bool, device=input_ids.device)
+        drop = torch.ones(video_cols.numel(), dtype=torch.bool, device=input_ids.device)
+        drop[kept] = False
+        seq_keep[video_cols[drop]] = False
+        positions = self.rope_index(batch)[:, :, seq_keep]
+        length = int(seq_keep.sum())
+        text_row = torch.arange(length, device=input_ids.device).view(1, 1, -1)
+        return {
+            "input_ids": input_ids[:, seq_keep],
+            "attention_mask": torch.ones(1, length, dtype=torch.long, device=input_ids.device),
+            "position_ids": torch.cat([text_row, positions], dim=0),
+            "mm_encoder_outputs": {"video": self.encoder_outputs(features)},
+        }
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def kept_indices(self, prepared: PreparedInputs, selection: Selection | None) -> torch.Tensor:
+        if selection is None:
+            return torch.arange(prepared.geometry.total_tokens, device=self.device)
+        return selection.kept_indices.to(self.device)
+
+    def visual_features(
+        self, prepared: PreparedInputs, kept: torch.Tensor, prune_stage: PruneStage
+    ) -> VisualFeatures:
+        if prune_stage == "pre_vit":
+            return self.encode_kept(prepared.batch, kept)
+        if prune_stage == "post_vit":
+            return self.encode_all(prepared.batch).rows(kept)
+        raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        frames: np.ndarray,
+        selection: Selection | None,
+        prompt: str,
+        *,
+        fps: float,
+        max_new_tokens: int = 16,
+        prune_stage: PruneStage = "post_vit",
+    ) -> Generation:
+        """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens."""
+        timer = StageTimer(self.device)
+        reset_peak_memory(self.device)
+        prepared = self.prepare(frames, prompt, fps=fps, selection=selection)
+        kept = self.kept_indices(prepared, selection)
+        with timer.stage("vision"):
+            features = self.visual_features(prepared, kept, prune_stage)
+        llm_inputs = self.llm_inputs(prepared.batch, kept, features)
+        ids = greedy_generate(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer)
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        tokens = TokenCounts(
+            visual_before=prepared.native_tokens,
+            visual_after=int(kept.numel()),
+            prompt=int(llm_inputs["input_ids"].shape[1]),
+            generated=len(ids),
+        )
+        g = prepared.geometry
+        return Generation(
+            text=text,
+            tokens=tokens,
+            timings=dict(timer.seconds),
+            peak_memory_mb=peak_memory_mb(self.device),
+            extra={
+                "prune_stage": prune_stage,
+                "model_size": [g.height, g.width],
+                "token_grid": [g.grid_t, g.grid_h, g.grid_w],
+                "output_ids": ids,
+            },
+        )
