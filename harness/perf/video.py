@@ -1,0 +1,174 @@
+"""Video input benchmark: 4K x 1,000 frames through harness.video in bounded memory, vs a bare PyAV decode.
+
+    python -m harness.perf.video [--width 3840 --height 2160 --frames 1000 --size 448]
+
+Generates a synthetic H.264 video once (libx264 ultrafast, yuv420p, a low-entropy moving texture;
+cached in ~/.cache/harness/perf/, outside the repo), then times, each in its own subprocess so that
+peak RSS (ru_maxrss) belongs to that read alone:
+  - sequential: every frame, in 16-frame chunks;
+  - sampled: 64 frames (harness.video.sample_indices, lmms-eval convention), in 16-frame chunks;
+for the bare decode (``av.open`` + ``container.decode`` + ``frame.to_ndarray`` at the same output size,
+same threading, no index, no seeking: the floor we compare against) and for each harness backend.
+Frames are resized while decoding to ``--size`` on the long side (448 -> 448x252 for 16:9).
+Time includes opening the file (our packet index / decord's index). Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(os.environ.get("HARNESS_PERF_CACHE", Path.home() / ".cache" / "harness" / "perf"))
+
+
+def synthetic_frames(width: int, height: int, frames: int):
+    """A smooth texture drifting 6 px/frame plus a moving bright box: cheap to make and to encode."""
+    yy, xx = np.mgrid[0:height, 0 : width + 6 * 64].astype(np.float32)
+    base = np.stack([128 + 60 * np.sin(xx / 97.0), 128 + 60 * np.cos(yy / 71.0),
+                     128 + 40 * np.sin((xx + yy) / 53.0)], axis=-1).astype(np.uint8)
+    box = max(8, min(width, height) // 10)
+    for i in range(frames):
+        off = (6 * i) % (6 * 64)
+        frame = np.ascontiguousarray(base[:, off : off + width])
+        x = (i * 17) % max(1, width - box)
+        y = (i * 11) % max(1, height - box)
+        frame[y : y + box, x : x + box] = 255
+        yield frame
+
+
+def ensure_video(width: int, height: int, frames: int, fps: float) -> Path:
+    """Return the cached benchmark video, encoding it (atomically) on first use."""
+    from harness.video.writer import write_video
+
+    path = CACHE / f"synthetic_{width}x{height}_{frames}f_{fps:g}fps_x264ultrafast_v1.mp4"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".partial.mp4")
+    start = time.perf_counter()
+    print(f"generating {path} ({width}x{height}, {frames} frames) ...", flush=True)
+    write_video(tmp, synthetic_frames(width, height, frames), fps=fps, codec="libx264", pix_fmt="yuv420p")
+    tmp.rename(path)
+    print(f"  done in {time.perf_counter() - start:.1f} s, {path.stat().st_size / 2**20:.1f} MiB", flush=True)
+    return path
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(spec: dict) -> dict:
+    """One timed read in this (fresh) process; returns its figures."""
+    import av
+
+    from harness.video import open_video
+
+    path, indices = spec["path"], np.asarray(spec["indices"], dtype=np.int64)
+    h, w = spec["out_hw"]
+    rss_before = _peak_rss_mb()
+    checksum = 0
+    start = time.perf_counter()
+    if spec["mode"] == "bare":
+        wanted = set(indices.tolist())
+        last = int(indices.max())
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(stream)):
+                if i in wanted:
+                    arr = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+                    checksum += int(arr[::16, ::16].sum())
+                if i >= last:
+                    break
+        decoder = "bare-pyav"
+    else:
+        with open_video(path, backend=spec["mode"]) as reader:
+            for chunk in reader.iter_chunks(indices, chunk_size=spec["chunk"], size=(h, w), keep_aspect=False):
+                checksum += int(chunk.frames[:, ::16, ::16].sum())
+            decoder = reader.meta.decoder
+    elapsed = time.perf_counter() - start
+    return {"decoder": decoder, "frames": int(indices.size), "seconds": round(elapsed, 3),
+            "fps": round(indices.size / elapsed, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "rss_before_read_mb": round(rss_before, 1), "checksum": checksum}
+
+
+def run_child(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "harness.perf.video", "--child", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--width", type=int, default=3840)
+    ap.add_argument("--height", type=int, default=2160)
+    ap.add_argument("--frames", type=int, default=1000)
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--size", type=int, default=448, help="output long side (aspect kept)")
+    ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--backends", default="pyav,decord")
+    ap.add_argument("--repeats", type=int, default=1, help="best of N per measurement")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(json.loads(args.child))))
+        return 0
+
+    from harness.video import DEFAULT_BACKEND, available_backends, output_size, probe, sample_indices
+
+    path = ensure_video(args.width, args.height, args.frames, args.fps)
+    meta = probe(path, backend="pyav")
+    out_hw = output_size((meta.height, meta.width), args.size)
+    reads = {
+        f"sequential_{meta.num_frames}": np.arange(meta.num_frames),
+        f"sampled_{args.samples}": sample_indices(meta, num_frames=args.samples),
+    }
+    backends = [b for b in args.backends.split(",") if b in available_backends()]
+    print(f"video {path.name}: {meta.width}x{meta.height}, {meta.num_frames} frames, {meta.codec}; "
+          f"output {out_hw[1]}x{out_hw[0]}, chunks of {args.chunk}; default backend {DEFAULT_BACKEND}")
+    results: dict[str, dict[str, dict]] = {}
+    for name, idx in reads.items():
+        results[name] = {}
+        for mode in ["bare", *backends]:
+            spec = {"mode": mode, "path": str(path), "indices": idx.tolist(), "out_hw": out_hw, "chunk": args.chunk}
+            best = None
+            for _ in range(args.repeats):
+                r = run_child(spec)
+                if best is None or ("fps" in r and r["fps"] > best.get("fps", 0)):
+                    best = r
+            if "fps" in best and mode != "bare" and "fps" in results[name]["bare"]:
+                best["ratio_to_bare_decode"] = round(best["fps"] / results[name]["bare"]["fps"], 3)
+            results[name][mode] = best
+            shown = {k: v for k, v in best.items() if k != "checksum"}
+            print(f"  {name:>16} {mode:>7}: {shown}", flush=True)
+        sums = {m: r.get("checksum") for m, r in results[name].items()}
+        print(f"  {name:>16} checksums equal across modes: {len(set(sums.values())) == 1} {sums}")
+
+    default = DEFAULT_BACKEND if DEFAULT_BACKEND in backends else backends[0]
+    dr = [results[n][default] for n in reads if "fps" in results[n][default]]
+    summary = {
+        "video": path.name, "width": meta.width, "height": meta.height, "frames": meta.num_frames,
+        "out_hw": list(out_hw), "chunk": args.chunk, "cpu_count": os.cpu_count(),
+        "default_backend": default,
+        "fps": results[f"sequential_{meta.num_frames}"][default].get("fps"),
+        "peak_rss_mb": max((r["peak_rss_mb"] for r in dr), default=None),
+        "ratio_to_bare_decode": min((r["ratio_to_bare_decode"] for r in dr), default=None),
+        "per_decoder": {m: {n: {k: v for k, v in results[n][m].items() if k != "checksum"} for n in reads}
+                        for m in ["bare", *backends]},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
