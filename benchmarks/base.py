@@ -28,10 +28,28 @@ class Sample:
     answer: str  # the correct letter
     metadata: dict[str, Any] = field(default_factory=dict)  # e.g. duration, domain, category
     evidence: list[Evidence] | None = None
+    # Set when the sample itself cannot be scored (e.g. its answer is not among its options): it is
+    # still yielded so reports count it, but it never enters an accuracy denominator.
+    invalid_reason: str | None = None
+
+    @property
+    def letters(self) -> list[str]:
+        """The option letters in order (A, B, C, ... one per option)."""
+        return [chr(ord("A") + i) for i in range(len(self.options))]
 
 
 class Benchmark(ABC):
     name: str = "base"
+    # Answer-extraction convention used when none is named (see benchmarks/extraction.py).
+    default_extraction: str = "lmms-eval-regex"
+    # Sample.metadata keys reported as splits by ``aggregate`` (besides "overall").
+    group_columns: tuple[str, ...] = ()
+    # Sample.metadata key whose questions are correlated (same video): the CI cluster.
+    cluster_column: str = "video_id"
+    # Decoding settings the published numbers used (greedy, short answers).
+    generation_kwargs: dict[str, Any] = {"max_new_tokens": 16, "do_sample": False}
+    # Published accuracies (%) to print beside ours in reports: {"model name": accuracy}.
+    published: dict[str, float] = {}
 
     @abstractmethod
     def samples(self, limit: int | None = None) -> Iterator[Sample]:

@@ -1,0 +1,74 @@
+"""Find a benchmark's files: a local directory, or a Hugging Face dataset id in the local cache.
+
+Why both: users download data themselves, either with ``huggingface-cli download`` into a
+directory (same layout as the dataset repo) or into the HF cache; we never download (the
+harness must run offline), so a cache miss is an error that says what was looked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The benchmark's data is not where it was asked to be read from."""
+
+
+def resolve_dataset_dir(spec: str | Path, aliases: Sequence[str] = ()) -> Path:
+    """Directory holding the dataset files for ``spec``.
+
+    ``spec`` is an existing directory, or a dataset id (``owner/name``). An id that is one of
+    ``aliases`` (e.g. ``lmms-lab/Video-MME`` and ``lmms-eval/Video-MME``, the same data under
+    two organisations) is looked up under each alias, the given one first.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    spec = str(spec)
+    if spec.count("/") != 1 or path.exists():
+        raise DataNotFoundError(f"{spec}: not a directory, and not a Hugging Face dataset id (owner/name)")
+    ids = [spec] + [a for a in aliases if a != spec] if spec in aliases else [spec]
+    tried: list[str] = []
+    for repo_id in ids:
+        found = _cached_snapshot(repo_id)
+        if found is not None:
+            return found
+        tried.append(repo_id)
+    raise DataNotFoundError(
+        f"dataset {spec!r} is not in the local Hugging Face cache (looked for {', '.join(tried)}; "
+        "nothing is downloaded). Download it first, e.g. `huggingface-cli download --repo-type dataset "
+        f"{spec} --local-dir DIR`, then pass DIR, or download it into the cache."
+    )
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        return None
+
+
+def read_parquet_checked(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    """Read a parquet file and fail naming the file and the missing columns, if any."""
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: annotation file not found")
+    df = pd.read_parquet(path)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
+
+
+def find_video(directory: Path, stem: str, extensions: Sequence[str] = (".mp4", ".MP4", ".mkv")) -> Path | None:
+    """``directory/stem<ext>`` for the first extension that exists (lmms-eval's order), else None."""
+    for ext in extensions:
+        candidate = directory / f"{stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
