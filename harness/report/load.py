@@ -1,0 +1,107 @@
+"""Run directories -> one flat pandas DataFrame (one row per run x sample), shards merged.
+
+Why flat columns (``tok_visual_after``, ``lat_prefill``, ``split_duration``): every table, plot
+and the regression compare are then plain pandas group-bys, and users can load the same frame
+(``load_records(["runs/demo"])``) for their own analysis.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.runner.records import RUN_FILE, latest_by_sample, read_run_records
+
+STAGES = ("decode", "gaze", "vision", "prefill", "generate")
+TOKEN_KEYS = ("visual_before", "visual_after", "prompt", "generated")
+
+
+class ReportError(ValueError):
+    """No usable runs/records under the given paths; the message names them."""
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Run directories (those holding run.json) at or under each path, in a stable order."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ReportError(f"{p}: no such run directory")
+        if (p / RUN_FILE).is_file():
+            found.append(p)
+        else:
+            found.extend(sorted(q.parent for q in p.rglob(RUN_FILE)))
+    unique = list(dict.fromkeys(d.resolve() for d in found))
+    if not unique:
+        raise ReportError(f"no run directories (with {RUN_FILE}) under: {', '.join(map(str, paths))}")
+    return unique
+
+
+def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": rec.get("run_id") or run.get("run_id"),
+        "run_dir": str(run_dir),
+        "experiment": run.get("experiment"),
+        "model": rec.get("model"),
+        "tiny_model": bool(rec.get("tiny_model")),
+        "benchmark": rec.get("benchmark"),
+        "pruner": rec.get("pruner"),
+        "pruner_label": rec.get("pruner_label"),
+        "budget_kind": (rec.get("budget") or {}).get("kind"),
+        "budget_match": (rec.get("budget") or {}).get("match"),
+        "sample_id": str(rec.get("sample_id")),
+        "answer": rec.get("answer"),
+        "extracted": rec.get("extracted"),
+        "correct": rec.get("correct"),
+        "counted": rec.get("counted", True),
+        "extraction": rec.get("extraction"),
+        "output": rec.get("output"),
+        "ok": rec.get("error") is None,
+        "error": None if rec.get("error") is None else
+        f"{rec['error'].get('stage')}: {rec['error'].get('type')}: {rec['error'].get('message')}",
+        "peak_memory_mb": rec.get("peak_memory_mb"),
+        "rank": rec.get("rank"),
+    }
+    for key, value in (rec.get("pruner_params") or {}).items():
+        if isinstance(value, int | float | str | bool) or value is None:
+            row[f"param_{key}"] = value
+    tokens = rec.get("tokens") or {}
+    for key in TOKEN_KEYS:
+        row[f"tok_{key}"] = tokens.get(key)
+    sel = rec.get("selection") or {}
+    row["sel_kept"], row["sel_total"] = sel.get("kept"), sel.get("total")
+    latency = rec.get("latency") or {}
+    for stage in STAGES:
+        row[f"lat_{stage}"] = latency.get(stage)
+    row["lat_total"] = latency.get("total")
+    ev = rec.get("evidence") or {}
+    row["evidence_recall"] = ev.get("recall")
+    row["evidence_hit"] = ev.get("hit")
+    for key, value in (rec.get("splits") or {}).items():
+        row[f"split_{key}"] = value
+    return row
+
+
+def load_records(paths: list[str | Path], include_failed: bool = True) -> pd.DataFrame:
+    """All runs under ``paths``: the latest record per (run, sample), every shard file merged."""
+    rows: list[dict[str, Any]] = []
+    for run_dir in find_run_dirs(paths):
+        run = json.loads((run_dir / RUN_FILE).read_text())
+        for rec in latest_by_sample(read_run_records(run_dir)).values():
+            rows.append(_flatten(rec, run, run_dir))
+    if not rows:
+        raise ReportError(f"no records yet in the runs under: {', '.join(map(str, paths))}")
+    df = pd.DataFrame(rows)
+    # one run id may appear under two given paths (e.g. a dir and its parent): keep it once
+    df = df.drop_duplicates(subset=["run_id", "sample_id"], keep="last").reset_index(drop=True)
+    if not include_failed:
+        df = df[df.ok].reset_index(drop=True)
+    for col in ["correct", "evidence_hit"]:
+        df[col] = df[col].astype("boolean")
+    return df
+
+
+def split_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("split_")]

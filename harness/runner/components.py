@@ -1,0 +1,155 @@
+"""The runner's links to the other packages: benchmark, adapter, pruner, frames, evidence.
+
+Why one seam: the engine only orchestrates. Tests give it small fakes implementing the same
+five callables; production uses these defaults, which import each package lazily (so a config
+check never pays for torch + transformers imports, and one missing piece names itself).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.runner.config import BenchmarkConfig, ConfigError, FramesConfig, ModelConfig
+
+TINY_LABEL = "tiny random-weight model: numbers are plumbing checks, not accuracy"
+
+
+@dataclass
+class DecodedVideo:
+    """A sample's frames, decoded once and shared by every pruner setting of that sample."""
+
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    indices: np.ndarray  # source frame indices
+    timestamps: np.ndarray  # seconds
+    fps: float  # rate of the *sampled* frames (what adapters use for temporal positions)
+    source_fps: float
+    source_size: tuple[int, int]  # (height, width) of the source video
+    decoder: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num": int(self.frames.shape[0]),
+            "height": int(self.frames.shape[1]),
+            "width": int(self.frames.shape[2]),
+            "first_index": int(self.indices[0]) if len(self.indices) else None,
+            "last_index": int(self.indices[-1]) if len(self.indices) else None,
+            "fps": self.fps,
+            "source_fps": self.source_fps,
+            "source_height": self.source_size[0],
+            "source_width": self.source_size[1],
+            "decoder": self.decoder,
+        }
+
+
+def sampled_fps(timestamps: np.ndarray, source_fps: float) -> float:
+    """Frames per second of the sampled clip: (T - 1) / span; the source rate for one frame."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if ts.size >= 2 and ts[-1] > ts[0]:
+        return float((ts.size - 1) / (ts[-1] - ts[0]))
+    return float(source_fps) if source_fps and source_fps > 0 else 1.0
+
+
+def _video_size(frames_cfg: FramesConfig) -> int | tuple[int, int] | None:
+    res = frames_cfg.resolution
+    if res is None or isinstance(res, int):
+        return res
+    return (int(res[1]), int(res[0]))  # config says [W, H]; harness.video takes (h, w)
+
+
+def load_frames(path: str, frames_cfg: FramesConfig) -> DecodedVideo:
+    """Sample and decode a video in chunks into one array (memory: the sampled frames only)."""
+    from harness.video import open_video
+    from harness.video.sampling import sample_indices
+
+    start = time.perf_counter()
+    with open_video(path) as reader:
+        meta = reader.meta
+        idx = sample_indices(meta, num_frames=frames_cfg.num_frames, fps=frames_cfg.fps,
+                             max_frames=frames_cfg.max_frames, timestamps=reader.timestamps)
+        size = _video_size(frames_cfg)
+        out_h, out_w = reader.output_size(size, frames_cfg.keep_aspect)
+        frames = np.empty((len(idx), out_h, out_w, 3), dtype=np.uint8)
+        pos = 0
+        for chunk in reader.iter_chunks(idx, chunk_size=frames_cfg.chunk_size, size=(out_h, out_w),
+                                        keep_aspect=False):
+            frames[pos: pos + len(chunk)] = chunk.frames
+            pos += len(chunk)
+        timestamps = np.asarray(reader.timestamps)[idx]
+        decoder = getattr(reader.meta, "decoder", "")
+    return DecodedVideo(frames=frames, indices=np.asarray(idx), timestamps=timestamps,
+                        fps=sampled_fps(timestamps, meta.fps), source_fps=float(meta.fps),
+                        source_size=(meta.height, meta.width), decoder=decoder,
+                        seconds=time.perf_counter() - start)
+
+
+def load_benchmark(cfg: BenchmarkConfig) -> Any:
+    from benchmarks.registry import get_benchmark
+
+    return get_benchmark(cfg.name, **cfg.kwargs)
+
+
+def cache_dir() -> Path:
+    """Where built artefacts (tiny models) live: $HARNESS_CACHE, else ~/.cache/harness (outside the repo)."""
+    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
+
+
+def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
+    """A real path as given; ``tiny`` builds the family's tiny random-weight model on first use."""
+    if not model.is_tiny:
+        return str(model.path)
+    from harness.models.tiny import build_tiny_model
+
+    out = cache_dir() / "tiny-models" / f"{model.family}-seed{seed}"
+    done = out / ".complete"
+    if not done.exists():
+        print(f"building the tiny {model.family} model ({TINY_LABEL}) into {out}", flush=True)
+        build_tiny_model(model.family, out, seed=seed)
+        done.write_text("ok\n")
+    return str(out)
+
+
+def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -> Any:
+    if backend != "transformers":
+        raise ConfigError(f"backend {backend!r} is not available in this checkout yet; valid choices: transformers")
+    from harness.models.registry import get_adapter_class
+
+    path = resolve_model_path(model, seed=seed)
+    return get_adapter_class(model.family).from_pretrained(path, device=device, dtype=model.dtype, **model.kwargs)
+
+
+def build_pruner(name: str, params: dict[str, Any]) -> Any:
+    from harness.pruning.registry import build_pruner as _build
+
+    return _build(name, **params)
+
+
+def evidence_scores(selection: Any, sample: Any, video: DecodedVideo) -> dict[str, Any] | None:
+    """Evidence recall/hit of a selection when the sample carries evidence (pruner-only scoring)."""
+    if not getattr(sample, "evidence", None) or selection is None:
+        return None
+    try:
+        from benchmarks.evidence import evidence_metrics
+    except ImportError:
+        return None
+    return evidence_metrics(selection, sample.evidence, frame_indices=video.indices,
+                            source_size=video.source_size)
+
+
+@dataclass
+class Components:
+    """The five callables the engine needs; replace any of them in tests."""
+
+    load_benchmark: Callable[[BenchmarkConfig], Any] = load_benchmark
+    load_adapter: Callable[[ModelConfig, str, str, int], Any] = load_adapter
+    build_pruner: Callable[[str, dict[str, Any]], Any] = build_pruner
+    load_frames: Callable[[str, FramesConfig], DecodedVideo] = load_frames
+    evidence_scores: Callable[[Any, Any, DecodedVideo], dict[str, Any] | None] = evidence_scores
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,352 @@
+"""The evaluation loop: config -> (model x benchmark x pruner setting) runs -> one JSONL record per sample.
+
+Sample-major on purpose: a sample's video is decoded once and every pruner setting of that
+sample reuses the frames, and the AutoGaze settings run before the baselines matched to them,
+so a matched budget (AutoGaze's kept count on this very sample) is known when a baseline needs
+it. On resume the kept count comes from the AutoGaze record already on disk.
+
+Failures are data: an exception while decoding, pruning, generating or scoring one sample
+becomes a record with ``error`` (stage, type, message) and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.runner.components import TINY_LABEL, Components, DecodedVideo
+from harness.runner.config import EvalConfig, ModelPlan, dump_config
+from harness.runner.meta import run_meta
+from harness.runner.records import (
+    RECORD_SCHEMA,
+    RUN_FILE,
+    RecordWriter,
+    latest_by_sample,
+    read_run_records,
+    records_filename,
+    write_json,
+)
+from harness.runner.sharding import ShardInfo, device_for_rank, shard, shard_from_env
+from harness.runner.sweep import MATCH_SOURCE, PrunerSetting, expand, resolve_budget
+
+STAGES = ("decode", "gaze", "vision", "prefill", "generate")
+
+
+@dataclass
+class RunHandle:
+    """One run (model x benchmark x pruner setting): its directory, writer and what is done."""
+
+    setting: PrunerSetting
+    run_dir: Path
+    writer: RecordWriter
+    done: set[str]
+    kept: dict[str, int] = field(default_factory=dict)  # sample id -> kept tokens (autogaze runs)
+    written: int = 0
+    errors: int = 0
+
+
+@dataclass
+class EvalResult:
+    output_dir: Path
+    run_dirs: list[Path]
+    written: int
+    errors: int
+    skipped: int
+
+
+def run_id(model_label: str, setting: PrunerSetting) -> str:
+    return f"{model_label}/{setting.label}"
+
+
+def _error(stage: str, exc: BaseException) -> dict[str, Any]:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return {"stage": stage, "type": type(exc).__name__, "message": str(exc), "traceback": "".join(tb[-6:])}
+
+
+def _split_values(sample: Any, benchmark: Any) -> dict[str, Any]:
+    """Split labels the report groups accuracy by (duration, domain, category, ...)."""
+    meta = dict(getattr(sample, "metadata", None) or {})
+    keys = getattr(benchmark, "split_keys", None)
+    if keys is None:
+        keys = [k for k, v in meta.items() if isinstance(v, str)]
+    return {k: meta.get(k) for k in keys if k in meta}
+
+
+def _selection_summary(selection: Any) -> dict[str, Any] | None:
+    if selection is None:
+        return None
+    g = selection.geometry
+    info = {k: v for k, v in (selection.info or {}).items() if _is_small(v)}
+    return {
+        "kept": int(selection.num_kept),
+        "total": int(g.total_tokens),
+        "geometry": {"num_frames": g.num_frames, "height": g.height, "width": g.width,
+                     "patch_size": g.patch_size, "temporal_patch_size": g.temporal_patch_size,
+                     "spatial_merge_size": g.spatial_merge_size, "grid": [g.grid_t, g.grid_h, g.grid_w]},
+        "kept_per_group": selection.kept_per_group(),
+        "info": info,
+    }
+
+
+def _is_small(value: Any) -> bool:
+    """Keep record lines small: scalars, short lists and small dicts only."""
+    try:
+        return len(json.dumps(value, default=str)) < 2000
+    except (TypeError, ValueError):
+        return False
+
+
+class Evaluator:
+    """Runs an ``EvalConfig``; ``components`` are the package links (fakes in tests)."""
+
+    def __init__(self, cfg: EvalConfig, components: Components | None = None, shard_info: ShardInfo | None = None,
+                 retry_failed: bool = True, progress: bool = True):
+        self.cfg = cfg
+        self.components = components or Components()
+        self.shard = shard_info or shard_from_env()
+        self.retry_failed = retry_failed
+        self.progress = progress
+        self.output_dir = Path(cfg.output_dir)
+
+    # ------------------------------------------------------------ setup
+
+    def _write_meta(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        tiny = [p.model.label for p in self.cfg.plans() if p.model.is_tiny]
+        meta = run_meta(self.cfg.to_dict(), rank=self.shard.rank, world_size=self.shard.world_size,
+                        config_file=self.cfg.source, notice=TINY_LABEL if tiny else None, tiny_models=tiny)
+        name = "run_meta.json" if self.shard.world_size == 1 else f"run_meta.rank{self.shard.rank:03d}.json"
+        write_json(self.output_dir / name, meta)
+        if self.shard.is_main:
+            (self.output_dir / "config.yaml").write_text(dump_config(self.cfg))
+
+    def _open_runs(self, plan: ModelPlan, settings: list[PrunerSetting]) -> list[RunHandle]:
+        handles = []
+        for setting in settings:
+            run_dir = self.output_dir / plan.model.label / setting.label
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / RUN_FILE, {
+                "run_id": run_id(plan.model.label, setting),
+                "experiment": self.cfg.name,
+                "model": {**plan.model.__dict__, "label": plan.model.label, "tiny": plan.model.is_tiny},
+                "notice": TINY_LABEL if plan.model.is_tiny else None,
+                "backend": self.cfg.backend,
+                "benchmark": self.cfg.benchmark.__dict__,
+                "frames": plan.frames.__dict__,
+                "generation": plan.generation.__dict__,
+                "pruner": setting.to_dict(),
+            })
+            latest = latest_by_sample(read_run_records(run_dir))
+            done = {sid for sid, rec in latest.items() if rec.get("error") is None or not self.retry_failed}
+            handle = RunHandle(setting=setting, run_dir=run_dir,
+                               writer=RecordWriter(run_dir / records_filename(self.shard.rank, self.shard.world_size)),
+                               done=done)
+            if setting.name == MATCH_SOURCE:
+                for sid, rec in latest.items():
+                    sel = rec.get("selection") or {}
+                    if rec.get("error") is None and sel.get("kept") is not None:
+                        handle.kept[sid] = int(sel["kept"])
+            handles.append(handle)
+        return handles
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self) -> EvalResult:
+        self._write_meta()
+        benchmark = self.components.load_benchmark(self.cfg.benchmark)
+        run_dirs: list[Path] = []
+        written = errors = skipped = 0
+        for plan in self.cfg.plans():
+            settings = expand(plan.pruners)
+            handles = self._open_runs(plan, settings)
+            run_dirs += [h.run_dir for h in handles]
+            try:
+                w, e, s = self._run_plan(plan, benchmark, handles)
+            finally:
+                for h in handles:
+                    h.writer.close()
+            written, errors, skipped = written + w, errors + e, skipped + s
+        return EvalResult(self.output_dir, run_dirs, written, errors, skipped)
+
+    def _samples(self, benchmark: Any) -> tuple[Any, int | None]:
+        limit = self.cfg.benchmark.limit
+        samples = benchmark.samples(limit=limit)
+        total = None
+        if hasattr(benchmark, "__len__"):
+            total = len(benchmark)
+        if limit is not None:
+            total = int(limit) if total is None else min(total, int(limit))
+        if total is not None:
+            total = len(range(self.shard.rank, total, self.shard.world_size))
+        return shard(samples, self.shard), total
+
+    def _run_plan(self, plan: ModelPlan, benchmark: Any, handles: list[RunHandle]) -> tuple[int, int, int]:
+        cfg = self.cfg
+        device = device_for_rank(plan.model.device, self.shard)
+        adapter = self.components.load_adapter(plan.model, cfg.backend, device, cfg.seed)
+        pruners: dict[str, Any] = {}
+        samples, total = self._samples(benchmark)
+        bar = _progress(total, len(handles), f"{plan.model.label}", self.progress and self.shard.is_main)
+        written = errors = skipped = 0
+        try:
+            for sample in samples:
+                sid = str(sample.id)
+                todo = [h for h in handles if sid not in h.done]
+                skipped += len(handles) - len(todo)
+                if not todo:
+                    bar.update(len(handles))
+                    continue
+                bar.update(len(handles) - len(todo))
+                base = self._base_record(plan, sample, benchmark)
+                video, decode_error = self._decode(sample, plan)
+                for h in todo:
+                    rec = dict(base, run_id=run_id(plan.model.label, h.setting), pruner=h.setting.name,
+                               pruner_label=h.setting.label, pruner_params=h.setting.params,
+                               budget=h.setting.budget.to_dict())
+                    if decode_error is not None:
+                        rec["error"] = decode_error
+                    else:
+                        self._run_one(rec, h, handles, plan, adapter, pruners, sample, benchmark, video)
+                    rec["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                    h.writer.write(rec)
+                    h.written += 1
+                    written += 1
+                    if rec.get("error") is not None:
+                        h.errors += 1
+                        errors += 1
+                    bar.update(1)
+                    bar.set_postfix(errors=errors, refresh=False)
+                del video
+        finally:
+            bar.close()
+        return written, errors, skipped
+
+    def _base_record(self, plan: ModelPlan, sample: Any, benchmark: Any) -> dict[str, Any]:
+        return {
+            "schema": RECORD_SCHEMA,
+            "sample_id": str(sample.id),
+            "benchmark": self.cfg.benchmark.name,
+            "model": plan.model.label,
+            "tiny_model": plan.model.is_tiny,
+            "video": str(sample.video_path),
+            "question": sample.question,
+            "options": list(sample.options or []),
+            "answer": sample.answer,
+            "splits": _split_values(sample, benchmark),
+            "prompt": None, "output": None, "extracted": None, "correct": None, "counted": True,
+            "extraction": self.cfg.benchmark.extraction,
+            "tokens": None, "selection": None, "latency": {}, "peak_memory_mb": None,
+            "evidence": None, "frames": None, "error": None,
+            "rank": self.shard.rank,
+        }
+
+    def _decode(self, sample: Any, plan: ModelPlan) -> tuple[DecodedVideo | None, dict[str, Any] | None]:
+        start = time.perf_counter()
+        try:
+            video = self.components.load_frames(str(sample.video_path), plan.frames)
+        except Exception as exc:  # noqa: BLE001 - any decode failure is recorded against the sample
+            return None, _error("decode", exc)
+        if not video.seconds:
+            video.seconds = time.perf_counter() - start
+        return video, None
+
+    def _pruner(self, pruners: dict[str, Any], setting: PrunerSetting) -> Any:
+        key = json.dumps([setting.name, setting.params], sort_keys=True, default=str)
+        if key not in pruners:
+            pruners[key] = self.components.build_pruner(setting.name, dict(setting.params))
+        return pruners[key]
+
+    def _run_one(self, rec: dict[str, Any], h: RunHandle, handles: list[RunHandle], plan: ModelPlan,
+                 adapter: Any, pruners: dict[str, Any], sample: Any, benchmark: Any, video: DecodedVideo) -> None:
+        sid = rec["sample_id"]
+        rec["frames"] = video.to_dict()
+        latency = {"decode": video.seconds}
+        rec["latency"] = latency
+        stage = "prompt"
+        try:
+            prompt = benchmark.build_prompt(sample, **self.cfg.benchmark.prompt_kwargs)
+            rec["prompt"] = prompt
+            stage = "prune"
+            frames = video.frames
+            t, hgt, wid = frames.shape[0], frames.shape[1], frames.shape[2]
+            geometry = adapter.token_geometry(t, hgt, wid)
+            matched = None
+            if h.setting.budget.kind == "matched":
+                source = next((x for x in handles if x.setting.label == h.setting.budget.match), None)
+                matched = source.kept.get(sid) if source else None
+            budget = resolve_budget(h.setting.budget, geometry.total_tokens, matched)
+            pruner = self._pruner(pruners, h.setting)
+            start = time.perf_counter()
+            selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
+            latency["gaze"] = time.perf_counter() - start
+            rec["selection"] = _selection_summary(selection)
+            if h.setting.name == MATCH_SOURCE and selection is not None:
+                h.kept[sid] = int(selection.num_kept)
+            stage = "evidence"
+            rec["evidence"] = self.components.evidence_scores(selection, sample, video)
+            if not plan.generation.enabled:
+                return
+            stage = "generate"
+            gen = adapter.generate(frames, selection, prompt, fps=video.fps,
+                                   max_new_tokens=int(plan.generation.max_new_tokens),
+                                   prune_stage=plan.model.prune_stage)
+            rec["output"] = gen.text
+            tok = gen.tokens
+            rec["tokens"] = {"visual_before": tok.visual_before, "visual_after": tok.visual_after,
+                             "prompt": tok.prompt, "generated": tok.generated}
+            for name, seconds in (gen.timings or {}).items():
+                if name == "gaze" and "gaze" in latency:  # adapter-side gazing (e.g. NVILA) adds to ours
+                    latency["gaze"] += float(seconds)
+                else:
+                    latency[name] = float(seconds)
+            rec["peak_memory_mb"] = gen.peak_memory_mb
+            if gen.extra:
+                rec["generation_extra"] = {k: v for k, v in gen.extra.items() if _is_small(v)}
+            stage = "score"
+            self._score(rec, sample, benchmark, gen.text)
+        except Exception as exc:  # noqa: BLE001 - one sample's failure must not end the run
+            rec["error"] = _error(stage, exc)
+            _free_accelerator_memory()
+        finally:
+            rec["latency"]["total"] = sum(v for k, v in latency.items() if k in STAGES and v is not None)
+
+    def _score(self, rec: dict[str, Any], sample: Any, benchmark: Any, text: str) -> None:
+        convention = self.cfg.benchmark.extraction
+        extracted = benchmark.extract_answer(text, sample, convention)
+        rec["extracted"] = extracted
+        rec["correct"] = bool(extracted is not None and str(extracted) == str(sample.answer))
+        counts = getattr(benchmark, "counts_in_denominator", None)
+        rec["counted"] = bool(counts(extracted, convention)) if callable(counts) else True
+        name = getattr(benchmark, "resolve_extraction", None)
+        rec["extraction"] = name(convention) if callable(name) else (convention or getattr(
+            benchmark, "default_extraction", None))
+
+
+def _free_accelerator_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total_samples: int | None, per_sample: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NullBar()
+    from tqdm.auto import tqdm
+
+    total = None if total_samples is None else total_samples * per_sample
+    return tqdm(total=total, desc=desc, unit="rec", dynamic_ncols=True, smoothing=0.1)

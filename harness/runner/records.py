@@ -1,0 +1,140 @@
+"""Per-sample JSONL records: appended and flushed as each sample completes; read back for resume.
+
+Why JSONL, one line per sample, flushed + fsynced: a run killed at any point (OOM, preemption,
+Ctrl-C) loses at most the sample in flight; the partial last line it may leave is skipped on
+read and sealed with a newline before the next append, so nothing already written is lost.
+A rerun reads every record file of the run directory (all shards, any world size) to know
+which samples are done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RECORD_SCHEMA = 1
+RECORDS_GLOB = "records*.jsonl"
+RUN_FILE = "run.json"  # beside the records: which model x benchmark x pruner setting this run is
+
+
+def records_filename(rank: int = 0, world_size: int = 1) -> str:
+    """One file per rank, so data-parallel ranks never write the same file."""
+    return "records.jsonl" if world_size <= 1 else f"records.rank{rank:03d}-of-{world_size:03d}.jsonl"
+
+
+def _jsonable(value: Any) -> Any:
+    """Numpy/torch scalars and arrays, paths and NaN -> plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if hasattr(value, "tolist"):  # torch tensors
+        return _jsonable(value.tolist())
+    return str(value)
+
+
+class RecordWriter:
+    """Append-only JSONL writer; every ``write`` is flushed and fsynced before it returns."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._seal_partial_line()
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def _seal_partial_line(self) -> None:
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    with self.path.open("ab") as out:
+                        out.write(b"\n")
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of one file; an undecodable line (a write cut short) is skipped with a warning."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                warnings.warn(f"{path}:{lineno}: skipping a truncated/corrupt record line", stacklevel=2)
+                continue
+            if isinstance(rec, dict):
+                yield rec
+
+
+def record_files(run_dir: str | Path) -> list[Path]:
+    return sorted(Path(run_dir).glob(RECORDS_GLOB))
+
+
+def read_run_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every record of a run directory, all shards, in file order."""
+    out: list[dict[str, Any]] = []
+    for path in record_files(run_dir):
+        out.extend(iter_records(path))
+    return out
+
+
+def latest_by_sample(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last record per sample id; a successful record wins over a later failed retry."""
+    best: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        sid = str(rec.get("sample_id"))
+        prev = best.get(sid)
+        if prev is None or not (prev.get("error") is None and rec.get("error") is not None):
+            best[sid] = rec
+    return best
+
+
+def done_sample_ids(run_dir: str | Path, retry_failed: bool = True) -> set[str]:
+    """Samples a rerun skips: those with a successful record (and failed ones unless retried)."""
+    done = set()
+    for sid, rec in latest_by_sample(read_run_records(run_dir)).items():
+        if rec.get("error") is None or not retry_failed:
+            done.add(sid)
+    return done
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,219 @@
+"""The evaluation loop with fake components: records, decode-once, matched budgets, errors, resume, sharding."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.runner.config import load_config
+from harness.runner.engine import Evaluator
+from harness.runner.records import RecordWriter, iter_records, read_run_records, records_filename
+from harness.runner.sharding import ShardInfo, device_for_rank, shard, shard_from_env
+from harness.runner.testing import FakeAdapter, FakeBenchmark, fake_components
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(tmp_path, **over):
+    data = {
+        "name": "t", "output_dir": str(tmp_path / "out"),
+        "model": {"family": "qwen2_5_vl", "path": "/m", "name": "fake"},
+        "benchmark": {"name": "fake", "limit": over.pop("limit", None)},
+        "frames": {"num_frames": 4},
+        "pruners": [{"name": "none"}, {"name": "autogaze", "grid": {"gazing_ratio": [0.25, 0.75]}},
+                    {"name": "random", "budget": "matched"}],
+    }
+    data.update(over)
+    return load_config(data=data)
+
+
+def _records(tmp_path, label):
+    return read_run_records(tmp_path / "out" / "fake" / label)
+
+
+def test_records_decode_once_and_matched_budgets(tmp_path):
+    bench, adapter, decoded, pruners = FakeBenchmark(4), FakeAdapter(), [], {}
+    result = Evaluator(_cfg(tmp_path), fake_components(bench, adapter, decoded, pruners), ShardInfo(),
+                       progress=False).run()
+    assert result.written == 4 * 5 and result.errors == 0
+    assert decoded == ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4"]  # once per sample, for all 5 settings
+    total = 4 * 4 * 4  # 4 frames of 32x32 with patch 8
+    for ratio, label in [(0.25, "autogaze_gr0.25"), (0.75, "autogaze_gr0.75")]:
+        recs = _records(tmp_path, label)
+        assert [r["sample_id"] for r in recs] == ["s0", "s1", "s2", "s3"]
+        assert all(r["selection"]["kept"] == int(ratio * total) for r in recs)
+        matched = _records(tmp_path, f"random_match-{label}")
+        # the baseline got exactly AutoGaze's kept count on the same sample
+        assert [r["selection"]["kept"] for r in matched] == [r["selection"]["kept"] for r in recs]
+        assert all(r["budget"] == {"kind": "matched", "value": None, "match": label} for r in matched)
+    rec = _records(tmp_path, "none")[0]
+    assert rec["tokens"] == {"visual_before": total, "visual_after": total, "prompt": total + 5, "generated": 3}
+    assert rec["output"] == "The answer is A." and rec["extracted"] == "A" and rec["correct"] is True
+    assert rec["prompt"] == "Q: q0" and rec["splits"] == {"duration": "long"}
+    assert set(rec["latency"]) == {"decode", "gaze", "vision", "prefill", "generate", "total"}
+    assert rec["latency"]["total"] == pytest.approx(sum(v for k, v in rec["latency"].items() if k != "total"))
+    assert rec["evidence"] == {"recall": 1.0, "hit": True} and rec["peak_memory_mb"] == 100.0
+    assert rec["frames"]["num"] == 4 and rec["error"] is None
+    run = json.loads((tmp_path / "out" / "fake" / "none" / "run.json").read_text())
+    assert run["run_id"] == "fake/none" and run["pruner"]["name"] == "none"
+    meta = json.loads((tmp_path / "out" / "run_meta.json").read_text())
+    assert {"versions", "git", "hardware", "config"} <= set(meta) and meta["versions"]["torch"]
+    assert (tmp_path / "out" / "config.yaml").exists()
+
+
+def test_failing_samples_are_recorded_and_the_run_goes_on(tmp_path):
+    bench, adapter = FakeBenchmark(4, missing=(1,)), FakeAdapter(fail_on={"q2"})
+    result = Evaluator(_cfg(tmp_path), fake_components(bench, adapter), ShardInfo(), progress=False).run()
+    recs = {r["sample_id"]: r for r in _records(tmp_path, "none")}
+    assert set(recs) == {"s0", "s1", "s2", "s3"}
+    assert recs["s1"]["error"]["stage"] == "decode" and "file not found" in recs["s1"]["error"]["message"]
+    assert recs["s1"]["error"]["type"] == "VideoError"
+    assert recs["s2"]["error"]["stage"] == "generate" and "adapter failed on Q: q2" in recs["s2"]["error"]["message"]
+    assert recs["s0"]["error"] is None and recs["s3"]["error"] is None
+    # the matched baseline of a sample whose autogaze failed says why
+    matched = {r["sample_id"]: r for r in _records(tmp_path, "random_match-autogaze_gr0.25")}
+    assert matched["s1"]["error"]["stage"] == "decode"
+    assert result.errors == 2 * 5
+
+
+def test_matched_baseline_errors_when_autogaze_failed(tmp_path):
+    cfg = _cfg(tmp_path, pruners=[{"name": "autogaze", "params": {"gazing_ratio": 0.5}},
+                                  {"name": "random", "budget": "matched"}])
+    comps = fake_components(FakeBenchmark(2), FakeAdapter())
+    real_build = comps.build_pruner
+    comps.build_pruner = lambda name, params: real_build("boom" if name == "autogaze" else name, params)
+    Evaluator(cfg, comps, ShardInfo(), progress=False).run()
+    recs = _records(tmp_path, "random_match-autogaze")
+    assert all(r["error"]["stage"] == "prune" for r in recs)
+    assert "matched budget unavailable" in recs[0]["error"]["message"]
+
+
+def test_resume_after_interrupt_redoes_nothing(tmp_path):
+    cfg = _cfg(tmp_path)
+    killer = FakeAdapter(interrupt_after=7)  # dies inside sample s1 (5 settings per sample)
+    with pytest.raises(KeyboardInterrupt):
+        Evaluator(cfg, fake_components(FakeBenchmark(4), killer), ShardInfo(), progress=False).run()
+    before = {label: [r["sample_id"] for r in _records(tmp_path, label)]
+              for label in ["none", "autogaze_gr0.25", "autogaze_gr0.75", "random_match-autogaze_gr0.25"]}
+    assert before["none"] == ["s0", "s1"] and before["autogaze_gr0.75"] == ["s0"]
+    adapter = FakeAdapter()
+    result = Evaluator(cfg, fake_components(FakeBenchmark(4), adapter), ShardInfo(), progress=False).run()
+    assert result.written == 4 * 5 - 7 and result.skipped == 7
+    assert len(adapter.calls) == 4 * 5 - 7
+    for label in before:
+        ids = [r["sample_id"] for r in _records(tmp_path, label)]
+        assert sorted(ids) == ["s0", "s1", "s2", "s3"] and len(ids) == 4
+    # the matched baseline resumed for s1 took AutoGaze's kept count from the record on disk
+    s1 = {r["sample_id"]: r for r in _records(tmp_path, "random_match-autogaze_gr0.25")}["s1"]
+    assert s1["selection"]["kept"] == 16
+    # a third run does nothing
+    again = Evaluator(cfg, fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(), progress=False).run()
+    assert again.written == 0 and again.skipped == 20
+
+
+def test_failed_samples_are_retried_on_rerun(tmp_path):
+    cfg = _cfg(tmp_path, pruners=["none"])
+    Evaluator(cfg, fake_components(FakeBenchmark(3), FakeAdapter(fail_on={"q1"})), ShardInfo(), progress=False).run()
+    adapter = FakeAdapter()
+    Evaluator(cfg, fake_components(FakeBenchmark(3), adapter), ShardInfo(), progress=False).run()
+    assert [c[0] for c in adapter.calls] == ["Q: q1"]
+    recs = _records(tmp_path, "none")
+    assert [r["sample_id"] for r in recs] == ["s0", "s1", "s2", "s1"]  # the failure stays on file
+    from harness.runner.records import latest_by_sample
+
+    assert latest_by_sample(recs)["s1"]["error"] is None
+
+
+def test_truncated_last_line_is_skipped_and_sealed(tmp_path):
+    path = tmp_path / "records.jsonl"
+    with RecordWriter(path) as w:
+        w.write({"sample_id": "a", "error": None})
+    with path.open("a") as fh:
+        fh.write('{"sample_id": "b", "err')  # a write cut short by a kill
+    with pytest.warns(UserWarning, match="truncated"):
+        assert [r["sample_id"] for r in iter_records(path)] == ["a"]
+    with RecordWriter(path) as w:
+        w.write({"sample_id": "c", "error": None})
+    with pytest.warns(UserWarning):
+        assert [r["sample_id"] for r in iter_records(path)] == ["a", "c"]
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from harness.runner.config import load_config
+    from harness.runner.engine import Evaluator
+    from harness.runner.sharding import ShardInfo
+    from harness.runner.testing import FakeAdapter, FakeBenchmark, fake_components
+
+    class Slow(FakeAdapter):
+        def generate(self, *a, **k):
+            time.sleep(0.05)
+            return super().generate(*a, **k)
+
+    cfg = load_config(data={"output_dir": sys.argv[1], "model": {"name": "fake", "path": "/m"},
+                            "benchmark": {"name": "fake"}, "frames": {"num_frames": 4}, "pruners": ["none"]})
+    Evaluator(cfg, fake_components(FakeBenchmark(400), Slow()), ShardInfo(), progress=False).run()
+""")
+
+
+def test_sigkill_mid_run_then_resume(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(out)], cwd=REPO)
+    path = out / "fake" / "none" / "records.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not path.exists() or path.read_text().count("\n") < 5):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [r["sample_id"] for r in iter_records(path)]
+    assert 5 <= len(done) < 400
+    cfg = load_config(data={"output_dir": str(out), "model": {"name": "fake", "path": "/m"},
+                            "benchmark": {"name": "fake"}, "frames": {"num_frames": 4}, "pruners": ["none"]})
+    adapter = FakeAdapter()
+    Evaluator(cfg, fake_components(FakeBenchmark(400), adapter), ShardInfo(), progress=False).run()
+    assert len(adapter.calls) == 400 - len(done)
+    ids = [r["sample_id"] for r in iter_records(path)]
+    assert sorted(ids) == sorted(f"s{i}" for i in range(400))
+
+
+def test_shard_slicing_covers_every_sample_once():
+    items = list(range(11))
+    parts = [list(shard(items, ShardInfo(rank=r, world_size=3))) for r in range(3)]
+    assert parts == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
+    assert sorted(sum(parts, [])) == items
+
+
+def test_shard_from_env():
+    assert shard_from_env({}) == ShardInfo(0, 1, 0)
+    info = shard_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert info == ShardInfo(3, 4, 1) and device_for_rank("cuda", info) == "cuda:1"
+    assert device_for_rank("cuda:0", info) == "cuda:0" and device_for_rank("cpu", info) == "cpu"
+    with pytest.raises(ValueError, match="RANK=4 WORLD_SIZE=2"):
+        shard_from_env({"RANK": "4", "WORLD_SIZE": "2"})
+
+
+def test_sharded_ranks_write_own_files_and_merge(tmp_path):
+    cfg = _cfg(tmp_path, limit=5)
+    for rank in range(2):
+        Evaluator(cfg, fake_components(FakeBenchmark(7), FakeAdapter()), ShardInfo(rank, 2, rank),
+                  progress=False).run()
+    run_dir = tmp_path / "out" / "fake" / "none"
+    files = sorted(p.name for p in run_dir.glob("records*.jsonl"))
+    assert files == [records_filename(0, 2), records_filename(1, 2)]
+    assert [r["sample_id"] for r in iter_records(run_dir / files[0])] == ["s0", "s2", "s4"]
+    assert [r["sample_id"] for r in iter_records(run_dir / files[1])] == ["s1", "s3"]
+    from harness.report.load import load_records
+
+    df = load_records([tmp_path / "out"])
+    assert sorted(df[df.pruner_label == "none"].sample_id) == ["s0", "s1", "s2", "s3", "s4"]
+    # a later single-process rerun (world size changed) sees every shard's samples as done
+    again = Evaluator(cfg, fake_components(FakeBenchmark(7), FakeAdapter()), ShardInfo(), progress=False).run()
+    assert again.written == 0
