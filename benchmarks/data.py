@@ -7,6 +7,7 @@ harness must run offline), so a cache miss is an error that says what was looked
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,12 +45,22 @@ def resolve_dataset_dir(spec: str | Path, aliases: Sequence[str] = ()) -> Path:
     )
 
 
+def _hub_cache_dir() -> str | None:
+    """The hub cache from the environment now (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
+    return None
+
+
 def _cached_snapshot(repo_id: str) -> Path | None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, repo_type="dataset", local_files_only=True))
+        path = snapshot_download(repo_id, repo_type="dataset", local_files_only=True, cache_dir=_hub_cache_dir())
+        return Path(path)
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         return None
 
