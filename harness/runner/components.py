@@ -131,16 +131,20 @@ def build_pruner(name: str, params: dict[str, Any]) -> Any:
     return _build(name, **params)
 
 
-def evidence_scores(selection: Any, sample: Any, video: DecodedVideo) -> dict[str, Any] | None:
+def evidence_scores(benchmark: Any, selection: Any, sample: Any, video: DecodedVideo) -> dict[str, Any] | None:
     """Evidence recall/hit of a selection when the sample carries evidence (pruner-only scoring)."""
-    if not getattr(sample, "evidence", None) or selection is None:
+    scorer = getattr(benchmark, "evidence_scores", None)
+    if not getattr(sample, "evidence", None) or selection is None or not callable(scorer):
         return None
-    try:
-        from benchmarks.evidence import evidence_metrics
-    except ImportError:
-        return None
-    return evidence_metrics(selection, sample.evidence, frame_indices=video.indices,
-                            source_size=video.source_size)
+    # the model may pad a clip to its temporal patch (Qwen repeats the last frame): so do the indices
+    indices = list(np.asarray(video.indices).tolist())
+    while indices and len(indices) < selection.geometry.num_frames:
+        indices.append(indices[-1])
+    scores = scorer(sample, selection, indices[: selection.geometry.num_frames])
+    recall = scores.get("evidence_recall", scores.get("recall"))
+    hit = scores.get("evidence_hit", scores.get("hit"))
+    return {"recall": None if recall is None or recall != recall else float(recall),
+            "hit": None if hit is None else bool(hit)}
 
 
 @dataclass
@@ -151,5 +155,5 @@ class Components:
     load_adapter: Callable[[ModelConfig, str, str, int], Any] = load_adapter
     build_pruner: Callable[[str, dict[str, Any]], Any] = build_pruner
     load_frames: Callable[[str, FramesConfig], DecodedVideo] = load_frames
-    evidence_scores: Callable[[Any, Any, DecodedVideo], dict[str, Any] | None] = evidence_scores
+    evidence_scores: Callable[[Any, Any, Any, DecodedVideo], dict[str, Any] | None] = evidence_scores
     extra: dict[str, Any] = field(default_factory=dict)

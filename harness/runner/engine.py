@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.runner.components import TINY_LABEL, Components, DecodedVideo
-from harness.runner.config import EvalConfig, ModelPlan, dump_config
+from harness.runner.config import ConfigError, EvalConfig, ModelPlan, dump_config
 from harness.runner.meta import run_meta
 from harness.runner.records import (
     RECORD_SCHEMA,
@@ -71,7 +71,7 @@ def _error(stage: str, exc: BaseException) -> dict[str, Any]:
 def _split_values(sample: Any, benchmark: Any) -> dict[str, Any]:
     """Split labels the report groups accuracy by (duration, domain, category, ...)."""
     meta = dict(getattr(sample, "metadata", None) or {})
-    keys = getattr(benchmark, "split_keys", None)
+    keys = getattr(benchmark, "split_keys", None) or getattr(benchmark, "group_columns", None)
     if keys is None:
         keys = [k for k, v in meta.items() if isinstance(v, str)]
     return {k: meta.get(k) for k in keys if k in meta}
@@ -190,6 +190,11 @@ class Evaluator:
         device = device_for_rank(plan.model.device, self.shard)
         adapter = self.components.load_adapter(plan.model, cfg.backend, device, cfg.seed)
         pruners: dict[str, Any] = {}
+        for h in handles:  # fail fast on bad pruner params or a missing checkpoint, before any sample
+            try:
+                self._pruner(pruners, h.setting, device)
+            except Exception as exc:  # noqa: BLE001 - re-raised as a config error naming the run
+                raise ConfigError(f"pruner run {h.setting.label!r}: {exc}") from exc
         samples, total = self._samples(benchmark)
         bar = _progress(total, len(handles), f"{plan.model.label}", self.progress and self.shard.is_main)
         written = errors = skipped = 0
@@ -211,7 +216,8 @@ class Evaluator:
                     if decode_error is not None:
                         rec["error"] = decode_error
                     else:
-                        self._run_one(rec, h, handles, plan, adapter, pruners, sample, benchmark, video)
+                        self._run_one(rec, h, handles, plan, adapter, pruners[self._key(h.setting)], sample,
+                                      benchmark, video)
                     rec["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                     h.writer.write(rec)
                     h.written += 1
@@ -255,14 +261,21 @@ class Evaluator:
             video.seconds = time.perf_counter() - start
         return video, None
 
-    def _pruner(self, pruners: dict[str, Any], setting: PrunerSetting) -> Any:
-        key = json.dumps([setting.name, setting.params], sort_keys=True, default=str)
+    @staticmethod
+    def _key(setting: PrunerSetting) -> str:
+        return json.dumps([setting.name, setting.params], sort_keys=True, default=str)
+
+    def _pruner(self, pruners: dict[str, Any], setting: PrunerSetting, device: str) -> Any:
+        key = self._key(setting)
         if key not in pruners:
-            pruners[key] = self.components.build_pruner(setting.name, dict(setting.params))
+            params = dict(setting.params)
+            if setting.name == MATCH_SOURCE and "device" not in params:
+                params["device"] = device  # the gaze model runs beside the MLLM unless told otherwise
+            pruners[key] = self.components.build_pruner(setting.name, params)
         return pruners[key]
 
     def _run_one(self, rec: dict[str, Any], h: RunHandle, handles: list[RunHandle], plan: ModelPlan,
-                 adapter: Any, pruners: dict[str, Any], sample: Any, benchmark: Any, video: DecodedVideo) -> None:
+                 adapter: Any, pruner: Any, sample: Any, benchmark: Any, video: DecodedVideo) -> None:
         sid = rec["sample_id"]
         rec["frames"] = video.to_dict()
         latency = {"decode": video.seconds}
@@ -280,7 +293,6 @@ class Evaluator:
                 source = next((x for x in handles if x.setting.label == h.setting.budget.match), None)
                 matched = source.kept.get(sid) if source else None
             budget = resolve_budget(h.setting.budget, geometry.total_tokens, matched)
-            pruner = self._pruner(pruners, h.setting)
             start = time.perf_counter()
             selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             latency["gaze"] = time.perf_counter() - start
@@ -288,7 +300,7 @@ class Evaluator:
             if h.setting.name == MATCH_SOURCE and selection is not None:
                 h.kept[sid] = int(selection.num_kept)
             stage = "evidence"
-            rec["evidence"] = self.components.evidence_scores(selection, sample, video)
+            rec["evidence"] = self.components.evidence_scores(benchmark, selection, sample, video)
             if not plan.generation.enabled:
                 return
             stage = "generate"
@@ -316,15 +328,27 @@ class Evaluator:
             rec["latency"]["total"] = sum(v for k, v in latency.items() if k in STAGES and v is not None)
 
     def _score(self, rec: dict[str, Any], sample: Any, benchmark: Any, text: str) -> None:
-        convention = self.cfg.benchmark.extraction
+        """Extract the letter and decide ``correct``/``counted`` the way the benchmark's scorer does."""
+        convention = self.cfg.benchmark.extraction or getattr(benchmark, "default_extraction", None)
         extracted = benchmark.extract_answer(text, sample, convention)
+        rec["extraction"] = convention
         rec["extracted"] = extracted
         rec["correct"] = bool(extracted is not None and str(extracted) == str(sample.answer))
-        counts = getattr(benchmark, "counts_in_denominator", None)
-        rec["counted"] = bool(counts(extracted, convention)) if callable(counts) else True
-        name = getattr(benchmark, "resolve_extraction", None)
-        rec["extraction"] = name(convention) if callable(name) else (convention or getattr(
-            benchmark, "default_extraction", None))
+        if getattr(sample, "invalid_reason", None):
+            rec["counted"], rec["invalid_reason"] = False, sample.invalid_reason
+        elif extracted is None:
+            rec["counted"] = _counts_unanswered(convention)
+
+
+def _counts_unanswered(convention: str | None) -> bool:
+    """Whether an output with no extractable letter stays in the denominator (videomme-official: no)."""
+    if convention is None:
+        return True
+    try:
+        from benchmarks.extraction import counts_unanswered
+    except ImportError:
+        return True
+    return bool(counts_unanswered(convention))
 
 
 def _free_accelerator_memory() -> None:

@@ -106,7 +106,7 @@ def fake_components(bench: FakeBenchmark, adapter: FakeAdapter, decoded: list[st
         pruners[f"{name}:{sorted(params.items())}"] = p
         return p
 
-    def evidence(selection, sample, video):
+    def evidence(benchmark, selection, sample, video):
         return {"recall": selection.num_kept / selection.geometry.total_tokens,
                 "hit": bool(selection.keep.flatten()[0])}
 
