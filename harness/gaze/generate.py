@@ -1,0 +1,172 @@
+"""The lean greedy gazing loop: exactly the original's choices, without its overheads.
+
+The original runs one ``transformers.generate`` call per frame on the whole history and
+deep-copies the KV cache at every step. Here the KV cache is preallocated once per batch
+(``KVCache``) and each decoder call only writes the new tokens' keys/values at an offset, while
+every quantity the original's numbers depend on is reproduced (see the parity README):
+
+* Frame prompt = history + this frame's vision tokens; positions = cumsum(attention mask) - 1
+  where earlier frames' padded gazes have mask 0. Because the original reuses its cache across
+  frames too, only the previous frame's *last* step of gazes plus this frame's vision tokens are
+  new input at a frame start ("carry" below); the cached part keeps the keys computed earlier.
+* Within a frame every step's K tokens are fed at the positions of the last K prompt tokens
+  (transformers 4.51 slices the prompt's ``position_ids`` to the step length), and attend to all
+  tokens of the frame, padding included (generation extends the mask with ones). Once the frame
+  is over, its padded gazes are masked for all later queries and do not advance positions.
+* Slot choice: argmax, then ban the chosen id for the step's later slots; ids gazed earlier in
+  the frame and EOS are banned; a slot whose scores are all -inf for every row ends the step.
+* Task-loss stop: slot i becomes EOS where prediction i <= requirement (never slot 0 of the
+  frame's first step); the row finishes; finished rows keep emitting EOS until the batch is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.gaze.model import GazeDecoder, KVCache
+
+
+@dataclass
+class GazeState:
+    """What it takes to continue gazing a batch of clips frame after frame (streaming)."""
+
+    cache: KVCache
+    key_mask: torch.Tensor  # (B, capacity) bool: cached tokens that later queries attend to
+    length: int = 0  # filled cache entries (same for every row)
+    next_pos: torch.Tensor | None = None  # (B,) long: attended tokens so far = next rope position
+    carry: torch.Tensor | None = None  # (B, m) last step's gaze ids of the previous frame, not yet fed
+    conv_past: list[torch.Tensor] | None = None  # conv encoder's temporal caches
+    frames_done: int = 0
+    scratch: dict = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, decoder: GazeDecoder, batch: int, capacity: int, dtype, device) -> GazeState:
+        c = decoder.cfg
+        cache = KVCache(c.num_layers, batch, c.num_kv_heads, c.head_dim, capacity, dtype, device)
+        return cls(
+            cache=cache,
+            key_mask=torch.zeros(batch, capacity, dtype=torch.bool, device=device),
+            next_pos=torch.zeros(batch, dtype=torch.long, device=device),
+            carry=torch.zeros(batch, 0, dtype=torch.long, device=device),
+        )
+
+    def ensure(self, needed: int) -> None:
+        """Grow cache and mask together (doubling) if ``needed`` entries do not fit."""
+        if needed <= self.cache.capacity:
+            return
+        old = self.cache.capacity
+        self.cache.ensure(needed)
+        mask = torch.zeros(self.key_mask.shape[0], self.cache.capacity, dtype=torch.bool, device=self.key_mask.device)
+        mask[:, :old] = self.key_mask
+        self.key_mask = mask
+
+
+def _chunk_mask(key_mask: torch.Tensor, start: int, q: int) -> torch.Tensor:
+    """Bool attention mask (B, 1, q, start+q): key attended and not in the query's future."""
+    end = start + q
+    dev = key_mask.device
+    causal = torch.arange(end, device=dev)[None, :] <= (start + torch.arange(q, device=dev))[:, None]
+    return key_mask[:, None, None, :end] & causal[None, None]
+
+
+def capacity_for(frames: int, vision_tokens: int, cap: int, k: int) -> int:
+    """Cache entries needed for ``frames`` frames whose gazes are capped at ``cap`` per frame."""
+    steps = -(-cap // k)
+    return frames * (vision_tokens + steps * k)
+
+
+@torch.no_grad()
+def gaze_frame(
+    decoder: GazeDecoder,
+    state: GazeState,
+    vision: torch.Tensor,
+    cap: int,
+    requirement: torch.Tensor | None,
+) -> torch.Tensor:
+    """Gaze one frame for every row. vision: (B, N, C) connector tokens. Returns ids (B, n) with EOS padding."""
+    cfg = decoder.cfg
+    k, eos, vocab = cfg.num_multi_token_pred, cfg.eos_token_id, cfg.vocab_size
+    b, dev = vision.shape[0], vision.device
+    rows = torch.arange(b, device=dev)
+    embed = decoder.model.embed_tokens
+
+    # Prefill: previous frame's last-step gazes (carry) + this frame's vision tokens.
+    carry = state.carry
+    new_mask = torch.ones(b, carry.shape[1] + vision.shape[1], dtype=torch.bool, device=dev)
+    if carry.shape[1]:
+        x = torch.cat([embed(carry), vision], dim=1)
+        new_mask[:, : carry.shape[1]] = carry != eos
+    else:
+        x = vision
+    q, start = x.shape[1], state.length
+    pos = state.next_pos[:, None] + new_mask.long().cumsum(1) - 1
+    state.next_pos = state.next_pos + new_mask.sum(1)
+    steps_max = -(-cap // k)
+    state.ensure(start + q + steps_max * k)
+    state.key_mask[:, start : start + q] = new_mask
+    mask = None if start == 0 and bool(new_mask.all()) else _chunk_mask(state.key_mask, start, q)
+    h = decoder.forward_chunk(x, pos, state.cache, start, mask)
+    state.length = start + q
+    step_pos = pos[:, -k:]
+    logits, task_loss = decoder.heads(h[:, -1:])
+
+    gen_start = state.length
+    banned = torch.zeros(b, vocab, dtype=torch.bool, device=dev)
+    banned[:, eos] = True
+    unfinished = torch.ones(b, dtype=torch.bool, device=dev)
+    steps: list[torch.Tensor] = []
+    n, first = 0, True
+    neg_inf = float("-inf")
+    while True:
+        scores = logits.masked_fill(banned[:, None, :], neg_inf)
+        chosen: list[torch.Tensor] = []
+        early = False
+        for i in range(k):
+            if n + len(chosen) >= cap:
+                early = True
+                break
+            s = scores[:, i]
+            if bool((s == neg_inf).all()):
+                early = True
+                break
+            tok = s.argmax(-1)
+            chosen.append(tok)
+            if i + 1 < k:
+                scores[rows, i + 1 :, tok] = neg_inf
+        toks = torch.stack(chosen, dim=1)
+        toks = torch.where(unfinished[:, None], toks, eos)
+        if requirement is not None:
+            meet = task_loss[:, : toks.shape[1]] <= requirement[:, None]
+            if first:
+                meet[:, 0] = False
+            toks = torch.where(meet, eos, toks)
+            unfinished &= ~meet.any(1)
+        if n + toks.shape[1] >= cap:
+            toks = toks[:, : cap - n]
+            early = True
+        n += toks.shape[1]
+        steps.append(toks)
+        banned[rows[:, None], toks] = True
+        if early:
+            unfinished[:] = False
+        first = False
+        if not bool(unfinished.any()):
+            break
+        # Feed this step's tokens: they attend to the whole frame so far, padding included.
+        start = state.length
+        state.key_mask[:, start : start + k] = True
+        h = decoder.forward_chunk(embed(toks), step_pos, state.cache, start, _chunk_mask(state.key_mask, start, k))
+        state.length = start + k
+        logits, task_loss = decoder.heads(h[:, -1:])
+
+    # Frame over: its fed padding is masked from now on and does not advance positions.
+    if len(steps) > 1:
+        fed = torch.cat(steps[:-1], dim=1)
+        real = fed != eos
+        state.key_mask[:, gen_start : state.length] = real
+        state.next_pos = state.next_pos + real.sum(1)
+    state.carry = steps[-1]
+    state.frames_done += 1
+    return torch.cat(steps, dim=1)
