@@ -1,0 +1,140 @@
+"""Report tables and plots from synthetic records: numbers computed by hand, files loadable with pandas."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli.main import main
+from harness.report.build import build_report
+from harness.report.load import ReportError, load_records
+from harness.report.plots import pareto_front
+from harness.report.tables import split_table, summary_table, wilson_interval
+from harness.runner.records import RecordWriter, write_json
+
+
+def write_run(root: Path, label: str, pruner: str, rows: list[dict], model: str = "m", shards: int = 1,
+              tiny: bool = False) -> Path:
+    run_dir = root / model / label
+    write_json(run_dir / "run.json", {"run_id": f"{model}/{label}", "experiment": "x"})
+    for i, row in enumerate(rows):
+        rank = i % shards
+        name = "records.jsonl" if shards == 1 else f"records.rank{rank:03d}-of-{shards:03d}.jsonl"
+        with RecordWriter(run_dir / name) as w:
+            w.write({
+                "sample_id": row["id"], "run_id": f"{model}/{label}", "model": model, "benchmark": "b",
+                "pruner": pruner, "pruner_label": label, "tiny_model": tiny,
+                "correct": row.get("correct"), "counted": row.get("counted", True),
+                "error": row.get("error"), "splits": {"duration": row.get("duration", "short")},
+                "tokens": {"visual_before": 100, "visual_after": row.get("tokens", 100), "prompt": 120,
+                           "generated": 2},
+                "latency": {"decode": 0.1, "gaze": row.get("gaze", 0.0), "vision": 0.2,
+                            "prefill": row.get("prefill", 0.4), "generate": 0.3,
+                            "total": 0.1 + row.get("gaze", 0.0) + 0.2 + row.get("prefill", 0.4) + 0.3},
+                "evidence": {"recall": row.get("recall", 1.0), "hit": row.get("recall", 1.0) > 0},
+                "peak_memory_mb": 10.0 + i,
+            })
+    return run_dir
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "exp"
+    none_rows = [{"id": f"s{i}", "correct": i < 6, "duration": "short" if i < 5 else "long"} for i in range(10)]
+    gaze_rows = [{"id": f"s{i}", "correct": i < 3, "duration": "short" if i < 5 else "long", "tokens": 25,
+                  "prefill": 0.1, "gaze": 0.05, "recall": 0.5} for i in range(10)]
+    gaze_rows[9] = {"id": "s9", "error": {"stage": "generate", "type": "RuntimeError", "message": "OOM"}}
+    write_run(root, "none", "none", none_rows, shards=2)
+    write_run(root, "autogaze_gr0.25", "autogaze", gaze_rows)
+    return root
+
+
+def test_summary_numbers(runs):
+    df = load_records([runs])
+    assert len(df) == 20 and set(df.run_id) == {"m/none", "m/autogaze_gr0.25"}
+    summary = summary_table(df).set_index("pruner_label")
+    none, gaze = summary.loc["none"], summary.loc["autogaze_gr0.25"]
+    assert none["n"] == 10 and none["errors"] == 0 and none["accuracy"] == pytest.approx(60.0)
+    lo, hi = wilson_interval(6, 10)
+    assert none["ci_low"] == pytest.approx(100 * lo) and none["ci_high"] == pytest.approx(100 * hi)
+    # the failed sample is not scored: 3 of 9
+    assert gaze["errors"] == 1 and gaze["n_scored"] == 9 and gaze["accuracy"] == pytest.approx(100 * 3 / 9)
+    assert gaze["visual_tokens"] == 25 and gaze["token_reduction_pct"] == pytest.approx(75.0)
+    assert none["token_reduction_pct"] == 0
+    assert gaze["lat_prefill_s"] == pytest.approx(0.1) and gaze["lat_gaze_s"] == pytest.approx(0.05)
+    assert gaze["speedup_prefill"] == pytest.approx(4.0)
+    assert gaze["speedup_total"] == pytest.approx(1.0 / 0.75)
+    assert none["speedup_total"] == pytest.approx(1.0)
+    assert gaze["evidence_recall"] == pytest.approx(0.5) and gaze["evidence_hit"] == pytest.approx(1.0)
+
+
+def test_split_accuracy(runs):
+    splits = split_table(load_records([runs]))
+    row = splits[(splits.pruner_label == "none") & (splits.split == "duration")].set_index("value")
+    assert row.loc["short", "accuracy"] == pytest.approx(100.0) and row.loc["long", "accuracy"] == pytest.approx(20.0)
+    assert row.loc["short", "n_scored"] == 5
+
+
+def test_wilson_interval_edges():
+    # published values for 0/10 and 10/10 (Wilson 1927; e.g. Newcombe 1998, table I): 0-27.75%
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson_interval(10, 10)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(0.7225, abs=1e-4)
+    lo, hi = wilson_interval(6, 10)
+    assert (lo, hi) == (pytest.approx(0.3127, abs=1e-4), pytest.approx(0.8318, abs=1e-4))
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_pareto_front():
+    pts = [(100, 60), (25, 30), (50, 55), (60, 50), (25, 20)]
+    assert pareto_front(pts) == [(25, 30), (50, 55), (100, 60)]
+
+
+def test_report_files_loadable(runs, tmp_path):
+    out = tmp_path / "rep"
+    report = build_report([runs], out)
+    for name in ["summary.csv", "splits.csv", "splits_pivot.csv", "latency.csv", "records.csv", "errors.csv",
+                 "report.md", "report.html", "pareto.png", "latency.png"]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary.pruner_label) == {"none", "autogaze_gr0.25"}
+    pd.testing.assert_frame_equal(summary, pd.read_csv(out / "summary.csv"))
+    assert pd.read_csv(out / "records.csv").shape[0] == 20
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert "| m | b | autogaze_gr0.25 |" in md and "Failed samples" in md and "OOM" in md
+    assert "tiny random-weight" not in md and not report.tiny
+    pivot = pd.read_csv(out / "splits_pivot.csv").set_index("pruner_label")
+    assert pivot.loc["none", "duration=long"] == pytest.approx(20.0)
+
+
+def test_tiny_model_is_labelled(tmp_path):
+    write_run(tmp_path / "e", "none", "none", [{"id": "a", "correct": True}], tiny=True)
+    report = build_report([tmp_path / "e"], tmp_path / "r")
+    assert "tiny random-weight model: numbers are plumbing checks, not accuracy" in (tmp_path / "r" / "report.md").read_text()
+    assert report.tiny
+
+
+def test_report_cli_and_errors(runs, tmp_path, capsys):
+    assert main(["report", str(runs), "--out", str(tmp_path / "o")]) == 0
+    assert "autogaze_gr0.25" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no run directories"):
+        load_records([tmp_path / "empty"])
+
+
+def test_latest_record_wins_and_shards_merge(tmp_path):
+    run_dir = write_run(tmp_path / "e", "none", "none", [{"id": "a", "correct": False}], shards=1)
+    with RecordWriter(run_dir / "records.rank001-of-002.jsonl") as w:  # a retry on another rank
+        w.write({"sample_id": "b", "run_id": "m/none", "correct": True, "error": None, "pruner": "none",
+                 "pruner_label": "none", "model": "m", "benchmark": "b"})
+    df = load_records([tmp_path / "e"])
+    assert sorted(df.sample_id) == ["a", "b"]
+    assert json.loads((run_dir / "run.json").read_text())["run_id"] == "m/none"
