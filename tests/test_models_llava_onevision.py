@@ -84,6 +84,21 @@ def test_geometry_matches_stock_placeholder_count(adapter, stock_inputs):
     assert n_placeholders == geometry.total_tokens + 1  # + the trailing image_newline
 
 
+def test_pooled_token_order_is_raster(adapter):
+    """Pooled token (r, c) of a frame summarises patch rows ~2r, cols ~2c (stock bilinear pooling)."""
+    n = adapter.patches_per_side
+    rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    patches = torch.stack([rows, cols], dim=-1).float().view(1, n * n, 2)
+    pooled = adapter.model.model.apply_pooling(patches).view(
+        adapter.pooled_per_side, adapter.pooled_per_side, 2
+    )
+    scale = (n - 1) / (adapter.pooled_per_side - 1) if adapter.pooled_per_side > 1 else 0.0
+    for r in range(adapter.pooled_per_side):
+        for c in range(adapter.pooled_per_side):
+            assert abs(pooled[r, c, 0].item() - r * scale) <= 1.0
+            assert abs(pooled[r, c, 1].item() - c * scale) <= 1.0
+
+
 def test_encode_video_is_stock_features(adapter, stock_inputs):
     features = adapter.encode_video(stock_inputs["pixel_values_videos"])
     with torch.no_grad():

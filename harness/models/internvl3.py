@@ -1,0 +1,180 @@
+"""InternVL3 adapter (transformers ``InternVLForConditionalGeneration``, the ``-hf`` checkpoints).
+
+Where tokens are pruned: AFTER the pixel shuffle + MLP projector. transformers 5.24 treats a
+video as one image per frame: ``InternVLProcessor`` resizes every frame to the video
+processor's square size and writes ``FrameN: <img>`` + ``image_seq_length`` x ``<IMG_CONTEXT>``
++ ``</img>`` per frame; ``InternVLModel.get_image_features`` runs InternViT per frame, drops the
+CLS token, pixel-shuffles each 2x2 block of patches into one token (downsample_ratio 0.5) and
+projects it. So one temporal group = one frame, and a frame holds
+(size / patch)^2 * downsample_ratio^2 tokens (448 / 14 = 32 -> 16 x 16 = 256), in raster
+(row, col) order: the shuffle's two transposes cancel, checked in the tests against the stock
+model.
+
+Policy for the text around each frame: ``FrameN: <img>`` and ``</img>`` always stay, also for a
+frame whose tokens are all pruned; they are prompt text, not visual tokens, and keeping them
+keeps every remaining token at its unpruned position. Only ``<IMG_CONTEXT>`` tokens are pruned.
+
+How the LLM sees the kept tokens: as for LLaVA-OV (see ``harness/models/llava_onevision.py``):
+unkept placeholders removed from ``input_ids``, kept features through the stock
+``mm_encoder_outputs={"image": ...}`` route, explicit 1D ``position_ids`` of the unpruned prompt
+(the LM is Qwen2), all-ones ``attention_mask``, and our own greedy prefill/decode loop so that
+prefill (TTFT) and decode are timed apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoProcessor, InternVLForConditionalGeneration
+
+from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
+from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
+from harness.models.llava_onevision import (
+    PrunedInputs,
+    check_frames,
+    greedy_decode,
+    prune_sequence,
+    resolve_model_dir,
+    torch_dtype,
+)
+from harness.pruning.selection import Selection, TokenGeometry
+
+
+def _square_size(size: Any, what: str) -> tuple[int, int]:
+    """(height, width) from a processor ``size`` dict (``height``/``width`` or ``shortest_edge``)."""
+    size = dict(size)
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if "shortest_edge" in size:
+        return int(size["shortest_edge"]), int(size["shortest_edge"])
+    raise ValueError(f"{what}: unsupported processor size {size}")
+
+
+class InternVL3Adapter(ModelAdapter):
+    """InternVL3: pruning after the pixel shuffle + MLP, one temporal group per frame."""
+
+    name = "internvl3"
+
+    def __init__(self, model: InternVLForConditionalGeneration, processor: Any, source: str):
+        self.model = model.eval()
+        self.processor = processor
+        self.source = source
+        self.device = next(model.parameters()).device
+        config = model.config
+        self.patch_size = int(config.vision_config.patch_size[0])
+        self.merge = round(1 / config.downsample_ratio)
+        self.frame_height, self.frame_width = _square_size(processor.video_processor.size, source)
+        self.image_token_id = int(config.image_token_id)
+        per_frame = (self.frame_height // self.patch_size) * (self.frame_width // self.patch_size)
+        per_frame //= self.merge**2
+        if per_frame != processor.image_seq_length:
+            raise ValueError(
+                f"{source}: frames of {self.frame_height}x{self.frame_width} give {per_frame} tokens per frame "
+                f"but the processor writes image_seq_length={processor.image_seq_length} placeholders"
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", **kwargs: Any
+    ) -> InternVL3Adapter:
+        """Load model + processor offline from a local HF directory or an HF cache id (``cache_dir`` kwarg)."""
+        local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
+        model = InternVLForConditionalGeneration.from_pretrained(
+            local, dtype=torch_dtype(dtype), local_files_only=True, **kwargs
+        ).to(device)
+        processor = AutoProcessor.from_pretrained(local, local_files_only=True)
+        return cls(model, processor, source=str(path_or_id))
+
+    def token_geometry(self, num_frames: int, height: int, width: int) -> TokenGeometry:
+        """Frames are resized to the video processor's square size, so ``height``/``width`` do not matter."""
+        return TokenGeometry(
+            num_frames=num_frames,
+            height=self.frame_height,
+            width=self.frame_width,
+            patch_size=self.patch_size,
+            temporal_patch_size=1,
+            spatial_merge_size=self.merge,
+        )
+
+    # -- the pipeline, step by step (public so tests can compare each step with stock) ---------
+
+    def chat_text(self, prompt: str) -> str:
+        """The prompt wrapped by the checkpoint's chat template, one ``<video>`` before the text."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def preprocess(self, frames: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
+        """The stock processor's output: input_ids with every placeholder, pixel_values (T, 3, S, S)."""
+        check_frames(frames)
+        inputs = self.processor(text=[self.chat_text(prompt)], videos=[frames], return_tensors="pt")
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    @torch.inference_mode()
+    def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected tokens (T * tokens_per_frame, D) in raster (frame, row, col) order."""
+        out = self.model.model.get_image_features(pixel_values=pixel_values, return_dict=True)
+        return out.pooler_output.flatten(0, 1)
+
+    def prune(
+        self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
+    ) -> PrunedInputs:
+        """The LLM inputs seeing only ``selection``'s tokens; frame wrappers stay."""
+        num_frames = int(inputs["pixel_values"].shape[0])
+        native = self.token_geometry(num_frames, 0, 0)
+        grid = (selection.geometry.grid_t, selection.geometry.grid_h, selection.geometry.grid_w)
+        if grid != (native.grid_t, native.grid_h, native.grid_w):
+            raise ValueError(
+                f"selection grid {grid} does not match this model's token grid "
+                f"{(native.grid_t, native.grid_h, native.grid_w)} for {num_frames} frames"
+            )
+        keep = selection.keep.flatten().to(features.device)
+        return prune_sequence(inputs["input_ids"], self.image_token_id, keep, features[keep], "image")
+
+    def generate(
+        self,
+        frames: np.ndarray,
+        selection: Selection | None,
+        prompt: str,
+        *,
+        fps: float,
+        max_new_tokens: int = 16,
+        prune_stage: PruneStage = "post_vit",
+    ) -> Generation:
+        """Answer ``prompt`` about ``frames`` seeing only the selected tokens (greedy)."""
+        if prune_stage == "pre_vit":
+            raise NotImplementedError(
+                "internvl3: pre-ViT pruning is not implemented yet (InternViT would have to run on kept "
+                "patches only); use prune_stage='post_vit'"
+            )
+        if prune_stage != "post_vit":
+            raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
+        check_frames(frames)
+        if selection is None:
+            selection = Selection.keep_all(self.token_geometry(len(frames), *frames.shape[1:3]))
+        if selection.geometry.num_frames != len(frames):
+            raise ValueError(
+                f"selection covers {selection.geometry.num_frames} frames but {len(frames)} were given"
+            )
+        timer = StageTimer(self.device)
+        reset_peak_memory(self.device)
+        inputs = self.preprocess(frames, prompt)
+        with timer.stage("vision"):
+            features = self.encode_video(inputs["pixel_values"])
+        pruned = self.prune(inputs, features, selection)
+        ids = greedy_decode(self.model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer)
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        tokens = TokenCounts(
+            visual_before=pruned.visual_before,
+            visual_after=pruned.visual_after,
+            prompt=int(pruned.model_kwargs["input_ids"].shape[1]),
+            generated=len(ids),
+        )
+        return Generation(
+            text=text,
+            tokens=tokens,
+            timings=dict(timer.seconds),
+            peak_memory_mb=peak_memory_mb(self.device),
+            extra={"output_ids": ids, "fps": fps, "prune_stage": prune_stage},
+        )

@@ -1,0 +1,134 @@
+"""Tiny random-weight InternVL3 (InternViT + pixel-shuffle MLP + Qwen2 LM) in a local HF-layout dir.
+
+Why these sizes: 112 px frames over patch 14 give an 8x8 patch grid; the pixel shuffle
+(downsample_ratio 0.5) folds each 2x2 block into one token, so a frame is 4x4 = 16
+``<IMG_CONTEXT>`` tokens, the same arithmetic as the real 448 px / 256-token checkpoints.
+
+The tokenizer carries InternVL's named special tokens through ``extra_special_tokens``
+(``start_image_token`` ``<img>``, ``end_image_token`` ``</img>``, ``context_image_token``
+``<IMG_CONTEXT>``, ``video_token`` ``<video>``): the stock ``InternVLProcessor`` reads them as
+tokenizer attributes and fails without them. ``image_seq_length`` (16) goes in the processor
+config so each frame expands to the right number of placeholders. Weights are RANDOM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    GenerationConfig,
+    GotOcr2ImageProcessor,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    InternVLProcessor,
+    InternVLVideoProcessor,
+)
+
+from harness.models.tiny.tokenizer import train_tokenizer
+
+IMAGE_SIZE = 112
+PATCH_SIZE = 14
+# Wider than the usual 0.02: at 0.02 the tiny tied-embedding LM emits one token over and over
+# whatever the video, which would make "same generated ids" equivalence tests vacuous.
+INIT_STD = 0.1
+DOWNSAMPLE_RATIO = 0.5
+IMAGE_SEQ_LENGTH = int((IMAGE_SIZE // PATCH_SIZE) ** 2 * DOWNSAMPLE_RATIO**2)  # 16
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<video>",
+)
+NAMED_TOKENS = {
+    "start_image_token": "<img>",
+    "end_image_token": "</img>",
+    "context_image_token": "<IMG_CONTEXT>",
+    "video_token": "<video>",
+}
+
+# Qwen2 chat markup as InternVL3 uses it: each visual item on its own line, then the text.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}{{ '<IMG_CONTEXT>\\n' }}"
+    "{% elif c['type'] == 'video' %}{{ '<video>\\n' }}"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build(out_dir: Path, seed: int = 0) -> Path:
+    """Write the tiny model, tokenizer and processor into ``out_dir``; return ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(
+        out,
+        special_tokens=SPECIAL_TOKENS,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=NAMED_TOKENS,
+        chat_template=CHAT_TEMPLATE,
+        seed=seed,
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = InternVLConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "initializer_range": INIT_STD,
+            "image_size": IMAGE_SIZE,
+            "patch_size": PATCH_SIZE,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "initializer_range": INIT_STD,
+            "tie_word_embeddings": False,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        image_token_id=ids["<IMG_CONTEXT>"],
+        image_seq_length=IMAGE_SEQ_LENGTH,
+        downsample_ratio=DOWNSAMPLE_RATIO,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        # Untied: a tiny random LM whose head IS its embedding table keeps re-emitting its last
+        # token, which would make "same generated ids" checks vacuous.
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    )
+    model.save_pretrained(out)
+
+    size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(size=size),
+        video_processor=InternVLVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        image_seq_length=IMAGE_SEQ_LENGTH,
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    return out
