@@ -61,7 +61,17 @@ def ensure_video(width: int, height: int, frames: int, fps: float) -> Path:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak RSS of this process (MiB). VmHWM, not ru_maxrss: on Linux ru_maxrss survives fork+exec, so a
+    child would report its parent's peak; VmHWM belongs to the child's own address space."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no /proc: KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def _child(spec: dict) -> dict:
@@ -69,6 +79,7 @@ def _child(spec: dict) -> dict:
     import av
 
     from harness.video import open_video
+    from harness.video.pyav_backend import INTERPOLATION
 
     path, indices = spec["path"], np.asarray(spec["indices"], dtype=np.int64)
     h, w = spec["out_hw"]
@@ -83,7 +94,7 @@ def _child(spec: dict) -> dict:
             stream.thread_type = "AUTO"
             for i, frame in enumerate(container.decode(stream)):
                 if i in wanted:
-                    arr = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+                    arr = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=INTERPOLATION)
                     checksum += int(arr[::16, ::16].sum())
                 if i >= last:
                     break

@@ -46,7 +46,9 @@ def _order(backend: str) -> list[str]:
 class FallbackReader(VideoReader):
     """Reads with a primary backend and switches to the next one for good if a chunk fails to decode."""
 
-    def __init__(self, primary: VideoReader, facts: ContainerFacts, others: list[str], threads: int):
+    def __init__(self, primary: VideoReader, facts: ContainerFacts, others: list[str], threads: int,
+                 allow_truncated: bool = False):
+        self._allow_truncated = allow_truncated
         self._active = primary
         self._facts = facts
         self._others = list(others)
@@ -72,7 +74,8 @@ class FallbackReader(VideoReader):
             while self._others:
                 name = self._others.pop(0)
                 try:
-                    replacement = BACKENDS[name](self._facts.path, self._facts, threads=self._threads)
+                    replacement = BACKENDS[name](self._facts.path, self._facts, threads=self._threads,
+                                                 allow_truncated=self._allow_truncated)
                 except VideoError as exc:
                     log.warning("fallback backend %s cannot open %s: %s", name, self._facts.path, exc.cause)
                     continue
@@ -92,10 +95,12 @@ class FallbackReader(VideoReader):
         self._active.close()
 
 
-def open_video(path: str | Path, backend: str = "auto", threads: int = 0) -> VideoReader:
+def open_video(path: str | Path, backend: str = "auto", threads: int = 0,
+               allow_truncated: bool = False) -> VideoReader:
     """Open ``path`` for chunked reading. Raises VideoError (naming the file and cause) for bad input.
 
-    ``threads``: decoder threads, 0 = FFmpeg's automatic choice.
+    ``threads``: decoder threads, 0 = FFmpeg's automatic choice. ``allow_truncated``: read the readable
+    prefix of a truncated/corrupt file (with a warning) instead of raising.
     """
     order = _order(backend)
     if not order:
@@ -104,17 +109,17 @@ def open_video(path: str | Path, backend: str = "auto", threads: int = 0) -> Vid
     errors: list[str] = []
     for pos, name in enumerate(order):
         if name == "decord" and not decord_backend.available():
-            errors.append("decord: not installed")
+            errors.append("decord: decord is not installed (pip install decord2)")
             continue
         try:
-            reader = BACKENDS[name](facts.path, facts, threads=threads)
+            reader = BACKENDS[name](facts.path, facts, threads=threads, allow_truncated=allow_truncated)
         except VideoError as exc:
             errors.append(f"{name}: {exc.cause}")
             if pos + 1 < len(order):
                 log.warning("%s cannot open %s (%s); trying %s", name, facts.path, exc.cause, order[pos + 1])
             continue
         rest = order[pos + 1 :]
-        return FallbackReader(reader, facts, rest, threads) if rest else reader
+        return FallbackReader(reader, facts, rest, threads, allow_truncated) if rest else reader
     if len(errors) == 1:
         raise VideoError(facts.path, errors[0].split(": ", 1)[1])
     raise VideoError(facts.path, "; ".join(errors))

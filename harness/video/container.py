@@ -7,14 +7,18 @@ us name the cause (missing, empty, not a video, no video stream) before any deco
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
-from harness.video.types import VideoError
+from harness.video.types import VideoError, VideoMeta
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,3 +97,49 @@ def inspect_container(path: str | Path) -> ContainerFacts:
         )
     finally:
         container.close()
+
+
+def build_meta(facts: ContainerFacts, num_frames: int, timestamps: np.ndarray, decoder: str,
+               allow_truncated: bool = False) -> VideoMeta:
+    """VideoMeta from the header facts plus the frames a backend actually indexed.
+
+    Duration comes from the pts span (last frame + one frame interval): container durations can be
+    wrong (variable frame rate, edit lists). fps is the header's average rate when it agrees with the
+    index within 0.5% (exact rational rates such as 30000/1001), else frames / duration.
+    Raises VideoError when the index shows the file is truncated or corrupt (see ``missing_frames``).
+    """
+    if num_frames < 1:
+        raise VideoError(facts.path, "video stream has no frames")
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if num_frames > 1:
+        interval = float(np.median(np.diff(ts)))
+    else:
+        interval = 1.0 / facts.fps if facts.fps > 0 else 0.0
+    span = float(ts[-1]) + interval
+    index_fps = num_frames / span if span > 0 else 0.0
+    fps = facts.fps if facts.fps > 0 and abs(facts.fps - index_fps) <= 0.005 * index_fps else index_fps
+    if fps <= 0:
+        fps = facts.fps
+    problem = missing_frames(facts, num_frames, span)
+    if problem:
+        if not allow_truncated:
+            raise VideoError(facts.path, problem)
+        log.warning("%s: %s; reading the %d readable frames", facts.path, problem, num_frames)
+    return VideoMeta(path=facts.path, num_frames=num_frames, fps=fps, duration_s=span if span > 0 else facts.duration_s,
+                     width=facts.width, height=facts.height, codec=facts.codec, decoder=decoder)
+
+
+def missing_frames(facts: ContainerFacts, num_frames: int, span_s: float) -> str | None:
+    """Why the file looks truncated/corrupt, or None. FFmpeg stops demuxing silently at a cut or a
+    damaged cluster, so we compare what was indexed with what the header promised: the header frame
+    count where the container stores one (mp4/mov/avi), else the container duration (mkv/webm), with
+    slack (1 s or 10%) for containers whose duration covers a slightly longer audio track."""
+    if facts.header_frames > 0:
+        if num_frames < facts.header_frames:
+            return (f"truncated or corrupt: the header lists {facts.header_frames} frames but only "
+                    f"{num_frames} can be read")
+        return None
+    if facts.duration_s > 0 and span_s + max(1.0, 0.1 * facts.duration_s) < facts.duration_s:
+        return (f"truncated or corrupt: the container lasts {facts.duration_s:.2f} s but only "
+                f"{span_s:.2f} s of video ({num_frames} frames) can be read")
+    return None

@@ -12,8 +12,7 @@ import sys
 
 import numpy as np
 
-from harness.video.container import ContainerFacts, inspect_container
-from harness.video.pyav_backend import meta_from
+from harness.video.container import ContainerFacts, build_meta, inspect_container
 from harness.video.reader import VideoReader
 from harness.video.types import VideoError
 
@@ -58,7 +57,8 @@ def available() -> bool:
 class DecordReader(VideoReader):
     """Decodes with decord; frame count and pts timestamps come from decord's own packet index."""
 
-    def __init__(self, path: str, facts: ContainerFacts | None = None, threads: int = 0):
+    def __init__(self, path: str, facts: ContainerFacts | None = None, threads: int = 0,
+                 allow_truncated: bool = False):
         if _decord is None:
             raise VideoError(path, "decord is not installed (pip install decord2)")
         self.facts = facts or inspect_container(path)
@@ -77,7 +77,7 @@ class DecordReader(VideoReader):
         except Exception as exc:  # decord raises DECORDError / RuntimeError subclasses
             raise VideoError(self.path, f"decord could not index frames: {exc}") from exc
         self.timestamps = start - start[0]
-        self.meta = meta_from(self.facts, n, self.timestamps, "decord")
+        self.meta = build_meta(self.facts, n, self.timestamps, "decord", allow_truncated)
         # Keep the native-size decoder only until a sized read asks for another one.
         self._vr, self._vr_hw = vr, (self.facts.height, self.facts.width)
 

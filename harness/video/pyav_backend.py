@@ -14,11 +14,19 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from harness.video.container import ContainerFacts, first_video_stream, inspect_container, open_container
+from harness.video.container import (
+    ContainerFacts,
+    build_meta,
+    first_video_stream,
+    inspect_container,
+    open_container,
+)
 from harness.video.reader import VideoReader
-from harness.video.types import VideoError, VideoMeta
+from harness.video.types import VideoError
 
-INTERPOLATION = "BILINEAR"
+# Area averaging: anti-aliased for the large downscales we do (4K -> 448) and the fastest swscale path
+# measured at 4K (76 fps vs 48 bilinear, 27 bicubic on this 2-core machine, 150 frames).
+INTERPOLATION = "AREA"
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,7 @@ class PacketIndex:
 
     pts: np.ndarray  # (N,) int64, sorted
     keyframe: np.ndarray  # (N,) bool
+    damaged: str | None = None  # the demuxer error that ended indexing early, if any
 
     def keyframe_before(self, i: int) -> int:
         """Index of the last keyframe at or before frame ``i`` (0 when none is flagged)."""
@@ -40,6 +49,7 @@ def build_index(path: str, stream_index: int) -> PacketIndex:
     pts: list[int] = []
     keys: list[bool] = []
     missing_pts = 0
+    damaged = None
     try:
         stream = container.streams[stream_index]
         for packet in container.demux(stream):
@@ -51,9 +61,8 @@ def build_index(path: str, stream_index: int) -> PacketIndex:
                 stamp = (pts[-1] + 1) if pts else 0
             pts.append(int(stamp))
             keys.append(bool(packet.is_keyframe))
-    except av.FFmpegError:
-        # A damaged tail: keep the packets read so far; decoding later reports frames that fail.
-        pass
+    except av.FFmpegError as exc:  # damaged data: keep what was read, the caller decides
+        damaged = f"demuxing stopped after {len(pts)} packets: {exc}"
     finally:
         container.close()
     if missing_pts:
@@ -63,33 +72,24 @@ def build_index(path: str, stream_index: int) -> PacketIndex:
     key_arr = np.asarray(keys, dtype=bool)[order]
     if pts_arr.size and np.any(np.diff(pts_arr) == 0):
         raise VideoError(path, "duplicate frame timestamps in the video stream; cannot index frames")
-    return PacketIndex(pts=pts_arr, keyframe=key_arr)
-
-
-def meta_from(facts: ContainerFacts, num_frames: int, timestamps: np.ndarray, decoder: str) -> VideoMeta:
-    """VideoMeta from header facts plus the real frame count; duration falls back to frames / fps."""
-    fps = facts.fps
-    if fps <= 0 and num_frames > 1 and timestamps[-1] > 0:
-        fps = (num_frames - 1) / float(timestamps[-1])
-    duration = facts.duration_s
-    if duration <= 0 and fps > 0:
-        duration = num_frames / fps
-    return VideoMeta(path=facts.path, num_frames=num_frames, fps=fps, duration_s=duration,
-                     width=facts.width, height=facts.height, codec=facts.codec, decoder=decoder)
+    return PacketIndex(pts=pts_arr, keyframe=key_arr, damaged=damaged)
 
 
 class PyAVReader(VideoReader):
     """Decodes with PyAV (FFmpeg) using frame+slice threads; seeks to keyframes only when that skips work."""
 
-    def __init__(self, path: str, facts: ContainerFacts | None = None, threads: int = 0):
+    def __init__(self, path: str, facts: ContainerFacts | None = None, threads: int = 0,
+                 allow_truncated: bool = False):
         self.facts = facts or inspect_container(path)
         self.path = self.facts.path
         self.index = build_index(self.path, self.facts.stream_index)
         n = int(self.index.pts.size)
         if n == 0:
             raise VideoError(self.path, "video stream has no frames")
+        if self.index.damaged and not allow_truncated:
+            raise VideoError(self.path, f"corrupt file: {self.index.damaged}")
         self.timestamps = (self.index.pts - self.index.pts[0]).astype(np.float64) * float(self.facts.time_base)
-        self.meta = meta_from(self.facts, n, self.timestamps, "pyav")
+        self.meta = build_meta(self.facts, n, self.timestamps, "pyav", allow_truncated)
         self._pts_to_index = {int(p): i for i, p in enumerate(self.index.pts)}
         self._threads = threads
         self._container: av.container.InputContainer | None = None
