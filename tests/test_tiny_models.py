@@ -101,3 +101,11 @@ def test_tokenizer_trainer_roundtrips_and_keeps_special_tokens(tmp_path):
     assert "<IMG_CONTEXT>" not in tok.decode(ids, skip_special_tokens=True)
     with pytest.raises(ValueError, match="not listed in special_tokens"):
         train_tokenizer(tmp_path / "bad", special_tokens=["<a>"], eos_token="<eos>")
+
+
+def test_command_line_builds_a_loadable_dir(tmp_path, capsys):
+    from harness.models.tiny.__main__ import main
+
+    assert main(["qwen3_vl", str(tmp_path / "m"), "--seed", "1"]) == 0
+    assert "random weights" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == "qwen3_vl"
