@@ -59,7 +59,9 @@ def _cached_snapshot(repo_id: str) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        path = snapshot_download(repo_id, repo_type="dataset", local_files_only=True, cache_dir=_hub_cache_dir())
+        path = snapshot_download(
+            repo_id, repo_type="dataset", local_files_only=True, cache_dir=_hub_cache_dir()
+        )
         return Path(path)
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         return None
@@ -76,7 +78,9 @@ def read_parquet_checked(path: Path, required: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def find_video(directory: Path, stem: str, extensions: Sequence[str] = (".mp4", ".MP4", ".mkv")) -> Path | None:
+def find_video(
+    directory: Path, stem: str, extensions: Sequence[str] = (".mp4", ".MP4", ".mkv")
+) -> Path | None:
     """``directory/stem<ext>`` for the first extension that exists (lmms-eval's order), else None."""
     for ext in extensions:
         candidate = directory / f"{stem}{ext}"

@@ -41,7 +41,9 @@ def evidence_mask(
     g = geometry
     frames = np.arange(g.num_frames) if frame_indices is None else np.asarray(frame_indices, dtype=np.int64)
     if len(frames) != g.num_frames:
-        raise ValueError(f"frame_indices has {len(frames)} entries but the geometry has {g.num_frames} frames")
+        raise ValueError(
+            f"frame_indices has {len(frames)} entries but the geometry has {g.num_frames} frames"
+        )
     src_w, src_h = source_size if source_size is not None else (g.width, g.height)
     sx, sy = g.width / src_w, g.height / src_h
     px = g.patch_size * g.spatial_merge_size
@@ -67,7 +69,9 @@ def _covered(lo: float, hi: float, size: int, count: int) -> tuple[int, int]:
     return first, last
 
 
-def _keep_and_geometry(selection_or_mask: Selection | torch.Tensor | np.ndarray, geometry: TokenGeometry | None):
+def _keep_and_geometry(
+    selection_or_mask: Selection | torch.Tensor | np.ndarray, geometry: TokenGeometry | None
+):
     if isinstance(selection_or_mask, Selection):
         return selection_or_mask.keep, geometry or selection_or_mask.geometry
     if geometry is None:

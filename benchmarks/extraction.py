@@ -98,7 +98,9 @@ _MCQ_TRIM_ORDER: tuple[str, ...] = (",", ".", "!", "?", ";", ":", "'", '"')
 
 def check_convention(convention: str) -> str:
     if convention not in CONVENTIONS:
-        raise ValueError(f"unknown extraction convention {convention!r}; valid choices: {', '.join(CONVENTIONS)}")
+        raise ValueError(
+            f"unknown extraction convention {convention!r}; valid choices: {', '.join(CONVENTIONS)}"
+        )
     return convention
 
 
@@ -173,7 +175,9 @@ def mcq_extract(response: str, choices: Sequence[str] | None = None) -> str:
     return best[2] if best is not None else ""
 
 
-def extract(response: str | None, convention: str = DEFAULT_CONVENTION, choices: Sequence[str] | None = None) -> str | None:
+def extract(
+    response: str | None, convention: str = DEFAULT_CONVENTION, choices: Sequence[str] | None = None
+) -> str | None:
     """The letter ``response`` chose under ``convention``, or None when there is none.
 
     ``choices`` are the sample's option letters; None means the convention's own default

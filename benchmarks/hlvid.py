@@ -132,7 +132,12 @@ class HLVid(MultipleChoiceBenchmark):
         if not missing:
             return ""
         total = self.table["video_path"].nunique()
-        shards = sorted({p.name for p in [*self.root.glob("videos_part_*.tar"), *self.root.glob("videos/videos_part_*.tar")]})
+        shards = sorted(
+            {
+                p.name
+                for p in [*self.root.glob("videos_part_*.tar"), *self.root.glob("videos/videos_part_*.tar")]
+            }
+        )
         msg = f"HLVid: {len(missing)} of {total} videos missing under {self.root / 'videos'}: {', '.join(missing)}."
         if shards:
             msg += f" Tar shards present: {', '.join(shards)}; extract them into videos/ (tar -xf SHARD -C videos)."

@@ -76,7 +76,9 @@ class MultipleChoiceBenchmark(Benchmark):
             predictions = index_predictions(pairs, self.sample_by_id(), source=f"{self.name} records")
             scores = self.score(predictions, convention)
         table = accuracy_table(scores, self.group_columns, self.cluster_column)
-        table.insert(0, "extraction", scores["extraction"].iloc[0] if "extraction" in scores and len(scores) else "")
+        table.insert(
+            0, "extraction", scores["extraction"].iloc[0] if "extraction" in scores and len(scores) else ""
+        )
         table.insert(0, "benchmark", self.name)
         return table
 

@@ -42,7 +42,9 @@ def _lmms_eval_pair(obj: dict[str, Any], where: str) -> tuple[str, str | None]:
                 qid = value["question_id"]
                 break
     if qid is None:
-        raise ValueError(f"{where}: lmms-eval sample (doc_id {obj.get('doc_id')}) has no question_id in 'doc' or a metric dict")
+        raise ValueError(
+            f"{where}: lmms-eval sample (doc_id {obj.get('doc_id')}) has no question_id in 'doc' or a metric dict"
+        )
     output = _first_string(obj.get("filtered_resps"))
     if output is None:
         output = _first_string(obj.get("resps"))

@@ -29,7 +29,9 @@ class PredictionError(ValueError):
     """Predictions that cannot be scored as given (unknown or duplicate question ids)."""
 
 
-def index_predictions(pairs: Iterable[tuple[str, str | None]], known: Iterable[str], source: str = "predictions") -> dict[str, str | None]:
+def index_predictions(
+    pairs: Iterable[tuple[str, str | None]], known: Iterable[str], source: str = "predictions"
+) -> dict[str, str | None]:
     """``{question_id: output}`` from (id, output) pairs; unknown or duplicate ids raise PredictionError."""
     known_ids = set(known)
     out: dict[str, str | None] = {}
@@ -46,10 +48,14 @@ def index_predictions(pairs: Iterable[tuple[str, str | None]], known: Iterable[s
         out[qid] = output
     if unknown:
         shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-        raise PredictionError(f"{source}: {len(unknown)} prediction(s) for questions this benchmark does not have: {shown}")
+        raise PredictionError(
+            f"{source}: {len(unknown)} prediction(s) for questions this benchmark does not have: {shown}"
+        )
     if duplicates:
         shown = ", ".join(sorted(set(duplicates))[:10])
-        raise PredictionError(f"{source}: duplicate predictions for question(s) {shown}; keep one output per question")
+        raise PredictionError(
+            f"{source}: duplicate predictions for question(s) {shown}; keep one output per question"
+        )
     return out
 
 
@@ -77,12 +83,16 @@ def score_samples(
         if sample.invalid_reason:
             row.update(status="invalid_sample", counted=False, correct=False, reason=sample.invalid_reason)
         elif sample.id not in predictions or output is None:
-            row.update(status="no_prediction", counted=True, correct=False, reason="no prediction for this question")
+            row.update(
+                status="no_prediction", counted=True, correct=False, reason="no prediction for this question"
+            )
         else:
             pred = benchmark.extract_answer(output, sample, convention)
             row["pred"] = pred
             if pred is None:
-                row.update(status="unanswered", counted=keep_unanswered, correct=False, reason="no letter in output")
+                row.update(
+                    status="unanswered", counted=keep_unanswered, correct=False, reason="no letter in output"
+                )
             else:
                 row.update(status="ok", counted=True, correct=pred == sample.answer, reason="")
         rows.append(row)

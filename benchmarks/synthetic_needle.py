@@ -130,13 +130,25 @@ def plan_video(cfg: NeedleConfig, index: int) -> tuple[_Plan, np.random.Generato
         distractors = _shape_distractors(rng, shape)
         bw = bh = side
     if bw > cfg.width // 2 or bh > cfg.height // 2:
-        raise ValueError(f"needle plate {bw}x{bh} does not fit a corner of {cfg.width}x{cfg.height}; lower needle_frac")
+        raise ValueError(
+            f"needle plate {bw}x{bh} does not fit a corner of {cfg.width}x{cfg.height}; lower needle_frac"
+        )
     margin = max(2, min(cfg.width, cfg.height) // 32)
     x0 = margin if corner.endswith("left") else cfg.width - margin - bw
     y0 = margin if corner.startswith("top") else cfg.height - margin - bh
     slot = int(rng.integers(4))
     options = distractors[:slot] + [answer_text] + distractors[slot:]
-    plan = _Plan(index, kind, corner, start, (x0, y0, x0 + bw, y0 + bh), answer_text, options, chr(ord("A") + slot), shape)
+    plan = _Plan(
+        index,
+        kind,
+        corner,
+        start,
+        (x0, y0, x0 + bw, y0 + bh),
+        answer_text,
+        options,
+        chr(ord("A") + slot),
+        shape,
+    )
     return plan, rng
 
 
@@ -159,7 +171,9 @@ def _shape_distractors(rng: np.random.Generator, shape: tuple[str, str]) -> list
     other_shapes = [s for s in SHAPES if s != kind]
     first = f"{other_colours[int(rng.integers(len(other_colours)))]} {kind}"
     second = f"{colour} {other_shapes[int(rng.integers(len(other_shapes)))]}"
-    rest = [f"{c} {s}" for s in SHAPES for c in COLOURS if f"{c} {s}" not in (first, second, f"{colour} {kind}")]
+    rest = [
+        f"{c} {s}" for s in SHAPES for c in COLOURS if f"{c} {s}" not in (first, second, f"{colour} {kind}")
+    ]
     return [first, second, rest[int(rng.integers(len(rest)))]]
 
 
@@ -203,7 +217,11 @@ def generate(cfg: NeedleConfig, cache_root: Path | None = None) -> Path:
                     "options": plan.options,
                     "answer": plan.answer,
                     "answer_text": plan.answer_text,
-                    "evidence": {"frame_start": plan.start, "frame_end": plan.start + cfg.needle_frames, "box": list(plan.box)},
+                    "evidence": {
+                        "frame_start": plan.start,
+                        "frame_end": plan.start + cfg.needle_frames,
+                        "box": list(plan.box),
+                    },
                 }
             )
         manifest = {"config": {**asdict(cfg), "version": GENERATOR_VERSION}, "samples": records}
@@ -226,7 +244,9 @@ class SyntheticNeedle(MultipleChoiceBenchmark):
     cluster_column = "video_id"
     fixed_choices = None
 
-    def __init__(self, cache_dir: str | Path | None = None, extraction: str | None = None, **config: Any) -> None:
+    def __init__(
+        self, cache_dir: str | Path | None = None, extraction: str | None = None, **config: Any
+    ) -> None:
         super().__init__(extraction)
         if "kinds" in config and isinstance(config["kinds"], str):
             config["kinds"] = tuple(k.strip() for k in config["kinds"].split(","))
@@ -269,7 +289,9 @@ class SyntheticNeedle(MultipleChoiceBenchmark):
     def build_prompt(self, sample: Sample, **kwargs: Any) -> str:
         return f"{OPTION_PROMPT}\n{sample.question}\n{lettered(sample.options)}\nThe best answer is:"
 
-    def evidence_scores(self, sample: Sample, selection: Any, frame_indices: Any = None) -> dict[str, float | bool]:
+    def evidence_scores(
+        self, sample: Sample, selection: Any, frame_indices: Any = None
+    ) -> dict[str, float | bool]:
         """Pruner-only scores of ``selection`` (a Selection over frames ``frame_indices`` of the video)."""
         size = (self.config.width, self.config.height)
         return {

@@ -86,14 +86,18 @@ class VideoMME(MultipleChoiceBenchmark):
     ) -> None:
         super().__init__(extraction)
         if prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"unknown Video-MME prompt_style {prompt_style!r}; valid choices: {', '.join(PROMPT_STYLES)}")
+            raise ValueError(
+                f"unknown Video-MME prompt_style {prompt_style!r}; valid choices: {', '.join(PROMPT_STYLES)}"
+            )
         self.root = resolve_dataset_dir(data_dir, DATASET_IDS)
         self.media_root = Path(video_root).expanduser() if video_root else self.root
         self.subtitles = subtitles
         self.prompt_style = prompt_style
         self.pre_prompt, default_post = PROMPT_STYLES[prompt_style]
         self.post_prompt = default_post if post_prompt is None else post_prompt
-        self.subtitle_frames = subtitle_frames if subtitle_frames is not None else SUBTITLE_FRAMES[prompt_style]
+        self.subtitle_frames = (
+            subtitle_frames if subtitle_frames is not None else SUBTITLE_FRAMES[prompt_style]
+        )
         if subtitles:
             self.name = "videomme_w_subtitle"
         self.table = read_parquet_checked(self.root / PARQUET, COLUMNS)
@@ -147,7 +151,9 @@ class VideoMME(MultipleChoiceBenchmark):
 
     def build_prompt(self, sample: Sample, frame_indices: list[int] | None = None, **kwargs: Any) -> str:
         """lmms-eval's prompt; ``frame_indices`` (source frames) overrides subtitle sampling."""
-        raw = sample.metadata.get("raw_options") or [f"{chr(65 + i)}. {o}" for i, o in enumerate(sample.options)]
+        raw = sample.metadata.get("raw_options") or [
+            f"{chr(65 + i)}. {o}" for i, o in enumerate(sample.options)
+        ]
         options = "\n".join(raw)
         if self.prompt_style == "qwen3_vl":
             body = f"{self.pre_prompt}{sample.question}\nOptions:\n{options}\n{self.post_prompt}"

@@ -72,7 +72,9 @@ def videomme_rows() -> list[dict]:
     return rows
 
 
-def make_videomme(root: Path, rows: list[dict] | None = None, videos: bool = True, subtitles: bool = True) -> Path:
+def make_videomme(
+    root: Path, rows: list[dict] | None = None, videos: bool = True, subtitles: bool = True
+) -> Path:
     """``root`` laid out like the HF dataset after unzipping (parquet + data/ + subtitle/)."""
     rows = videomme_rows() if rows is None else rows
     (root / "videomme").mkdir(parents=True, exist_ok=True)

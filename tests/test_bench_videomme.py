@@ -79,13 +79,16 @@ def test_subtitle_prompt_equals_lmms_eval(hf_home, lmms, frame_num):
 def test_subtitle_selection_rules(tmp_path):
     srt = tmp_path / "x.srt"
     srt.write_text(
-        "1\n00:00:00,000 --> 00:00:01,000\n<font color=\"white\" size=\".72c\">one</font>\n\n"
+        '1\n00:00:00,000 --> 00:00:01,000\n<font color="white" size=".72c">one</font>\n\n'
         "2\n00:00:01,000 --> 00:00:02,000\nplain text, no font tag\n\n"
-        "3\n00:00:00,000 --> 00:00:01,000\n<font color=\"white\" size=\".72c\">one again</font>\n\n"
+        '3\n00:00:00,000 --> 00:00:01,000\n<font color="white" size=".72c">one again</font>\n\n'
         "bad block\n"
     )
     blocks = parse_srt(srt)
-    assert [b.text for b in blocks] == ['<font color="white" size=".72c">one again</font>', "plain text, no font tag"]
+    assert [b.text for b in blocks] == [
+        '<font color="white" size=".72c">one again</font>',
+        "plain text, no font tag",
+    ]
     # frame 10 at 10 fps lies in [10, 20): block 2 only, which has no font tag -> nothing
     assert subtitles_for_frames(blocks, 10.0, [10]) == ""
     assert subtitles_for_frames(blocks, 10.0, [0, 9, 10]) == "one again"
@@ -101,11 +104,24 @@ def _lmms_score(monkeypatch, lmms, rows, outputs):
     for name in ("lmms_eval.tasks", "lmms_eval.tasks._task_utils"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "lmms_eval.tasks._task_utils.mcq_extract", mcq)
-    results = [lmms.videomme_process_results(_doc(r), [outputs[r["question_id"]]])["videomme_perception_score"] for r in rows]
+    results = [
+        lmms.videomme_process_results(_doc(r), [outputs[r["question_id"]]])["videomme_perception_score"]
+        for r in rows
+    ]
     return lmms.videomme_aggregate_results(results), results
 
 
-MESSY = ["The answer is (B).", "b", "Answer: C. Because...", "", "A and D", "I think (C)", "D", "B.", "no idea"]
+MESSY = [
+    "The answer is (B).",
+    "b",
+    "Answer: C. Because...",
+    "",
+    "A and D",
+    "I think (C)",
+    "D",
+    "B.",
+    "no idea",
+]
 
 
 def test_mcq_accuracy_and_stderr_equal_lmms_eval(hf_home, lmms, monkeypatch):
@@ -127,15 +143,23 @@ def test_conventions_score_the_same_outputs_differently(hf_home):
     bench = VideoMME(hf_home / "videomme")
     rows = videomme_rows()
     # answers of the first three questions: B, C, D
-    outputs = {rows[0]["question_id"]: "Answer: B.", rows[1]["question_id"]: "Answer: C.", rows[2]["question_id"]: "none"}
+    outputs = {
+        rows[0]["question_id"]: "Answer: B.",
+        rows[1]["question_id"]: "Answer: C.",
+        rows[2]["question_id"]: "none",
+    }
     outputs |= {r["question_id"]: r["answer"] for r in rows[3:]}
     acc = {}
     for c in CONVENTIONS:
         t = bench.aggregate(bench.score(outputs, c))
         acc[c] = t[t["split"] == "overall"].iloc[0]
-    assert acc["lmms-eval-regex"]["correct"] == 6 and acc["lmms-eval-regex"]["scored"] == 9  # "A" from "Answer"
+    assert (
+        acc["lmms-eval-regex"]["correct"] == 6 and acc["lmms-eval-regex"]["scored"] == 9
+    )  # "A" from "Answer"
     assert acc["lmms-eval-mcq"]["correct"] == 8 and acc["lmms-eval-mcq"]["scored"] == 9
-    assert acc["videomme-official"]["correct"] == 6 and acc["videomme-official"]["scored"] == 8  # "none" leaves
+    assert (
+        acc["videomme-official"]["correct"] == 6 and acc["videomme-official"]["scored"] == 8
+    )  # "none" leaves
     assert acc["videomme-official"]["unanswered"] == 1
     by = bench.aggregate(bench.score(outputs, "lmms-eval-mcq"))
     short = by[(by["split"] == "duration") & (by["group"] == "short")].iloc[0]

@@ -33,9 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="dataset directory or HF dataset id in the local cache (default: the benchmark's id)",
     )
-    parser.add_argument("--predictions", required=True, type=Path, help="our JSONL or an lmms-eval *_samples_*.jsonl")
-    parser.add_argument("--extraction", choices=(*CONVENTIONS, "all"), default=None, help="default: the benchmark's (lmms-eval-regex)")
-    parser.add_argument("--out", type=Path, default=None, help="output directory or file prefix (default: beside the predictions)")
+    parser.add_argument(
+        "--predictions", required=True, type=Path, help="our JSONL or an lmms-eval *_samples_*.jsonl"
+    )
+    parser.add_argument(
+        "--extraction",
+        choices=(*CONVENTIONS, "all"),
+        default=None,
+        help="default: the benchmark's (lmms-eval-regex)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory or file prefix (default: beside the predictions)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary object as the last line")
 
 
@@ -48,11 +60,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         kwargs = {"data_dir": args.data_dir} if args.data_dir and args.benchmark != "synthetic_needle" else {}
         bench = get_benchmark(args.benchmark, **kwargs)
-        predictions = index_predictions(read_predictions(args.predictions), bench.sample_by_id(), str(args.predictions))
+        predictions = index_predictions(
+            read_predictions(args.predictions), bench.sample_by_id(), str(args.predictions)
+        )
     except (DataNotFoundError, PredictionError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"run_eval.py score: {exc}", file=sys.stderr)
         return 2
-    conventions = list(CONVENTIONS) if args.extraction == "all" else [args.extraction or bench.default_extraction]
+    conventions = (
+        list(CONVENTIONS) if args.extraction == "all" else [args.extraction or bench.default_extraction]
+    )
     if args.extraction == "all":  # the benchmark's default first: it is the headline number
         conventions.sort(key=lambda c: c != bench.default_extraction)
     table = pd.concat([bench.aggregate(bench.score(predictions, c)) for c in conventions], ignore_index=True)
@@ -64,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
     md_path.write_text(md)
     print(md)
     overall = table[table["split"] == "overall"].iloc[0]
-    for what, note in (("no_prediction", "had no prediction (counted wrong)"), ("invalid_sample", "are invalid samples (not scored)")):
+    for what, note in (
+        ("no_prediction", "had no prediction (counted wrong)"),
+        ("invalid_sample", "are invalid samples (not scored)"),
+    ):
         if overall[what]:
             print(f"warning: {overall[what]} of {overall['n']} questions {note}", file=sys.stderr)
     print(f"wrote {csv_path} and {md_path}")
@@ -129,7 +148,17 @@ def to_markdown(table: pd.DataFrame, published: dict[str, float] | None = None) 
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in part.itertuples(index=False):
             ci = "n/a" if math.isnan(r.ci95_low) else f"{r.ci95_low:.1f}–{r.ci95_high:.1f}"
-            cells = [r.split, r.group, r.n, r.scored, _fmt(r.accuracy), ci, r.unanswered, r.no_prediction, r.invalid_sample]
+            cells = [
+                r.split,
+                r.group,
+                r.n,
+                r.scored,
+                _fmt(r.accuracy),
+                ci,
+                r.unanswered,
+                r.no_prediction,
+                r.invalid_sample,
+            ]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")
     if published:
