@@ -99,6 +99,19 @@ def inspect_container(path: str | Path) -> ContainerFacts:
         container.close()
 
 
+def has_video_packets(path: str, stream_index: int) -> bool:
+    """True if the stream yields at least one non-empty packet (reads one packet, decodes nothing).
+
+    Run before decord, which reports a zero-frame stream as an opaque filter-graph failure."""
+    container = open_container(path)
+    try:
+        return any(packet.size for packet in container.demux(container.streams[stream_index]))
+    except av.FFmpegError:
+        return False
+    finally:
+        container.close()
+
+
 def build_meta(facts: ContainerFacts, num_frames: int, timestamps: np.ndarray, decoder: str,
                allow_truncated: bool = False) -> VideoMeta:
     """VideoMeta from the header facts plus the frames a backend actually indexed.

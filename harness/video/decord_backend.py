@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from harness.video.container import ContainerFacts, build_meta, inspect_container
+from harness.video.container import ContainerFacts, build_meta, has_video_packets, inspect_container
 from harness.video.reader import VideoReader
 from harness.video.types import VideoError
 
@@ -66,6 +66,8 @@ class DecordReader(VideoReader):
         self._threads = threads
         self._vr = None
         self._vr_hw: tuple[int, int] | None = None
+        if not has_video_packets(self.path, self.facts.stream_index):
+            raise VideoError(self.path, "video stream has no frames")
         vr = self._open((-1, -1))
         try:
             n = len(vr)
