@@ -229,18 +229,23 @@ def test_bad_selection_is_refused(adapter, frames):
 
 
 def test_loads_from_an_hf_cache_layout_offline(family, model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = tmp_path / "hub"
     commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = cache / "models--tiny-org--tiny-model" / "snapshots" / commit
+    repo = cache / "models--tiny-org--tiny-model"
+    snapshot = repo / "snapshots" / commit
     shutil.copytree(model_dir, snapshot)
-    (cache / "models--tiny-org--tiny-model" / "refs").mkdir()
-    (cache / "models--tiny-org--tiny-model" / "refs" / "main").write_text(commit)
-    loaded = ADAPTERS[family].from_pretrained("tiny-org/tiny-model", cache_dir=cache)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    loaded = ADAPTERS[family].from_pretrained("tiny-org/tiny-model")
     assert loaded.name == family
     assert Path(loaded.model.name_or_path).resolve() == snapshot.resolve()
     with pytest.raises(FileNotFoundError, match="hf download tiny-org/absent"):
-        ADAPTERS[family].from_pretrained("tiny-org/absent", cache_dir=cache)
+        ADAPTERS[family].from_pretrained("tiny-org/absent")
+    monkeypatch.delenv("HF_HUB_CACHE")
+    explicit = ADAPTERS[family].from_pretrained("tiny-org/tiny-model", cache_dir=cache)
+    assert Path(explicit.model.name_or_path).resolve() == snapshot.resolve()
 
 
 def test_missing_directory_gives_a_clear_message(family, tmp_path):

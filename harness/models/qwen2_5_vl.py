@@ -40,6 +40,8 @@ temporal positions, ``second_per_grid_ts``, are silently wrong).
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,12 +64,15 @@ from harness.pruning.selection import Selection, TokenGeometry
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_model_dir(path_or_id: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """The local HF-layout directory for a path or an HF repo id, never downloading.
+def resolve_model_dir(
+    path_or_id: str | Path, cache_dir: str | Path | None = None, local_files_only: bool = True
+) -> Path:
+    """The local HF-layout directory for a path or an HF repo id; never downloads by default.
 
-    A repo id ``org/name`` is looked up in the HF cache (``HF_HUB_CACHE`` / ``cache_dir``) with
-    ``local_files_only``: evaluation runs offline, and a silent download would change what is
-    measured.
+    A repo id ``org/name`` is looked up in the HF cache (``cache_dir``, else ``HF_HUB_CACHE`` as
+    set NOW, else huggingface_hub's default) with ``local_files_only``: evaluation runs offline,
+    and a silent download would change what is measured. ``local_files_only=False`` allows the
+    download for interactive use.
     """
     path = Path(path_or_id).expanduser()
     if path.is_dir():
@@ -83,8 +88,10 @@ def resolve_model_dir(path_or_id: str | Path, cache_dir: str | Path | None = Non
         )
     from huggingface_hub import snapshot_download
 
+    # huggingface_hub reads HF_HUB_CACHE once at import; honour a value set later (tests, runners).
+    cache_dir = cache_dir if cache_dir is not None else os.environ.get("HF_HUB_CACHE")
     try:
-        return Path(snapshot_download(repo_id=text, cache_dir=cache_dir, local_files_only=True))
+        return Path(snapshot_download(repo_id=text, cache_dir=cache_dir, local_files_only=local_files_only))
     except Exception as exc:  # huggingface_hub raises several types for "not cached"
         where = str(cache_dir) if cache_dir is not None else "the HF cache (HF_HUB_CACHE / HF_HOME)"
         raise FileNotFoundError(
@@ -222,11 +229,12 @@ class Qwen25VLAdapter(ModelAdapter):
         dtype: str = "auto",
         *,
         cache_dir: str | Path | None = None,
+        local_files_only: bool = True,
         attn_implementation: str | None = None,
         **kwargs: Any,
     ) -> Qwen25VLAdapter:
         """Load from a local HF-layout dir or an HF cache id (``local_files_only``: never downloads)."""
-        local = resolve_model_dir(path_or_id, cache_dir=cache_dir)
+        local = resolve_model_dir(path_or_id, cache_dir=cache_dir, local_files_only=local_files_only)
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         model = cls.model_class.from_pretrained(
@@ -463,7 +471,9 @@ class Qwen25VLAdapter(ModelAdapter):
         """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens."""
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
+        start = time.perf_counter()
         prepared = self.prepare(frames, prompt, fps=fps, selection=selection)
+        preprocess_s = time.perf_counter() - start  # CPU processor work: resize, normalise, patchify
         kept = self.kept_indices(prepared, selection)
         with timer.stage("vision"):
             features = self.visual_features(prepared, kept, prune_stage)
@@ -484,6 +494,7 @@ class Qwen25VLAdapter(ModelAdapter):
             peak_memory_mb=peak_memory_mb(self.device),
             extra={
                 "prune_stage": prune_stage,
+                "preprocess_s": preprocess_s,
                 "model_size": [g.height, g.width],
                 "token_grid": [g.grid_t, g.grid_h, g.grid_w],
                 "output_ids": ids,
