@@ -76,6 +76,18 @@ def test_subtitle_prompt_equals_lmms_eval(hf_home, lmms, frame_num):
     assert prompts[0].startswith("This video's subtitles are listed below: \n")
 
 
+def test_qwen3_vl_subtitle_prompt_equals_lmms_eval(hf_home, lmms):
+    kwargs = {
+        "frame_num": 8,
+        "format": "qwen3_vl",
+        "pre_prompt": "Question: ",
+        "post_prompt": "Answer with the option letter only.",
+    }
+    bench = VideoMME(hf_home / "videomme", subtitles=True, prompt_style="qwen3_vl", subtitle_frames=8)
+    for row, sample in zip(videomme_rows(), bench.samples()):
+        assert bench.build_prompt(sample) == lmms.videomme_doc_to_text_subtitle(_doc(row), kwargs)
+
+
 def test_subtitle_selection_rules(tmp_path):
     srt = tmp_path / "x.srt"
     srt.write_text(
