@@ -15,7 +15,7 @@ import pandas as pd
 
 from benchmarks.base import Benchmark, Sample
 from benchmarks.extraction import CONVENTIONS, check_convention, extract
-from benchmarks.scoring import index_predictions, score_samples
+from benchmarks.scoring import index_predictions, score_output, score_samples
 from benchmarks.stats import SCORE_COLUMNS, accuracy_table
 
 # Column names accepted for the question id and for the model output in runner records.
@@ -45,6 +45,12 @@ class MultipleChoiceBenchmark(Benchmark):
         return extract(output, convention or self.default_extraction, choices)
 
     # -- scoring --------------------------------------------------------------------------
+    def score_output(
+        self, sample: Sample, output: str | None, convention: str | None = None
+    ) -> dict[str, Any]:
+        """One output's score (pred, status, counted, correct, reason): what a runner record stores."""
+        return score_output(self, sample, output, convention)
+
     def score(self, predictions: Mapping[str, str | None], convention: str | None = None) -> pd.DataFrame:
         """Per-question score frame (see benchmarks/scoring.py) for ``{question_id: output}``."""
         return score_samples(self, self.sample_by_id().values(), predictions, convention)

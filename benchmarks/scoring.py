@@ -15,7 +15,7 @@ silently reports a wrong number:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -59,6 +59,43 @@ def index_predictions(
     return out
 
 
+def score_output(
+    benchmark: Benchmark, sample: Sample, output: str | None, convention: str | None = None
+) -> dict[str, Any]:
+    """How one output scores: pred (letter or None), status, counted (in the denominator), correct, reason.
+
+    ``output`` None means the sample has no prediction (it failed or was never run).
+    """
+    convention = check_convention(convention or benchmark.default_extraction)
+    if sample.invalid_reason:
+        return {
+            "pred": None,
+            "status": "invalid_sample",
+            "counted": False,
+            "correct": False,
+            "reason": sample.invalid_reason,
+        }
+    if output is None:
+        return {
+            "pred": None,
+            "status": "no_prediction",
+            "counted": True,
+            "correct": False,
+            "reason": "no prediction for this question",
+        }
+    pred = benchmark.extract_answer(output, sample, convention)
+    if pred is None:
+        counted = counts_unanswered(convention)
+        return {
+            "pred": None,
+            "status": "unanswered",
+            "counted": counted,
+            "correct": False,
+            "reason": "no letter in output",
+        }
+    return {"pred": pred, "status": "ok", "counted": True, "correct": pred == sample.answer, "reason": ""}
+
+
 def score_samples(
     benchmark: Benchmark,
     samples: Iterable[Sample],
@@ -67,33 +104,18 @@ def score_samples(
 ) -> pd.DataFrame:
     """One row per sample: ids, group metadata, output, extracted letter, status, counted, correct."""
     convention = check_convention(convention or benchmark.default_extraction)
-    keep_unanswered = counts_unanswered(convention)
     rows = []
     for sample in samples:
         output = predictions.get(sample.id)
-        row: dict[str, object] = {
-            "sample_id": sample.id,
-            benchmark.cluster_column: sample.metadata.get(benchmark.cluster_column, sample.video_path),
-            **{col: sample.metadata.get(col) for col in benchmark.group_columns},
-            "answer": sample.answer,
-            "output": output,
-            "pred": None,
-            "extraction": convention,
-        }
-        if sample.invalid_reason:
-            row.update(status="invalid_sample", counted=False, correct=False, reason=sample.invalid_reason)
-        elif sample.id not in predictions or output is None:
-            row.update(
-                status="no_prediction", counted=True, correct=False, reason="no prediction for this question"
-            )
-        else:
-            pred = benchmark.extract_answer(output, sample, convention)
-            row["pred"] = pred
-            if pred is None:
-                row.update(
-                    status="unanswered", counted=keep_unanswered, correct=False, reason="no letter in output"
-                )
-            else:
-                row.update(status="ok", counted=True, correct=pred == sample.answer, reason="")
-        rows.append(row)
+        rows.append(
+            {
+                "sample_id": sample.id,
+                benchmark.cluster_column: sample.metadata.get(benchmark.cluster_column, sample.video_path),
+                **{col: sample.metadata.get(col) for col in benchmark.group_columns},
+                "answer": sample.answer,
+                "output": output,
+                "extraction": convention,
+                **score_output(benchmark, sample, output, convention),
+            }
+        )
     return pd.DataFrame(rows)

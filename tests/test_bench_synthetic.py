@@ -184,3 +184,14 @@ def test_benchmark_evidence_scores(bench):
     geo = TokenGeometry(num_frames=12, height=64, width=96, patch_size=8)
     scores = bench.evidence_scores(s, Selection.keep_all(geo))
     assert scores == {"evidence_recall": 1.0, "evidence_hit": True}
+
+
+def test_score_output_for_runner_records(bench):
+    s = next(bench.samples())
+    wrong = next(letter for letter in "ABCD" if letter != s.answer)
+    assert bench.score_output(s, f"The answer is ({s.answer}).") == {
+        "pred": s.answer, "status": "ok", "counted": True, "correct": True, "reason": ""
+    }  # fmt: skip
+    assert bench.score_output(s, wrong)["correct"] is False
+    assert bench.score_output(s, None)["status"] == "no_prediction"
+    assert bench.score_output(s, "no idea", "videomme-official")["counted"] is False
