@@ -224,6 +224,9 @@ def test_bad_selection_is_refused(adapter, frames):
         adapter.generate(frames, Selection.keep_all(wrong_t), PROMPT, fps=FPS, max_new_tokens=1)
     with pytest.raises(ValueError, match="prune_stage"):
         adapter.generate(frames, None, PROMPT, fps=FPS, max_new_tokens=1, prune_stage="mid_vit")
+    with pytest.raises(ValueError, match="keeps no visual token"):
+        empty = Selection(g, torch.zeros(g.grid_t, g.grid_h, g.grid_w, dtype=torch.bool))
+        adapter.generate(frames, empty, PROMPT, fps=FPS, max_new_tokens=1, prune_stage="pre_vit")
     with pytest.raises(ValueError, match="uint8"):
         adapter.generate(frames.astype(np.float32), None, PROMPT, fps=FPS)
 

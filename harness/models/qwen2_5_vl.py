@@ -451,6 +451,8 @@ class Qwen25VLAdapter(ModelAdapter):
     def visual_features(
         self, prepared: PreparedInputs, kept: torch.Tensor, prune_stage: PruneStage
     ) -> VisualFeatures:
+        if kept.numel() == 0:
+            raise ValueError(f"{self.name}: the selection keeps no visual token (at least one is needed)")
         if prune_stage == "pre_vit":
             return self.encode_kept(prepared.batch, kept)
         if prune_stage == "post_vit":
