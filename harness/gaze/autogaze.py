@@ -108,7 +108,9 @@ class AutoGaze(nn.Module):
 
     def _check_video(self, video: torch.Tensor) -> torch.Tensor:
         if not isinstance(video, torch.Tensor):
-            raise ValueError(f"AutoGaze.gaze: video must be a torch.Tensor (B, T, 3, H, W), got {type(video).__name__}")
+            raise ValueError(
+                f"AutoGaze.gaze: video must be a torch.Tensor (B, T, 3, H, W), got {type(video).__name__}"
+            )
         if video.ndim != 5 or video.shape[2] != 3:
             raise ValueError(
                 f"AutoGaze.gaze: video must have shape (B, T, 3, H, W) (preprocessed clips), got {tuple(video.shape)}"
@@ -130,15 +132,26 @@ class AutoGaze(nn.Module):
 class GazeStream:
     """Gaze a batch of clips one frame or chunk at a time; identical to gazing the whole clips at once."""
 
-    def __init__(self, model: AutoGaze, batch_size: int, gazing_ratio: Ratio, requirement: float | None, frames_hint: int):
+    def __init__(
+        self,
+        model: AutoGaze,
+        batch_size: int,
+        gazing_ratio: Ratio,
+        requirement: float | None,
+        frames_hint: int,
+    ):
         cfg = model.config
         self.model = model
         self.batch_size = batch_size
         self.gazing_ratio, self.requirement = _resolve_budget(cfg, gazing_ratio, requirement)
         first_cap = self._cap(0)
         cap_hint = max(first_cap, 1)
-        capacity = capacity_for(frames_hint, cfg.vision_tokens_per_frame, cap_hint, cfg.decoder.num_multi_token_pred)
-        self.state = GazeState.empty(model.gazing_model.gaze_decoder, batch_size, capacity, model.dtype, model.device)
+        capacity = capacity_for(
+            frames_hint, cfg.vision_tokens_per_frame, cap_hint, cfg.decoder.num_multi_token_pred
+        )
+        self.state = GazeState.empty(
+            model.gazing_model.gaze_decoder, batch_size, capacity, model.dtype, model.device
+        )
 
     def _cap(self, frame: int) -> int:
         """Per-frame gaze cap, computed in float32 like the original (``int(ratio * N)``, at least 1)."""
@@ -157,11 +170,15 @@ class GazeStream:
         model, cfg = self.model, self.model.config
         chunk = model._check_video(chunk)
         if chunk.shape[0] != self.batch_size:
-            raise ValueError(f"GazeStream.gaze: chunk batch {chunk.shape[0]} != stream batch size {self.batch_size}")
+            raise ValueError(
+                f"GazeStream.gaze: chunk batch {chunk.shape[0]} != stream batch size {self.batch_size}"
+            )
         b, t = chunk.shape[:2]
         size = cfg.input_img_size
         frames = F.interpolate(chunk.flatten(0, 1), size=(size, size), mode="bicubic", align_corners=False)
-        vision, self.state.conv_past = model.gazing_model.encode(frames.view(b, t, 3, size, size), self.state.conv_past)
+        vision, self.state.conv_past = model.gazing_model.encode(
+            frames.view(b, t, 3, size, size), self.state.conv_past
+        )
         n_tok = cfg.num_vision_tokens_each_frame
         req = None
         if self.requirement is not None:
@@ -189,26 +206,39 @@ class GazeStream:
         )
 
 
-def _resolve_budget(cfg: AutoGazeConfig, ratio: Ratio, requirement: float | None) -> tuple[Ratio, float | None]:
+def _resolve_budget(
+    cfg: AutoGazeConfig, ratio: Ratio, requirement: float | None
+) -> tuple[Ratio, float | None]:
     """Apply the original's inference rules for which of ratio/requirement is active."""
     if ratio is None and requirement is None:
         ratio, requirement = cfg.default_gazing_ratio, cfg.default_task_loss_requirement
         if ratio is None and requirement is None:
-            raise ValueError(f"{cfg.source}: pass gazing_ratio and/or task_loss_requirement (the config has no fixed defaults)")
+            raise ValueError(
+                f"{cfg.source}: pass gazing_ratio and/or task_loss_requirement (the config has no fixed defaults)"
+            )
     if ratio is None:
         ratio = 1.0
     values = list(ratio) if isinstance(ratio, (list, tuple)) else [ratio]
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= float(v) <= 1.0) or math.isnan(v):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not (0.0 <= float(v) <= 1.0)
+            or math.isnan(v)
+        ):
             raise ValueError(f"gazing_ratio must be a number in [0, 1] (or one per frame), got {ratio!r}")
-    if requirement is not None and (isinstance(requirement, bool) or not isinstance(requirement, (int, float))):
+    if requirement is not None and (
+        isinstance(requirement, bool) or not isinstance(requirement, (int, float))
+    ):
         raise ValueError(f"task_loss_requirement must be a number or None, got {requirement!r}")
     return (list(ratio) if isinstance(ratio, (list, tuple)) else float(ratio)), (
         None if requirement is None else float(requirement)
     )
 
 
-def _masks_from_ids(ids_per_frame: list[torch.Tensor], eos: int, n_tok: int, per_scale: list[int]) -> list[torch.Tensor]:
+def _masks_from_ids(
+    ids_per_frame: list[torch.Tensor], eos: int, n_tok: int, per_scale: list[int]
+) -> list[torch.Tensor]:
     """Per-scale float 0/1 masks (B, T, cells) of the real gazes of each frame."""
     b = ids_per_frame[0].shape[0]
     dev = ids_per_frame[0].device
@@ -222,7 +252,9 @@ def _masks_from_ids(ids_per_frame: list[torch.Tensor], eos: int, n_tok: int, per
 class _Tiling:
     """Any-resolution support as the original's ``input_res_adapt`` / ``recover_output_from_res_adapt``."""
 
-    def __init__(self, grid: list[int], rows: list[int], tiles_h: int, tiles_w: int, pad_h: int, pad_w: int, batch: int):
+    def __init__(
+        self, grid: list[int], rows: list[int], tiles_h: int, tiles_w: int, pad_h: int, pad_w: int, batch: int
+    ):
         self.grid, self.rows, self.tiles_h, self.tiles_w = grid, rows, tiles_h, tiles_w
         self.pad_h, self.pad_w, self.batch = pad_h, pad_w, batch
 
@@ -234,12 +266,16 @@ class _Tiling:
         if patch <= 0 or any(s <= 0 for s in scales):
             raise ValueError(f"target_scales {scales} and target_patch_size {patch} must be positive")
         if len(scales) != len(cfg.scales):
-            raise ValueError(f"target_scales {scales} must have as many scales as the gaze model ({list(cfg.scales)})")
+            raise ValueError(
+                f"target_scales {scales} must have as many scales as the gaze model ({list(cfg.scales)})"
+            )
         if scales != sorted(scales):
             raise ValueError(f"target_scales {scales} must be in ascending order")
         h, w = video.shape[-2:]
         if not (h == w == scales[-1]):
-            raise ValueError(f"with target_scales {scales} the video must be {scales[-1]}x{scales[-1]} px, got {h}x{w}")
+            raise ValueError(
+                f"with target_scales {scales} the video must be {scales[-1]}x{scales[-1]} px, got {h}x{w}"
+            )
         grid = [round(n**0.5) for n in own]
         rows = [s // patch for s in scales]
         tiles = math.ceil(rows[-1] / grid[-1])

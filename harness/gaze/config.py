@@ -220,27 +220,75 @@ class AutoGazeConfig:
             r.raise_if_any()
 
         # Cross-field consistency: each is a way the weights would load but gaze wrongly.
-        r.check(n_tokens_inner == n_tokens, f"{g}.num_vision_tokens_each_frame={n_tokens_inner} differs from num_vision_tokens_each_frame={n_tokens}")
+        r.check(
+            n_tokens_inner == n_tokens,
+            f"{g}.num_vision_tokens_each_frame={n_tokens_inner} differs from num_vision_tokens_each_frame={n_tokens}",
+        )
         total = sum(s**2 for s in scales)
         per_scale = [int(s**2 / total * n_tokens) for s in scales] if scales else []
-        r.check(sum(per_scale) == n_tokens, f"scales={scales_raw!r} split into {per_scale} tokens, which do not sum to num_vision_tokens_each_frame={n_tokens}")
-        r.check(all(round(n**0.5) ** 2 == n for n in per_scale), f"scales={scales_raw!r} give non-square token grids {per_scale}")
-        r.check(decoder.vocab_size == n_tokens + 1, f"{dc}.vocab_size={decoder.vocab_size} (expected num_vision_tokens_each_frame + 1 = {n_tokens + 1})")
-        r.check(decoder.eos_token_id == n_tokens, f"{dc}.eos_token_id={decoder.eos_token_id} (expected num_vision_tokens_each_frame = {n_tokens})")
-        r.check(input_img % vision.kernel_size == 0, f"{g}.input_img_size={input_img} is not a multiple of {vm}.kernel_size={vision.kernel_size}")
-        r.check(conn_tokens == (input_img // vision.kernel_size) ** 2, f"{cn}.num_tokens={conn_tokens} (expected (input_img_size // kernel_size)**2 = {(input_img // vision.kernel_size) ** 2})")
-        r.check(vision.out_dim == conn_hidden == decoder.hidden_size, f"{vm}.out_dim={vision.out_dim}, {cn}.hidden_dim={conn_hidden}, {dc}.hidden_size={decoder.hidden_size} must be equal")
-        r.check(decoder.num_heads > 0 and decoder.num_kv_heads > 0 and decoder.num_heads % decoder.num_kv_heads == 0, f"{dc}.num_attention_heads={decoder.num_heads} must be a multiple of num_key_value_heads={decoder.num_kv_heads}")
-        r.check(decoder.head_dim % 2 == 0, f"{dc}.head_dim={decoder.head_dim} must be even (rotary embedding)")
-        r.check(decoder.num_multi_token_pred >= 1, f"{dc}.num_multi_token_pred={decoder.num_multi_token_pred} must be >= 1")
+        r.check(
+            sum(per_scale) == n_tokens,
+            f"scales={scales_raw!r} split into {per_scale} tokens, which do not sum to num_vision_tokens_each_frame={n_tokens}",
+        )
+        r.check(
+            all(round(n**0.5) ** 2 == n for n in per_scale),
+            f"scales={scales_raw!r} give non-square token grids {per_scale}",
+        )
+        r.check(
+            decoder.vocab_size == n_tokens + 1,
+            f"{dc}.vocab_size={decoder.vocab_size} (expected num_vision_tokens_each_frame + 1 = {n_tokens + 1})",
+        )
+        r.check(
+            decoder.eos_token_id == n_tokens,
+            f"{dc}.eos_token_id={decoder.eos_token_id} (expected num_vision_tokens_each_frame = {n_tokens})",
+        )
+        r.check(
+            input_img % vision.kernel_size == 0,
+            f"{g}.input_img_size={input_img} is not a multiple of {vm}.kernel_size={vision.kernel_size}",
+        )
+        r.check(
+            conn_tokens == (input_img // vision.kernel_size) ** 2,
+            f"{cn}.num_tokens={conn_tokens} (expected (input_img_size // kernel_size)**2 = {(input_img // vision.kernel_size) ** 2})",
+        )
+        r.check(
+            vision.out_dim == conn_hidden == decoder.hidden_size,
+            f"{vm}.out_dim={vision.out_dim}, {cn}.hidden_dim={conn_hidden}, {dc}.hidden_size={decoder.hidden_size} must be equal",
+        )
+        r.check(
+            decoder.num_heads > 0
+            and decoder.num_kv_heads > 0
+            and decoder.num_heads % decoder.num_kv_heads == 0,
+            f"{dc}.num_attention_heads={decoder.num_heads} must be a multiple of num_key_value_heads={decoder.num_kv_heads}",
+        )
+        r.check(
+            decoder.head_dim % 2 == 0, f"{dc}.head_dim={decoder.head_dim} must be even (rotary embedding)"
+        )
+        r.check(
+            decoder.num_multi_token_pred >= 1,
+            f"{dc}.num_multi_token_pred={decoder.num_multi_token_pred} must be >= 1",
+        )
         r.check(vision.trunk_temporal_kernel_size >= 1, f"{vm}.trunk_temporal_kernel_size must be >= 1")
-        r.check(vision.trunk_spatial_kernel_size % 2 == 1, f"{vm}.trunk_spatial_kernel_size={vision.trunk_spatial_kernel_size} must be odd")
+        r.check(
+            vision.trunk_spatial_kernel_size % 2 == 1,
+            f"{vm}.trunk_spatial_kernel_size={vision.trunk_spatial_kernel_size} must be odd",
+        )
         if rope_scaling is not None:
             rtype = rope_scaling.get("rope_type", rope_scaling.get("type"))
-            r.check(rtype in ("llama3", "default"), f"{dc}.rope_scaling.rope_type={rtype!r} (supported: 'llama3', 'default')")
+            r.check(
+                rtype in ("llama3", "default"),
+                f"{dc}.rope_scaling.rope_type={rtype!r} (supported: 'llama3', 'default')",
+            )
             if rtype == "llama3":
-                for key in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
-                    r.check(isinstance(rope_scaling.get(key), (int, float)), f"{dc}.rope_scaling.{key} missing or not a number")
+                for key in (
+                    "factor",
+                    "low_freq_factor",
+                    "high_freq_factor",
+                    "original_max_position_embeddings",
+                ):
+                    r.check(
+                        isinstance(rope_scaling.get(key), (int, float)),
+                        f"{dc}.rope_scaling.{key} missing or not a number",
+                    )
         r.raise_if_any()
         return cls(
             scales=scales,

@@ -58,7 +58,9 @@ class GazeState:
             return
         old = self.cache.capacity
         self.cache.ensure(needed)
-        mask = torch.zeros(self.key_mask.shape[0], self.cache.capacity, dtype=torch.bool, device=self.key_mask.device)
+        mask = torch.zeros(
+            self.key_mask.shape[0], self.cache.capacity, dtype=torch.bool, device=self.key_mask.device
+        )
         mask[:, :old] = self.key_mask
         self.key_mask = mask
 
@@ -157,7 +159,9 @@ def gaze_frame(
         # Feed this step's tokens: they attend to the whole frame so far, padding included.
         start = state.length
         state.key_mask[:, start : start + k] = True
-        h = decoder.forward_chunk(embed(toks), step_pos, state.cache, start, _chunk_mask(state.key_mask, start, k))
+        h = decoder.forward_chunk(
+            embed(toks), step_pos, state.cache, start, _chunk_mask(state.key_mask, start, k)
+        )
         state.length = start + k
         logits, task_loss = decoder.heads(h[:, -1:])
 

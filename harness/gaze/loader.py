@@ -77,5 +77,7 @@ def load_weights_strict(module: torch.nn.Module, weights_file: Path) -> None:
     if shapes:
         problems.append(f"shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
     if problems:
-        raise CheckpointError(f"{weights_file}: checkpoint does not match the AutoGaze network: " + " | ".join(problems))
+        raise CheckpointError(
+            f"{weights_file}: checkpoint does not match the AutoGaze network: " + " | ".join(problems)
+        )
     module.load_state_dict(state, strict=True)

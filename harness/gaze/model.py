@@ -31,7 +31,9 @@ class CausalConvBlock(nn.Module):
         super().__init__()
         self.temporal_kernel = temporal_kernel
         pad = (spatial_kernel - 1) // 2
-        self.conv3d = nn.Conv3d(dim, dim, (temporal_kernel, spatial_kernel, spatial_kernel), padding=(0, pad, pad))
+        self.conv3d = nn.Conv3d(
+            dim, dim, (temporal_kernel, spatial_kernel, spatial_kernel), padding=(0, pad, pad)
+        )
 
     def forward(self, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, C, T, H, W). ``past`` holds the previous ``temporal_kernel - 1`` input frames (streaming)."""
