@@ -16,7 +16,8 @@ import torch
 
 from harness.models.internvl3 import InternVL3Adapter
 from harness.models.tiny import build_tiny_model
-from harness.pruning.selection import Selection
+from harness.pruning.downsample import DownsamplePruner
+from harness.pruning.selection import Selection, TokenGeometry
 
 PROMPT = "What is the person doing? Answer with the option's letter."
 NUM_FRAMES = 6
@@ -104,6 +105,28 @@ def test_encode_video_is_stock_features(adapter, stock_inputs):
     with torch.no_grad():
         stock = adapter.model(**stock_inputs).image_outputs.pooler_output.flatten(0, 1)
     torch.testing.assert_close(features, stock, rtol=0, atol=0)
+
+
+def test_downsample_selection_runs_at_the_smaller_size(adapter, frames):
+    native = adapter.token_geometry(NUM_FRAMES, 72, 96)
+    selection = DownsamplePruner(ratio=0.3).select(frames, native)
+    small = selection.geometry
+    assert small.grid_h < native.grid_h and small.total_tokens == selection.num_kept
+    inputs = adapter.preprocess(frames, PROMPT, small)
+    assert tuple(inputs["pixel_values"].shape[-2:]) == (small.height, small.width)
+    assert int((inputs["input_ids"] == adapter.image_token_id).sum()) == small.total_tokens
+    with torch.no_grad():
+        stock = adapter.model.model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+    assert stock.shape[1] == small.tokens_per_group  # the stock tower/shuffle agrees with the grid
+    with LLMInputRecorder(adapter) as rec:
+        result = adapter.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=2)
+    embeds, positions = rec.calls[0]["inputs_embeds"][0], rec.calls[0]["position_ids"][0]
+    assert torch.equal(positions, torch.arange(inputs["input_ids"].shape[1]))
+    rows = embeds[inputs["input_ids"][0] == adapter.image_token_id]
+    torch.testing.assert_close(rows, stock.flatten(0, 1))
+    assert result.tokens.visual_before == native.total_tokens
+    assert result.tokens.visual_after == small.total_tokens
+    assert result.extra["token_grid"] == [small.grid_t, small.grid_h, small.grid_w]
 
 
 def test_keep_all_logits_equal_stock(adapter, stock_inputs):
@@ -194,6 +217,9 @@ def test_wrong_selection_is_refused(adapter, frames, random_selection):
         adapter.generate(frames[:3], random_selection, PROMPT, fps=2.0)
     with pytest.raises(ValueError, match="uint8"):
         adapter.generate(frames.astype(np.int16), None, PROMPT, fps=2.0)
+    oblong = TokenGeometry(NUM_FRAMES, 56, 84, patch_size=14, spatial_merge_size=2)
+    with pytest.raises(ValueError, match="square"):
+        adapter.generate(frames, Selection.keep_all(oblong), PROMPT, fps=2.0)
 
 
 def test_loads_from_hf_cache_offline(model_dir, adapter, frames, tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ import torch
 
 from harness.models.llava_onevision import LlavaOnevisionAdapter
 from harness.models.tiny import build_tiny_model
-from harness.pruning.selection import Selection
+from harness.pruning.downsample import DownsamplePruner
+from harness.pruning.selection import Selection, TokenGeometry
 
 PROMPT = "What is the person doing? Answer with the option's letter."
 NUM_FRAMES = 8
@@ -108,6 +109,35 @@ def test_encode_video_is_stock_features(adapter, stock_inputs):
     torch.testing.assert_close(features[-1], adapter.model.model.image_newline.detach(), rtol=0, atol=0)
 
 
+def test_any_size_path_equals_stock_at_native_size(adapter, stock_inputs):
+    """The path used for downsampled frames reproduces stock get_video_features at the native size."""
+    ours = adapter.encode_video_any_size(stock_inputs["pixel_values_videos"])
+    stock = adapter.encode_video(stock_inputs["pixel_values_videos"])
+    torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-5)
+
+
+def test_downsample_selection_runs_at_the_smaller_size(adapter, frames):
+    native = adapter.token_geometry(NUM_FRAMES, 60, 80)
+    selection = DownsamplePruner(ratio=0.3).select(frames, native)
+    small = selection.geometry
+    assert small.grid_h < native.grid_h and small.total_tokens == selection.num_kept
+    inputs = adapter.preprocess(frames, PROMPT, small)
+    assert tuple(inputs["pixel_values_videos"].shape[-2:]) == (small.height, small.width)
+    n_placeholders = int((inputs["input_ids"] == adapter.video_token_id).sum())
+    assert n_placeholders == small.total_tokens + 1
+    with LLMInputRecorder(adapter) as rec:
+        result = adapter.generate(frames, selection, PROMPT, fps=4.0, max_new_tokens=2)
+    embeds, positions = rec.calls[0]["inputs_embeds"][0], rec.calls[0]["position_ids"][0]
+    # Nothing is pruned at the smaller size: the sequence is contiguous and every pooled token
+    # plus the newline reaches the LLM.
+    assert torch.equal(positions, torch.arange(inputs["input_ids"].shape[1]))
+    video_rows = embeds[inputs["input_ids"][0] == adapter.video_token_id]
+    torch.testing.assert_close(video_rows, adapter.encode_video(inputs["pixel_values_videos"]))
+    assert result.tokens.visual_before == native.total_tokens + 1
+    assert result.tokens.visual_after == small.total_tokens + 1
+    assert result.extra["token_grid"] == [small.grid_t, small.grid_h, small.grid_w]
+
+
 def test_keep_all_logits_equal_stock(adapter, stock_inputs):
     geometry = adapter.token_geometry(NUM_FRAMES, 60, 80)
     features = adapter.encode_video(stock_inputs["pixel_values_videos"])
@@ -194,6 +224,12 @@ def test_bad_inputs_are_refused_with_a_reason(adapter, frames, random_selection)
         adapter.generate(frames.astype(np.float32), None, PROMPT, fps=4.0)
     with pytest.raises(ValueError, match="frames"):
         adapter.generate(frames[:4], random_selection, PROMPT, fps=4.0)
+    odd = TokenGeometry(NUM_FRAMES, 100, 100, patch_size=14, spatial_merge_size=2)
+    with pytest.raises(ValueError, match="multiple of 28"):
+        adapter.generate(frames, Selection.keep_all(odd), PROMPT, fps=4.0)
+    foreign = TokenGeometry(NUM_FRAMES, 112, 112, patch_size=16, spatial_merge_size=2)
+    with pytest.raises(ValueError, match="not made for llava_onevision"):
+        adapter.generate(frames, Selection.keep_all(foreign), PROMPT, fps=4.0)
 
 
 def _hf_cache_copy(model_dir: Path, cache: Path, repo_id: str) -> None:

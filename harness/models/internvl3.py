@@ -23,6 +23,7 @@ prefill (TTFT) and decode are timed apart.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,9 @@ from harness.models.llava_onevision import (
     check_frames,
     greedy_decode,
     prune_sequence,
+    resize_frames,
     resolve_model_dir,
+    run_geometry,
     torch_dtype,
 )
 from harness.pruning.selection import Selection, TokenGeometry
@@ -105,10 +108,29 @@ class InternVL3Adapter(ModelAdapter):
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def preprocess(self, frames: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
-        """The stock processor's output: input_ids with every placeholder, pixel_values (T, 3, S, S)."""
+    def model_geometry(self, frames: np.ndarray, selection: Selection | None) -> TokenGeometry:
+        """The geometry the model runs at: native, or the selection's smaller size (``downsample``)."""
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
+        return run_geometry(native, selection, self.name)
+
+    def preprocess(
+        self, frames: np.ndarray, prompt: str, geometry: TokenGeometry | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The stock processor's output: input_ids with every placeholder, pixel_values (T, 3, S, S).
+
+        At a non-native ``geometry`` the frames are resized here to its size and a copy of the
+        processor writes ``grid_h * grid_w`` placeholders per frame (its ``image_seq_length`` is
+        fixed); InternViT interpolates its position embeddings to the new size.
+        """
         check_frames(frames)
-        inputs = self.processor(text=[self.chat_text(prompt)], videos=[frames], return_tensors="pt")
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
+        processor, kwargs = self.processor, {}
+        if geometry is not None and geometry != native:
+            frames = resize_frames(frames, geometry.height, geometry.width)
+            processor = copy.copy(self.processor)
+            processor.image_seq_length = geometry.tokens_per_group
+            kwargs["do_resize"] = False
+        inputs = processor(text=[self.chat_text(prompt)], videos=[frames], return_tensors="pt", **kwargs)
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     @torch.inference_mode()
@@ -121,13 +143,13 @@ class InternVL3Adapter(ModelAdapter):
         self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
     ) -> PrunedInputs:
         """The LLM inputs seeing only ``selection``'s tokens; frame wrappers stay."""
-        num_frames = int(inputs["pixel_values"].shape[0])
-        native = self.token_geometry(num_frames, 0, 0)
+        frames, _, height, width = inputs["pixel_values"].shape
+        cell = self.patch_size * self.merge
         grid = (selection.geometry.grid_t, selection.geometry.grid_h, selection.geometry.grid_w)
-        if grid != (native.grid_t, native.grid_h, native.grid_w):
+        if grid != (frames, height // cell, width // cell):
             raise ValueError(
-                f"selection grid {grid} does not match this model's token grid "
-                f"{(native.grid_t, native.grid_h, native.grid_w)} for {num_frames} frames"
+                f"selection grid {grid} does not match the token grid {(frames, height // cell, width // cell)} "
+                "of these inputs"
             )
         keep = selection.keep.flatten().to(features.device)
         return prune_sequence(inputs["input_ids"], self.image_token_id, keep, features[keep], "image")
@@ -142,7 +164,11 @@ class InternVL3Adapter(ModelAdapter):
         max_new_tokens: int = 16,
         prune_stage: PruneStage = "post_vit",
     ) -> Generation:
-        """Answer ``prompt`` about ``frames`` seeing only the selected tokens (greedy)."""
+        """Answer ``prompt`` about ``frames`` seeing only the selected tokens (greedy).
+
+        ``visual_before`` counts the native model's tokens even when a ``downsample`` selection
+        makes it run smaller; ``visual_after`` what the LLM saw.
+        """
         if prune_stage == "pre_vit":
             raise NotImplementedError(
                 "internvl3: pre-ViT pruning is not implemented yet (InternViT would have to run on kept "
@@ -151,22 +177,20 @@ class InternVL3Adapter(ModelAdapter):
         if prune_stage != "post_vit":
             raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
         check_frames(frames)
+        geometry = self.model_geometry(frames, selection)
         if selection is None:
-            selection = Selection.keep_all(self.token_geometry(len(frames), *frames.shape[1:3]))
-        if selection.geometry.num_frames != len(frames):
-            raise ValueError(
-                f"selection covers {selection.geometry.num_frames} frames but {len(frames)} were given"
-            )
+            selection = Selection.keep_all(geometry)
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
-        inputs = self.preprocess(frames, prompt)
+        inputs = self.preprocess(frames, prompt, geometry)
         with timer.stage("vision"):
             features = self.encode_video(inputs["pixel_values"])
         pruned = self.prune(inputs, features, selection)
         ids = greedy_decode(self.model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer)
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
         tokens = TokenCounts(
-            visual_before=pruned.visual_before,
+            visual_before=native.total_tokens,
             visual_after=pruned.visual_after,
             prompt=int(pruned.model_kwargs["input_ids"].shape[1]),
             generated=len(ids),
@@ -176,5 +200,11 @@ class InternVL3Adapter(ModelAdapter):
             tokens=tokens,
             timings=dict(timer.seconds),
             peak_memory_mb=peak_memory_mb(self.device),
-            extra={"output_ids": ids, "fps": fps, "prune_stage": prune_stage},
+            extra={
+                "output_ids": ids,
+                "fps": fps,
+                "prune_stage": prune_stage,
+                "model_size": [geometry.height, geometry.width],
+                "token_grid": [geometry.grid_t, geometry.grid_h, geometry.grid_w],
+            },
         )

@@ -33,6 +33,7 @@ benchmark prompt.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,44 @@ def check_frames(frames: np.ndarray) -> None:
         raise ValueError(f"frames must be a uint8 numpy array (T, H, W, 3), got {got}")
     if frames.shape[0] == 0:
         raise ValueError("frames is empty: at least one frame is needed")
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic (antialiased) resize of uint8 (T, H, W, 3) frames, for selections at another size."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(
+        x, size=(height, width), mode="bicubic", antialias=True, align_corners=False
+    )
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def run_geometry(native: TokenGeometry, selection: Selection | None, family: str) -> TokenGeometry:
+    """The geometry a square-tower model runs at for ``selection``: native, or the selection's own.
+
+    A different size is what the ``downsample`` pruner asks for (a keep-all selection over a
+    smaller grid). It must keep patch/merge/temporal sizes and the frame count, be a multiple of
+    one token's pixel square, and be square: these towers pool/shuffle square grids only (and
+    their native grid is square, so ``downsample`` keeps it square).
+    """
+    if selection is None:
+        return native
+    sg = selection.geometry
+    if (sg.patch_size, sg.spatial_merge_size, sg.temporal_patch_size) != (
+        native.patch_size,
+        native.spatial_merge_size,
+        native.temporal_patch_size,
+    ):
+        raise ValueError(f"selection geometry {sg} was not made for {family} (patch/merge/temporal sizes)")
+    if sg.num_frames != native.num_frames:
+        raise ValueError(f"selection covers {sg.num_frames} frames but {native.num_frames} frames were given")
+    if (sg.height, sg.width) == (native.height, native.width):
+        return native
+    cell = native.patch_size * native.spatial_merge_size
+    if sg.height % cell or sg.width % cell or sg.height != sg.width:
+        raise ValueError(
+            f"{family}: selection size {sg.height}x{sg.width} must be square and a multiple of {cell} px"
+        )
+    return sg
 
 
 def eos_token_ids(model: torch.nn.Module) -> set[int]:
@@ -228,7 +267,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
         self.device = next(model.parameters()).device
         vision = model.config.vision_config
         self.patch_size = int(vision.patch_size)
-        self.patches_per_side = int(vision.image_size) // self.patch_size
+        self.image_size = int(vision.image_size)
+        self.patches_per_side = self.image_size // self.patch_size
         self.pooled_per_side = math.ceil(self.patches_per_side / self.POOL_STRIDE)
         self.video_token_id = int(model.config.video_token_id)
 
@@ -274,6 +314,11 @@ class LlavaOnevisionAdapter(ModelAdapter):
             spatial_merge_size=self.POOL_STRIDE,
         )
 
+    def model_geometry(self, frames: np.ndarray, selection: Selection | None) -> TokenGeometry:
+        """The geometry the model runs at: native, or the selection's smaller size (``downsample``)."""
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
+        return run_geometry(native, selection, self.name)
+
     # -- the pipeline, step by step (public so tests can compare each step with stock) ---------
 
     def chat_text(self, prompt: str) -> str:
@@ -281,29 +326,79 @@ class LlavaOnevisionAdapter(ModelAdapter):
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def preprocess(self, frames: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
-        """The stock processor's output (input_ids with every placeholder, pixel_values_videos)."""
+    def preprocess(
+        self, frames: np.ndarray, prompt: str, geometry: TokenGeometry | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The stock processor's output (input_ids with every placeholder, pixel_values_videos).
+
+        At a non-native ``geometry`` the frames are resized here to its exact size (2 patches per
+        pooled token) and a copy of the processor is told the matching patch count, because the
+        processor counts placeholders from its fixed ``num_image_tokens``.
+        """
         check_frames(frames)
-        inputs = self.processor(text=[self.chat_text(prompt)], videos=[frames], return_tensors="pt")
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
+        processor, kwargs = self.processor, {}
+        if geometry is not None and geometry != native:
+            frames = resize_frames(frames, geometry.height, geometry.width)
+            processor = copy.copy(self.processor)
+            processor.num_image_tokens = (geometry.height // self.patch_size) * (
+                geometry.width // self.patch_size
+            )
+            kwargs["do_resize"] = False
+        inputs = processor(text=[self.chat_text(prompt)], videos=[frames], return_tensors="pt", **kwargs)
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     @torch.inference_mode()
     def encode_video(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-        """Pooled, projected video tokens (T * g * g + 1, D): raster (frame, row, col), newline last."""
+        """Pooled, projected video tokens (T * g * g + 1, D): raster (frame, row, col), newline last.
+
+        At the tower's native size this is the stock ``get_video_features``; at another size
+        ``encode_video_any_size`` (the stock pooling hard-codes the native patch grid).
+        """
+        if tuple(pixel_values_videos.shape[-2:]) != (self.image_size, self.image_size):
+            return self.encode_video_any_size(pixel_values_videos)
         out = self.model.model.get_video_features(pixel_values_videos=pixel_values_videos, return_dict=True)
         return out.pooler_output.flatten(0, 1)
+
+    @torch.inference_mode()
+    def encode_video_any_size(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
+        """The stock video path for any frame size: SigLIP (interpolated positions) -> MLP -> pool.
+
+        Same steps as ``LlavaOnevisionModel.get_video_features`` + ``apply_pooling`` (feature
+        layer, select strategy, bilinear ceil(P/2) pooling, one trailing newline); the tests check
+        it equals the stock output at the native size.
+        """
+        config, inner = self.model.config, self.model.model
+        _, frames, _, height, width = pixel_values_videos.shape
+        out = inner.vision_tower(
+            pixel_values_videos.flatten(0, 1), output_hidden_states=True, interpolate_pos_encoding=True
+        )
+        layer = config.vision_feature_layer
+        if isinstance(layer, int):
+            hidden = out.hidden_states[layer]
+        else:
+            hidden = torch.cat([out.hidden_states[i] for i in layer], dim=-1)
+        if config.vision_feature_select_strategy == "default":
+            hidden = hidden[:, 1:]
+        features = inner.multi_modal_projector(hidden)
+        rows, cols = height // self.patch_size, width // self.patch_size
+        grid = features.view(frames, rows, cols, -1).permute(0, 3, 1, 2)
+        pooled_size = [math.ceil(rows / self.POOL_STRIDE), math.ceil(cols / self.POOL_STRIDE)]
+        pooled = torch.nn.functional.interpolate(grid, size=pooled_size, mode="bilinear")
+        pooled = pooled.permute(0, 2, 3, 1).reshape(-1, features.shape[-1])
+        return torch.cat([pooled, inner.image_newline[None].to(pooled)], dim=0)
 
     def prune(
         self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
     ) -> PrunedInputs:
         """The LLM inputs seeing only ``selection``'s pooled tokens plus the trailing newline."""
-        num_frames = int(inputs["pixel_values_videos"].shape[1])
-        native = self.token_geometry(num_frames, 0, 0)
+        frames, _, height, width = inputs["pixel_values_videos"].shape[1:]
+        rows = math.ceil(height // self.patch_size / self.POOL_STRIDE)
+        cols = math.ceil(width // self.patch_size / self.POOL_STRIDE)
         grid = (selection.geometry.grid_t, selection.geometry.grid_h, selection.geometry.grid_w)
-        if grid != (native.grid_t, native.grid_h, native.grid_w):
+        if grid != (frames, rows, cols):
             raise ValueError(
-                f"selection grid {grid} does not match this model's pooled grid "
-                f"{(native.grid_t, native.grid_h, native.grid_w)} for {num_frames} frames"
+                f"selection grid {grid} does not match the pooled grid {(frames, rows, cols)} of these inputs"
             )
         keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)]).to(features.device)
         return prune_sequence(inputs["input_ids"], self.video_token_id, keep, features[keep], "video")
@@ -318,7 +413,11 @@ class LlavaOnevisionAdapter(ModelAdapter):
         max_new_tokens: int = 16,
         prune_stage: PruneStage = "post_vit",
     ) -> Generation:
-        """Answer ``prompt`` about ``frames`` seeing only the selected pooled tokens (greedy)."""
+        """Answer ``prompt`` about ``frames`` seeing only the selected pooled tokens (greedy).
+
+        ``visual_before`` counts the native model's tokens (+ newline) even when a ``downsample``
+        selection makes it run smaller; ``visual_after`` what the LLM saw (+ newline).
+        """
         if prune_stage == "pre_vit":
             raise NotImplementedError(
                 "llava_onevision: pre-ViT pruning is not implemented yet (SigLIP would have to run on "
@@ -327,22 +426,20 @@ class LlavaOnevisionAdapter(ModelAdapter):
         if prune_stage != "post_vit":
             raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
         check_frames(frames)
+        geometry = self.model_geometry(frames, selection)
         if selection is None:
-            selection = Selection.keep_all(self.token_geometry(len(frames), *frames.shape[1:3]))
-        if selection.geometry.num_frames != len(frames):
-            raise ValueError(
-                f"selection covers {selection.geometry.num_frames} frames but {len(frames)} were given"
-            )
+            selection = Selection.keep_all(geometry)
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
-        inputs = self.preprocess(frames, prompt)
+        inputs = self.preprocess(frames, prompt, geometry)
         with timer.stage("vision"):
             features = self.encode_video(inputs["pixel_values_videos"])
         pruned = self.prune(inputs, features, selection)
         ids = greedy_decode(self.model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer)
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
         tokens = TokenCounts(
-            visual_before=pruned.visual_before,
+            visual_before=native.total_tokens + 1,
             visual_after=pruned.visual_after,
             prompt=int(pruned.model_kwargs["input_ids"].shape[1]),
             generated=len(ids),
@@ -352,5 +449,12 @@ class LlavaOnevisionAdapter(ModelAdapter):
             tokens=tokens,
             timings=dict(timer.seconds),
             peak_memory_mb=peak_memory_mb(self.device),
-            extra={"output_ids": ids, "newline_tokens": 1, "fps": fps, "prune_stage": prune_stage},
+            extra={
+                "output_ids": ids,
+                "newline_tokens": 1,
+                "fps": fps,
+                "prune_stage": prune_stage,
+                "model_size": [geometry.height, geometry.width],
+                "token_grid": [geometry.grid_t, geometry.grid_h, geometry.grid_w],
+            },
         )
