@@ -8,8 +8,9 @@ same files), as a local directory or from the HF cache:
 - ``data/<videoID>.mp4`` (or .MP4 / .mkv) unzipped from ``videos_chunked_*.zip``;
 - ``subtitle/<videoID>.srt`` unzipped from ``subtitle.zip``.
 
-lmms-eval itself unzips into ``$HF_HOME/videomme/``; pass ``video_root`` to read videos and
-subtitles from such a directory while the parquet comes from ``data_dir``.
+lmms-eval itself keeps the parquet in the hub cache and unzips into ``$HF_HOME/videomme/``;
+that directory is used for videos and subtitles when ``data_dir`` has no ``data/``, and
+``video_root`` names any other one.
 
 Prompts (lmms-eval 0.7.x ``videomme_doc_to_text`` / ``videomme_doc_to_text_subtitle``):
 
@@ -29,6 +30,7 @@ we read the file that exists.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,20 @@ PROMPT_STYLES: dict[str, tuple[str, str]] = {
 SUBTITLE_FRAMES: dict[str, int] = {"default": 32, "gpt4v": 32, "llava_vid": 768, "qwen3_vl": 768}
 
 
+def default_media_root(root: Path) -> Path:
+    """Where ``data/`` and ``subtitle/`` are: beside the parquet, else lmms-eval's unzip dir.
+
+    lmms-eval keeps the parquet in the hub cache and unzips videos into ``$HF_HOME/videomme``
+    (``cache_dir: videomme`` in videomme.yaml), so a user of both finds their videos there.
+    """
+    if (root / "data").is_dir():
+        return root
+    hf_home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    if (hf_home / "videomme" / "data").is_dir():
+        return hf_home / "videomme"
+    return root
+
+
 class VideoMME(MultipleChoiceBenchmark):
     name = "videomme"
     group_columns = ("duration", "domain", "sub_category", "task_type")
@@ -90,7 +106,7 @@ class VideoMME(MultipleChoiceBenchmark):
                 f"unknown Video-MME prompt_style {prompt_style!r}; valid choices: {', '.join(PROMPT_STYLES)}"
             )
         self.root = resolve_dataset_dir(data_dir, DATASET_IDS)
-        self.media_root = Path(video_root).expanduser() if video_root else self.root
+        self.media_root = Path(video_root).expanduser() if video_root else default_media_root(self.root)
         self.subtitles = subtitles
         self.prompt_style = prompt_style
         self.pre_prompt, default_post = PROMPT_STYLES[prompt_style]

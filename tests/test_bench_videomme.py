@@ -13,7 +13,7 @@ from benchmarks.registry import get_benchmark
 from benchmarks.scoring import PredictionError, index_predictions
 from benchmarks.subtitles import NO_SUBTITLES, parse_srt, subtitles_for_frames
 from benchmarks.videomme import VideoMME
-from tests.test_bench_data import make_videomme, videomme_rows
+from tests.test_bench_data import fake_hf_cache, make_videomme, videomme_rows
 from tests.test_bench_reference import lmms_clustered_stderr, lmms_mcq_extract, lmms_videomme_utils
 
 
@@ -214,3 +214,18 @@ def test_registry_builds_both_variants(hf_home):
     assert get_benchmark("videomme_w_subtitle", data_dir=hf_home / "videomme").subtitles
     with pytest.raises(KeyError, match="valid choices: hlvid, synthetic_needle, videomme"):
         get_benchmark("videomme2")
+
+
+def test_hf_cache_parquet_with_lmms_eval_unzipped_videos(tmp_path, monkeypatch):
+    """lmms-eval's own layout: parquet in the hub cache, videos in $HF_HOME/videomme/data."""
+    src = make_videomme(tmp_path / "hf_home" / "videomme")
+    parquet = (src / "videomme" / "test-00000-of-00001.parquet").read_bytes()
+    fake_hf_cache(tmp_path / "hub", "lmms-eval/Video-MME", {"videomme/test-00000-of-00001.parquet": parquet})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    bench = get_benchmark("videomme")  # the default id lmms-lab/Video-MME finds the lmms-eval/ copy
+    assert str(bench.root).startswith(str(tmp_path / "hub"))
+    assert bench.missing_videos() == []
+    assert all(
+        s.video_path.startswith(str(tmp_path / "hf_home" / "videomme" / "data")) for s in bench.samples()
+    )
