@@ -5,8 +5,8 @@ them into 224 px tiles and 16-frame clips); its multi-scale per-frame gazes beco
 by ``harness.pruning.gaze_mapping`` (spatial policy ``expand``/``drop``, temporal union).
 The kept count is whatever AutoGaze decided: it is the budget the baselines are matched to.
 
-Models load once per (path, device) and are shared by every pruner instance in the process,
-so a grid of ratios does not reload the checkpoint.
+Models load once per (model path or HF id, device) and are shared by every pruner instance in
+the process, so a grid of ratios does not reload the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,35 +27,13 @@ DEFAULT_MODEL = str(REPO.parent / "shared" / "fixtures" / "autogaze-parity" / "m
 _MODELS: dict[tuple[str, str], Any] = {}
 
 
-def resolve_model_dir(model: str) -> Path:
-    """A local checkpoint directory, or an HF id found in the local HF cache (never downloads)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists() or model.count("/") != 1 or model.startswith((".", "/", "~")):
-        raise PruningError(f"autogaze: model {model!r} is not a checkpoint directory")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception as exc:  # LocalEntryNotFoundError and friends: say what to do
-        raise PruningError(
-            f"autogaze: {model!r} is neither a local directory nor in the HF cache "
-            f"(offline; download it first): {exc}"
-        ) from exc
-
-
 def load_gaze_model(model: str, device: str) -> Any:
     key = (model, device)
     if key not in _MODELS:
         from harness.gaze import AutoGaze
 
-        loaded = AutoGaze.from_pretrained(str(resolve_model_dir(model)))
-        if hasattr(loaded, "to"):
-            loaded = loaded.to(device)
-        if hasattr(loaded, "eval"):
-            loaded = loaded.eval()
-        _MODELS[key] = loaded
+        # A local checkpoint dir or a cached HF id (nvidia/AutoGaze); never downloads.
+        _MODELS[key] = AutoGaze.from_pretrained(model, device=device)
     return _MODELS[key]
 
 
@@ -69,6 +47,9 @@ def selection_from_gaze(gaze: GazeLike, geometry: TokenGeometry, policy: str) ->
         gazed = [int(n) for n in np.asarray(gazed).reshape(-1)]
         info["gazed_per_frame"] = gazed
         info["gazed_total"] = sum(gazed)
+    per_frame_cap = getattr(gaze, "tokens_per_frame", None)
+    if per_frame_cap is not None:
+        info["gaze_tokens_per_frame"] = int(per_frame_cap)  # what gazing everything would be
     return Selection(geometry, keep, info=info)
 
 
