@@ -364,18 +364,37 @@ class GazedSiglipVisionEncoder(nn.Module):
             w = pe.weight.reshape(pe.weight.shape[0], -1)
         return w, pe.bias
 
-    def _patches(self, frames: torch.Tensor) -> torch.Tensor:
-        """(F, C, H, W) -> (F, tokens_per_frame, C*p*p): every scale's patches, raster order."""
+    def _gazed_patches(
+        self, frames: torch.Tensor, frame_idx: torch.Tensor, ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Pixels of the requested patches only: (M,) frame indices + per-frame ids -> (M, C*p*p).
+
+        Each scale's resized frames are cut by a strided view (no copy of the whole patch grid,
+        unlike ``F.unfold``), and only the requested patches are gathered from it, so the cost of
+        patchify scales with the gazed tokens. Patch pixels come out in (C, p, p) order.
+        """
         p = self.layout.patch_size
-        out = []
-        for scale in self.layout.scales:
+        nf, c = frames.shape[:2]
+        out = frames.new_empty(ids.shape[0], c * p * p)
+        for scale, g, off, count in zip(
+            self.layout.scales,
+            self.layout.grid_sizes,
+            self.layout.scale_offsets,
+            self.layout.tokens_per_scale,
+            strict=True,
+        ):
+            sel = ((ids >= off) & (ids < off + count)).nonzero().squeeze(-1)
+            if sel.numel() == 0:
+                continue
             x = frames
             if tuple(x.shape[-2:]) != (scale, scale):
                 x = F.interpolate(
                     x, size=(scale, scale), mode="bicubic", align_corners=False, antialias=self.antialias
                 )
-            out.append(F.unfold(x, kernel_size=p, stride=p).transpose(1, 2))
-        return torch.cat(out, 1)
+            grid = x.reshape(nf, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5)  # (F, g, g, C, p, p) view
+            local = ids[sel] - off
+            out[sel] = grid[frame_idx[sel], local // g, local % g].reshape(-1, c * p * p)
+        return out
 
     def embed(self, pixel_values: torch.Tensor, gazing: GazingInfo) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, N, D): patch + position embeddings of the gazed slots only."""
@@ -385,14 +404,17 @@ class GazedSiglipVisionEncoder(nn.Module):
         pos = gazing.gazing_pos.to(pixel_values.device).masked_fill(
             gazing.if_padded_gazing.to(pixel_values.device), 0
         )
-        if int(pos.max()) >= t * n:
+        if int(pos.max()) >= t * n or int(pos.min()) < 0:
             raise ValueError(
-                f"gazing_pos reaches {int(pos.max())} but {t} frames x {n} tokens ({self.layout}) exist"
+                f"gazing_pos spans [{int(pos.min())}, {int(pos.max())}] but {t} frames x {n} tokens "
+                f"({self.layout}) exist"
             )
-        patches = self._patches(pixel_values.flatten(0, 1).to(weight.dtype)).view(b, t * n, -1)
-        gathered = torch.gather(patches, 1, pos[..., None].expand(-1, -1, patches.shape[-1]))
+        ids = pos % n
+        frame_idx = (pos // n) + torch.arange(b, device=pos.device)[:, None] * t
+        frames = pixel_values.reshape(b * t, *pixel_values.shape[2:]).to(weight.dtype)
+        patches = self._gazed_patches(frames, frame_idx.flatten(), ids.flatten()).view(b, pos.shape[1], -1)
         table = self._position_table(pixel_values.device, weight.dtype)
-        return F.linear(gathered, weight, bias) + table[pos % n]
+        return F.linear(patches, weight, bias) + table[ids]
 
     # ---------------------------------------------------------------- attention
 
