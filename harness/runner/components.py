@@ -97,8 +97,9 @@ def load_benchmark(cfg: BenchmarkConfig) -> Any:
 
 
 def cache_dir() -> Path:
-    """Where built artefacts (tiny models) live: $HARNESS_CACHE, else ~/.cache/harness (outside the repo)."""
-    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
+    """Where built artefacts live (tiny models; the benchmarks use the same root): $HARNESS_CACHE_DIR,
+    else ~/.cache/harness, outside the repository."""
+    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness").expanduser()
 
 
 def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
@@ -128,7 +129,12 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
 def build_pruner(name: str, params: dict[str, Any]) -> Any:
     from harness.pruning.registry import build_pruner as _build
 
-    return _build(name, **params)
+    pruner = _build(name, **params)
+    if name == "autogaze":  # the gaze model loads lazily (cached per path): load it now, so a bad
+        from harness.pruning.autogaze import load_gaze_model  # checkpoint fails before any sample
+
+        load_gaze_model(pruner.model, pruner.device)
+    return pruner
 
 
 def evidence_scores(benchmark: Any, selection: Any, sample: Any, video: DecodedVideo) -> dict[str, Any] | None:

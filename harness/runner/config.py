@@ -414,7 +414,8 @@ def validate_names(cfg: EvalConfig) -> None:
     families = model_families()
     benchmarks = benchmark_names()
     pruners = pruner_names()
-    if benchmarks is not None and cfg.benchmark.name not in benchmarks:
+    canonical = cfg.benchmark.name.strip().lower().replace("-", "_")  # the registry accepts Video-MME
+    if benchmarks is not None and cfg.benchmark.name not in benchmarks and canonical not in benchmarks:
         raise ConfigError(f"unknown benchmark {cfg.benchmark.name!r}; valid choices: {', '.join(benchmarks)}")
     for plan in cfg.plans():
         if plan.model.family not in families:

@@ -188,13 +188,13 @@ class Evaluator:
     def _run_plan(self, plan: ModelPlan, benchmark: Any, handles: list[RunHandle]) -> tuple[int, int, int]:
         cfg = self.cfg
         device = device_for_rank(plan.model.device, self.shard)
-        adapter = self.components.load_adapter(plan.model, cfg.backend, device, cfg.seed)
         pruners: dict[str, Any] = {}
         for h in handles:  # fail fast on bad pruner params or a missing checkpoint, before any sample
             try:
                 self._pruner(pruners, h.setting, device)
             except Exception as exc:  # noqa: BLE001 - re-raised as a config error naming the run
                 raise ConfigError(f"pruner run {h.setting.label!r}: {exc}") from exc
+        adapter = self.components.load_adapter(plan.model, cfg.backend, device, cfg.seed)
         samples, total = self._samples(benchmark)
         bar = _progress(total, len(handles), f"{plan.model.label}", self.progress and self.shard.is_main)
         written = errors = skipped = 0

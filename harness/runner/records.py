@@ -53,9 +53,7 @@ class RecordWriter:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._seal_partial_line()
-        self._fh = self.path.open("a", encoding="utf-8")
+        self._fh: Any = None  # opened on the first write: a run that writes nothing leaves no file
 
     def _seal_partial_line(self) -> None:
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -67,12 +65,16 @@ class RecordWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._seal_partial_line()
+            self._fh = self.path.open("a", encoding="utf-8")
         self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        if not self._fh.closed:
+        if self._fh is not None and not self._fh.closed:
             self._fh.close()
 
     def __enter__(self) -> RecordWriter:
