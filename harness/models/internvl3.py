@@ -36,6 +36,7 @@ from harness.models.llava_onevision import (
     PrunedInputs,
     check_frames,
     greedy_decode,
+    processor_square_size,
     prune_sequence,
     resize_frames,
     resolve_model_dir,
@@ -43,16 +44,6 @@ from harness.models.llava_onevision import (
     torch_dtype,
 )
 from harness.pruning.selection import Selection, TokenGeometry
-
-
-def _square_size(size: Any, what: str) -> tuple[int, int]:
-    """(height, width) from a processor ``size`` dict (``height``/``width`` or ``shortest_edge``)."""
-    size = dict(size)
-    if "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if "shortest_edge" in size:
-        return int(size["shortest_edge"]), int(size["shortest_edge"])
-    raise ValueError(f"{what}: unsupported processor size {size}")
 
 
 class InternVL3Adapter(ModelAdapter):
@@ -68,7 +59,7 @@ class InternVL3Adapter(ModelAdapter):
         config = model.config
         self.patch_size = int(config.vision_config.patch_size[0])
         self.merge = round(1 / config.downsample_ratio)
-        self.frame_height, self.frame_width = _square_size(processor.video_processor.size, source)
+        self.frame_height, self.frame_width = processor_square_size(processor.video_processor.size, source)
         self.image_token_id = int(config.image_token_id)
         per_frame = (self.frame_height // self.patch_size) * (self.frame_width // self.patch_size)
         per_frame //= self.merge**2

@@ -26,9 +26,10 @@ transformers 5.24 ``_update_model_kwargs_for_generation``), but it cannot report
 plain argmax loop over the KV cache; the tests check it yields the same ids as the stock
 ``generate`` on the same inputs.
 
-LLaVA-Video checkpoints converted to this class (e.g. ``llava-hf/LLaVA-Video-7B-Qwen2-hf``)
-load through the same adapter; the optional LLaVA-Video "time instruction" text is left to the
-benchmark prompt.
+LLaVA-Video checkpoints in the transformers layout of this class load through the same adapter
+(the lmms-lab originals are in the original LLaVA repo's format and need converting first).
+The adapter reproduces the transformers class (one trailing newline, 2x2 bilinear pooling), not
+the original repo's options; LLaVA-Video's optional "time instruction" is left to the prompt.
 """
 
 from __future__ import annotations
@@ -141,6 +142,16 @@ def run_geometry(native: TokenGeometry, selection: Selection | None, family: str
             f"{family}: selection size {sg.height}x{sg.width} must be square and a multiple of {cell} px"
         )
     return sg
+
+
+def processor_square_size(size: Any, source: str) -> tuple[int, int]:
+    """(height, width) from a processor ``size`` dict (``height``/``width`` or ``shortest_edge``)."""
+    size = dict(size)
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if "shortest_edge" in size:
+        return int(size["shortest_edge"]), int(size["shortest_edge"])
+    raise ValueError(f"{source}: unsupported processor size {size}")
 
 
 def eos_token_ids(model: torch.nn.Module) -> set[int]:
@@ -271,6 +282,12 @@ class LlavaOnevisionAdapter(ModelAdapter):
         self.patches_per_side = self.image_size // self.patch_size
         self.pooled_per_side = math.ceil(self.patches_per_side / self.POOL_STRIDE)
         self.video_token_id = int(model.config.video_token_id)
+        frame_size = processor_square_size(processor.video_processor.size, source)
+        if frame_size != (self.image_size, self.image_size):
+            raise ValueError(
+                f"{source}: the video processor resizes frames to {frame_size} but the vision tower "
+                f"(and the stock pooling) expects {self.image_size}x{self.image_size}"
+            )
 
     @classmethod
     def from_pretrained(
