@@ -9,6 +9,8 @@ Resizing happens in libswscale during the YUV->RGB conversion, so a 4K RGB frame
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 
 import av
@@ -41,6 +43,18 @@ class PacketIndex:
         """Index of the last keyframe at or before frame ``i`` (0 when none is flagged)."""
         keys = np.flatnonzero(self.keyframe[: i + 1])
         return int(keys[-1]) if keys.size else 0
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_index(path: str, stream_index: int, size: int, mtime_ns: int) -> PacketIndex:
+    return build_index(path, stream_index)
+
+
+def packet_index(path: str, stream_index: int) -> PacketIndex:
+    """build_index, memoised per (path, size, mtime): probe() then open_video() demuxes the file once.
+    A few hundred KB at most per entry (two small arrays per frame)."""
+    st = os.stat(path)
+    return _cached_index(path, stream_index, st.st_size, st.st_mtime_ns)
 
 
 def build_index(path: str, stream_index: int) -> PacketIndex:
@@ -82,7 +96,7 @@ class PyAVReader(VideoReader):
                  allow_truncated: bool = False):
         self.facts = facts or inspect_container(path)
         self.path = self.facts.path
-        self.index = build_index(self.path, self.facts.stream_index)
+        self.index = packet_index(self.path, self.facts.stream_index)
         n = int(self.index.pts.size)
         if n == 0:
             raise VideoError(self.path, "video stream has no frames")
