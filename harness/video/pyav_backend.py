@@ -31,6 +31,18 @@ from harness.video.types import VideoError
 INTERPOLATION = "AREA"
 
 
+def rgb_view(frame: av.VideoFrame, h: int, w: int) -> np.ndarray:
+    """(h, w, 3) uint8 view of ``frame`` scaled and converted by libswscale in one pass.
+
+    A view on the converted frame's buffer rather than ``to_ndarray``: the caller copies it once into
+    the chunk array, where ``to_ndarray`` would copy it first into a fresh array (measured: the extra
+    copy was ~15% of the time per frame at 720p -> 448x252)."""
+    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation=INTERPOLATION)
+    plane = rgb.planes[0]
+    rows = np.frombuffer(plane, dtype=np.uint8, count=h * plane.line_size).reshape(h, plane.line_size)
+    return rows[:, : w * 3].reshape(h, w, 3)
+
+
 @dataclass(frozen=True)
 class PacketIndex:
     """Frames in presentation order: pts (stream time base) and whether each starts a keyframe."""
@@ -173,7 +185,7 @@ class PyAVReader(VideoReader):
         for k, i in enumerate(indices.tolist()):
             frame = self.frame_at(i)
             try:
-                out[k] = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=INTERPOLATION)
+                out[k] = rgb_view(frame, h, w)
             except (av.FFmpegError, ValueError) as exc:
                 raise VideoError(self.path, f"converting frame {i} to RGB {w}x{h} failed: {exc}") from exc
         return out
