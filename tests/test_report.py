@@ -138,3 +138,28 @@ def test_latest_record_wins_and_shards_merge(tmp_path):
     df = load_records([tmp_path / "e"])
     assert sorted(df.sample_id) == ["a", "b"]
     assert json.loads((run_dir / "run.json").read_text())["run_id"] == "m/none"
+
+
+def test_extraction_conventions_side_by_side_and_published(tmp_path):
+    from benchmarks.extraction import extract
+    from harness.report.extras import extraction_table, published_table
+
+    run_dir = tmp_path / "e" / "m" / "none"
+    write_json(run_dir / "run.json", {"run_id": "m/none"})
+    outputs = ["Answer: C.", "C", "no idea", "B"]
+    with RecordWriter(run_dir / "records.jsonl") as w:
+        for i, out in enumerate(outputs):
+            w.write({"sample_id": f"s{i}", "run_id": "m/none", "model": "m", "benchmark": "hlvid", "pruner": "none",
+                     "pruner_label": "none", "answer": "C", "output": out, "error": None, "counted": True,
+                     "correct": extract(out, "lmms-eval-regex") == "C"})
+    df = load_records([tmp_path / "e"])
+    table = extraction_table(df).iloc[0]
+    # each column re-derived from the benchmarks package's own extractor
+    for conv in ["lmms-eval-regex", "lmms-eval-mcq", "videomme-official"]:
+        letters = [extract(o, conv) for o in outputs]
+        kept = [x for x in letters if x is not None] if conv == "videomme-official" else letters
+        assert table[conv] == pytest.approx(100 * sum(x == "C" for x in kept) / len(kept)), conv
+    assert table["lmms-eval-regex"] != table["lmms-eval-mcq"]  # "Answer: C." is read differently
+    assert table["videomme-official n"] == 3  # no letter -> out of the denominator
+    pub = published_table(df).set_index("model")
+    assert pub.loc["NVILA-8B-HD-Video", "published_accuracy"] == 52.6

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.extras import extraction_table, published_table
 from harness.report.load import load_records
 from harness.report.plots import plot_latency, plot_pareto
 from harness.report.tables import (
@@ -73,8 +74,12 @@ def _write(report: Report, out: Path) -> None:
         "splits_pivot": split_pivot(report.splits),
         "latency": latency_table(report.summary),
         "errors": errors_table(report.records),
+        "extraction": extraction_table(report.records),
+        "published": published_table(report.records),
     }
     for name, table in tables.items():
+        if table.empty and name in ("extraction", "published"):
+            continue
         f[f"{name}.csv"] = out / f"{name}.csv"
         table.to_csv(f[f"{name}.csv"], index=False)
     f["records.csv"] = out / "records.csv"
@@ -90,6 +95,10 @@ def _write(report: Report, out: Path) -> None:
         ("Accuracy per split (%)", tables["splits_pivot"]),
         ("Latency per stage (s) and speed-up vs unpruned", tables["latency"]),
     ]
+    if not tables["extraction"].empty:
+        sections.append(("Accuracy (%) under each answer-extraction convention", tables["extraction"]))
+    if not tables["published"].empty:
+        sections.append(("Published figures (reference, not from these runs)", tables["published"]))
     if not tables["errors"].empty:
         sections.append(("Failed samples", tables["errors"]))
     notice = f"**NOTE: {TINY_LABEL}.**\n\n" if report.tiny else ""
