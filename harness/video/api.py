@@ -23,8 +23,11 @@ from harness.video.types import FrameChunk, VideoError, VideoMeta
 
 log = logging.getLogger(__name__)
 
-# Measured with `python -m harness.perf.video` (4K and 720p H.264, 1,000 sequential and 64 sampled
-# frames resized to 448 on the long side): see the module docstring there for the figures.
+# Measured with `python -m harness.perf.video` (H.264, frames resized to 448x252, 16-frame chunks, best of
+# 2-3 interleaved rounds, 2 shared cores): 3840x2160, 1,000 sequential frames: PyAV 42.9 fps vs decord
+# 24.8 fps (decord needs 32% more CPU per frame: its filter graph scales with bicubic); 1280x720: PyAV
+# 585 fps vs decord 395 fps; 64 sampled frames: on par (both must decode every reference frame).
+# decord2 also miscopies some small frame widths (e.g. 1, 16, 32, 48, 96 px), see README.md.
 DEFAULT_BACKEND = "pyav"
 BACKENDS: dict[str, Callable[..., VideoReader]] = {"pyav": PyAVReader, "decord": DecordReader}
 
