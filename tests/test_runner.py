@@ -217,3 +217,33 @@ def test_sharded_ranks_write_own_files_and_merge(tmp_path):
     # a later single-process rerun (world size changed) sees every shard's samples as done
     again = Evaluator(cfg, fake_components(FakeBenchmark(7), FakeAdapter()), ShardInfo(), progress=False).run()
     assert again.written == 0
+
+
+def test_pruner_only_runs_skip_the_model_and_report_evidence(tmp_path):
+    cfg = _cfg(tmp_path, generation={"enabled": False})
+    adapter = FakeAdapter()
+    Evaluator(cfg, fake_components(FakeBenchmark(3), adapter), ShardInfo(), progress=False).run()
+    assert adapter.calls == []
+    rec = _records(tmp_path, "autogaze_gr0.25")[0]
+    assert rec["output"] is None and rec["tokens"] is None and rec["error"] is None
+    assert rec["evidence"]["recall"] == pytest.approx(0.25) and rec["selection"]["kept"] == 16
+    from harness.report.load import load_records
+    from harness.report.tables import summary_table
+
+    summary = summary_table(load_records([tmp_path / "out"])).set_index("pruner_label")
+    assert summary.loc["autogaze_gr0.25", "visual_tokens"] == 16
+    assert summary.loc["autogaze_gr0.25", "evidence_recall"] == pytest.approx(0.25)
+    assert summary["accuracy"].isna().all()
+
+
+def test_several_models_each_get_their_runs(tmp_path):
+    cfg = _cfg(tmp_path, models=[{"name": "fake", "path": "/a"}, {"name": "other", "path": "/b",
+                                                                  "pruners": ["none"]}])
+    loaded = []
+    comps = fake_components(FakeBenchmark(2), FakeAdapter())
+    comps.load_adapter = lambda m, b, d, s: loaded.append(m.label) or FakeAdapter()
+    Evaluator(cfg, comps, ShardInfo(), progress=False).run()
+    assert loaded == ["fake", "other"]
+    assert len(read_run_records(tmp_path / "out" / "other" / "none")) == 2
+    assert not (tmp_path / "out" / "other" / "autogaze_gr0.25").exists()
+    assert len(read_run_records(tmp_path / "out" / "fake" / "autogaze_gr0.25")) == 2
