@@ -59,10 +59,15 @@ def open_container(path: str) -> av.container.InputContainer:
 
 
 def first_video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
-    if not container.streams.video:
+    """The first real video stream: cover art (an "attached picture" video stream, common in music
+    files) is not a video."""
+    moving = [s for s in container.streams.video
+              if not (int(s.disposition) & int(av.stream.Disposition.attached_pic))]
+    if not moving:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
-        raise VideoError(path, f"no video stream (streams present: {', '.join(kinds)})")
-    return container.streams.video[0]
+        extra = " besides cover art" if container.streams.video else ""
+        raise VideoError(path, f"no video stream{extra} (streams present: {', '.join(kinds)})")
+    return moving[0]
 
 
 def inspect_container(path: str | Path) -> ContainerFacts:
