@@ -1,0 +1,99 @@
+"""Streaming (KV + conv caches across calls) equals whole-clip gazing; what batch-mates can change.
+
+Run with a task-loss requirement so rows stop at different steps: that exercises batch-wide
+padding, padded gazes being masked in later frames, and the last step's gazes carried into the
+next call, which are exactly the places a streaming implementation can go wrong.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness.gaze import AutoGaze, GazeOutput
+
+FRAMES = 5
+ARGS = {"gazing_ratio": 0.5, "task_loss_requirement": -4.0}
+
+
+@pytest.fixture(scope="module")
+def model(parity_dir):
+    return AutoGaze.from_pretrained(parity_dir / "model")
+
+
+@pytest.fixture(scope="module")
+def video(parity_dir):
+    return load_file(str(parity_dir / "cases.safetensors"))["video"][:, :FRAMES]
+
+
+@pytest.fixture(scope="module")
+def whole(model, video):
+    return model.gaze(video, **ARGS)
+
+
+def test_setting_exercises_padding(whole):
+    assert whole.if_padded_gazing.any(), "the requirement should stop some rows early (padding)"
+    assert not whole.if_padded_gazing.all()
+
+
+@pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1], [2, 3], [4, 1]])
+def test_stream_equals_whole_clip(model, video, whole, chunks):
+    stream = model.stream(batch_size=video.shape[0], **ARGS, frames_hint=1)  # small hint: forces cache growth
+    parts, start = [], 0
+    for n in chunks:
+        parts.append(stream.gaze(video[:, start : start + n]))
+        start += n
+    out = GazeOutput.concat(parts)
+    assert torch.equal(out.gazing_pos, whole.gazing_pos)
+    assert torch.equal(out.if_padded_gazing, whole.if_padded_gazing)
+    assert torch.equal(out.num_gazing_each_frame, whole.num_gazing_each_frame)
+    for a, b in zip(out.gazing_mask, whole.gazing_mask):
+        assert torch.equal(a, b)
+
+
+def _real_gazes(out: GazeOutput, row: int) -> list[list[int]]:
+    """Per frame, the ordered real gaze ids of one row (padding removed)."""
+    pos = out.gazing_pos[row].split(out.num_gazing_each_frame.tolist())
+    pad = out.if_padded_gazing[row].split(out.num_gazing_each_frame.tolist())
+    return [p[~m].tolist() for p, m in zip(pos, pad)]
+
+
+def test_ratio_only_batch_composition_never_changes_real_gazes(model, video):
+    """With only a ratio every row stops at the cap on the same step: no padding, rows independent."""
+    clip = video[:, :3]
+    both = model.gaze(clip, gazing_ratio=0.1)
+    assert not both.if_padded_gazing.any()
+    for i in range(clip.shape[0]):
+        alone = model.gaze(clip[i : i + 1], gazing_ratio=0.1)
+        assert torch.equal(alone.gazing_pos[0], both.gazing_pos[i])
+    swapped = model.gaze(clip.flip(0), gazing_ratio=0.1)
+    assert torch.equal(swapped.gazing_pos, both.gazing_pos.flip(0))
+
+
+def test_requirement_batch_mates_that_stop_together_change_nothing(model, video, whole):
+    """Order, and a copy of the same clip as batch-mate, never change a row's gazes."""
+    alone = model.gaze(video[:1], **ARGS)
+    dup = model.gaze(video[[0, 0]], **ARGS)
+    assert _real_gazes(dup, 0) == _real_gazes(dup, 1) == _real_gazes(alone, 0)
+    swapped = model.gaze(video.flip(0), **ARGS)
+    for i in range(video.shape[0]):
+        assert _real_gazes(swapped, video.shape[0] - 1 - i) == _real_gazes(whole, i)
+
+
+def test_requirement_early_stop_quirk_is_reproduced(model, video, whole):
+    """Faithful to the original: a row that meets the requirement before its batch-mates has its
+    last step fed inside the frame (at the quirk positions) instead of at the next frame's start,
+    so its later frames can differ from gazing it alone. The frame it stops in never differs."""
+    nums = whole.num_gazing_each_frame.tolist()
+    row_counts = [len(g) for g in _real_gazes(whole, 1)]
+    assert row_counts[0] < nums[0], "row 1 should stop before row 0 in frame 0"
+    alone = model.gaze(video[1:2], **ARGS)
+    assert _real_gazes(alone, 0)[0] == _real_gazes(whole, 1)[0]
+    assert _real_gazes(alone, 0)[1] != _real_gazes(whole, 1)[1]
+
+
+def test_stream_rejects_other_batch_size(model, video):
+    stream = model.stream(batch_size=1, gazing_ratio=0.1)
+    with pytest.raises(ValueError, match="batch"):
+        stream.gaze(video[:, :1])
