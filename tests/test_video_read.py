@@ -226,3 +226,15 @@ def test_auto_falls_back_when_decord_is_missing(gop_video, monkeypatch):
 def test_unknown_backend_is_a_value_error(gop_video):
     with pytest.raises(ValueError, match="unknown video backend"):
         open_video(gop_video, backend="opencv")
+
+
+def test_keyframe_lookup():
+    from harness.video.pyav_backend import PacketIndex
+
+    keys = np.zeros(20, bool)
+    keys[[0, 5, 12]] = True
+    index = PacketIndex(pts=np.arange(20), keyframe=keys)
+    assert [index.keyframe_before(i) for i in (0, 4, 5, 11, 12, 19)] == [0, 0, 5, 5, 12, 12]
+    late = np.zeros(5, bool)
+    late[2] = True  # no keyframe flagged at 0: fall back to the start
+    assert [PacketIndex(pts=np.arange(5), keyframe=late).keyframe_before(i) for i in range(5)] == [0, 0, 2, 2, 2]

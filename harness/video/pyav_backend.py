@@ -51,10 +51,14 @@ class PacketIndex:
     keyframe: np.ndarray  # (N,) bool
     damaged: str | None = None  # the demuxer error that ended indexing early, if any
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keys", np.flatnonzero(self.keyframe))
+
     def keyframe_before(self, i: int) -> int:
-        """Index of the last keyframe at or before frame ``i`` (0 when none is flagged)."""
-        keys = np.flatnonzero(self.keyframe[: i + 1])
-        return int(keys[-1]) if keys.size else 0
+        """Index of the last keyframe at or before frame ``i`` (0 when none is flagged); O(log N)."""
+        keys = self._keys
+        pos = int(np.searchsorted(keys, i, side="right")) - 1
+        return int(keys[pos]) if pos >= 0 else 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -151,11 +155,12 @@ class PyAVReader(VideoReader):
             raise VideoError(self.path, f"frame {i} could not be decoded (stream ended early)") from None
         except av.FFmpegError as exc:
             raise VideoError(self.path, f"decoding failed near frame {i}: {exc}") from exc
-        if frame.pts is None:
-            raise VideoError(self.path, f"decoded frame without timestamp near frame {i}")
-        found = self._pts_to_index.get(int(frame.pts))
-        if found is None:  # pts absent from the packet index: place the frame by time
-            found = max(0, int(np.searchsorted(self.index.pts, frame.pts, side="right")) - 1)
+        if frame.pts is None:  # some AVI/raw streams: frames come out in order, so count them
+            found = self._pos + 1
+        else:
+            found = self._pts_to_index.get(int(frame.pts))
+            if found is None:  # pts absent from the packet index: place the frame by time
+                found = max(0, int(np.searchsorted(self.index.pts, frame.pts, side="right")) - 1)
         self._pos = found
         self._last = frame
         return frame
