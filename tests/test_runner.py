@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runner.config import load_config
+from harness.runner.config import ConfigError, load_config
 from harness.runner.engine import Evaluator
 from harness.runner.records import RecordWriter, iter_records, read_run_records, records_filename
 from harness.runner.sharding import ShardInfo, device_for_rank, shard, shard_from_env
@@ -247,3 +247,15 @@ def test_several_models_each_get_their_runs(tmp_path):
     assert len(read_run_records(tmp_path / "out" / "other" / "none")) == 2
     assert not (tmp_path / "out" / "other" / "autogaze_gr0.25").exists()
     assert len(read_run_records(tmp_path / "out" / "fake" / "autogaze_gr0.25")) == 2
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    Evaluator(_cfg(tmp_path, limit=2), fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(),
+              progress=False).run()
+    changed = _cfg(tmp_path, limit=2, generation={"max_new_tokens": 3})
+    with pytest.raises(ConfigError, match=r"different configuration \(generation.max_new_tokens: 16 -> 3\)"):
+        Evaluator(changed, fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(), progress=False).run()
+    # more samples (a larger limit) is a resume, not a different experiment
+    more = Evaluator(_cfg(tmp_path, limit=4), fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(),
+                     progress=False).run()
+    assert more.written == 2 * 5 and more.skipped == 2 * 5

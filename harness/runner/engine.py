@@ -130,7 +130,7 @@ class Evaluator:
         for setting in settings:
             run_dir = self.output_dir / plan.model.label / setting.label
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(run_dir / RUN_FILE, {
+            run = {
                 "run_id": run_id(plan.model.label, setting),
                 "experiment": self.cfg.name,
                 "model": {**plan.model.__dict__, "label": plan.model.label, "tiny": plan.model.is_tiny},
@@ -140,7 +140,9 @@ class Evaluator:
                 "frames": plan.frames.__dict__,
                 "generation": plan.generation.__dict__,
                 "pruner": setting.to_dict(),
-            })
+            }
+            _check_same_run(run_dir / RUN_FILE, run)
+            write_json(run_dir / RUN_FILE, run)
             latest = latest_by_sample(read_run_records(run_dir))
             done = {sid for sid, rec in latest.items() if rec.get("error") is None or not self.retry_failed}
             handle = RunHandle(setting=setting, run_dir=run_dir,
@@ -349,6 +351,40 @@ def _counts_unanswered(convention: str | None) -> bool:
     except ImportError:
         return True
     return bool(counts_unanswered(convention))
+
+
+def _fingerprint(run: dict[str, Any]) -> dict[str, Any]:
+    """What decides a run's numbers: resuming under a different value would mix two experiments.
+
+    Left out on purpose: names, device (``cuda`` vs ``cuda:3`` under torchrun), ``benchmark.limit``
+    (extending a run to more samples is a resume).
+    """
+    model = {k: v for k, v in (run.get("model") or {}).items() if k not in ("device", "name", "label")}
+    bench = {k: v for k, v in (run.get("benchmark") or {}).items() if k != "limit"}
+    return json.loads(json.dumps({"model": model, "backend": run.get("backend"), "benchmark": bench,
+                                  "frames": run.get("frames"), "generation": run.get("generation"),
+                                  "pruner": run.get("pruner")}, default=str))
+
+
+def _check_same_run(path: Path, run: dict[str, Any]) -> None:
+    if not path.is_file():
+        return
+    old, new = _fingerprint(json.loads(path.read_text())), _fingerprint(run)
+    if old != new:
+        diffs = _diff(old, new)
+        raise ConfigError(
+            f"{path.parent} holds records of a different configuration ({'; '.join(diffs[:5])}); "
+            f"resuming would mix two experiments: use another output_dir or remove that directory"
+        )
+
+
+def _diff(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += _diff(old.get(key), new.get(key), f"{where}.{key}" if where else key)
+        return out
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
 
 
 def _free_accelerator_memory() -> None:
