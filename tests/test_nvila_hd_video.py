@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from harness.models.nvila_hd_video import (
     HarnessAutoGazeShim,
@@ -196,3 +198,26 @@ def test_our_autogaze_in_the_processor_gives_the_reference_gazes(
     for key in ("gazing_pos_tiles", "if_padded_gazing_tiles", "num_gazing_each_frame_tiles"):
         assert torch.equal(ours["gazing_info"][key][0], ref["gazing_info"][key][0]), key
     assert torch.equal(ours["input_ids"], ref["input_ids"])
+
+
+def test_doc_config_snippets_are_valid_runner_configs() -> None:
+    """The YAML snippets in docs/nvila_hd_video.md load with the runner's validator, and every
+    NVILA entry's kwargs are accepted by NvilaSettings (so they can be merged as they are)."""
+    from harness.runner.config import load_config, validate_names
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "nvila_hd_video.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    names = []
+    for block in blocks:
+        cfg = load_config(data=yaml.safe_load(block))
+        validate_names(cfg)
+        names.append(cfg.name)
+        for plan in cfg.plans():
+            if plan.model.family == "nvila_hd_video":
+                assert [p.name for p in plan.pruners] == ["none"]
+                s = NvilaSettings.from_kwargs(plan.model.kwargs)
+                if "gazing-off" in plan.model.label:
+                    assert not s.gazing_enabled()
+                else:
+                    assert s.gazing_ratio_tile == [0.2] + [0.06] * 15 and s.task_loss_requirement_tile == 0.6
+    assert names == ["hlvid_reproduce", "hlvid_defaults"]
