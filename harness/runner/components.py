@@ -7,6 +7,7 @@ check never pays for torch + transformers imports, and one missing piece names i
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections.abc import Callable
@@ -117,11 +118,29 @@ def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
     return str(out)
 
 
-def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -> Any:
-    if backend != "transformers":
-        raise ConfigError(f"backend {backend!r} is not available in this checkout yet; valid choices: transformers")
-    from harness.models.registry import get_adapter_class
+def _adapter_registry(backend: str) -> Callable[[str], Any]:
+    """``get_adapter_class`` of a backend: transformers (harness.models) or ``harness.backends.<name>``.
 
+    A backend package plugs in by exposing ``get_adapter_class(family) -> type[ModelAdapter]``.
+    """
+    if backend == "transformers":
+        from harness.models.registry import get_adapter_class
+
+        return get_adapter_class
+    try:
+        module = importlib.import_module(f"harness.backends.{backend}")
+    except ImportError as exc:
+        raise ConfigError(f"backend {backend!r} cannot be imported ({exc}); is its extra installed "
+                          f"(pip install .[{backend}])?") from exc
+    fn = getattr(module, "get_adapter_class", None)
+    if not callable(fn):
+        raise ConfigError(f"backend {backend!r}: harness.backends.{backend} has no get_adapter_class(family) "
+                          f"yet; valid choices today: transformers")
+    return fn
+
+
+def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -> Any:
+    get_adapter_class = _adapter_registry(backend)
     path = resolve_model_path(model, seed=seed)
     return get_adapter_class(model.family).from_pretrained(path, device=device, dtype=model.dtype, **model.kwargs)
 
