@@ -313,3 +313,39 @@ def test_pooling_policy_reads_back_exact_pooled_values() -> None:
     fewer[t, i, j] = False
     broken = bilinear_half_pool(full * fewer[:, None]).permute(0, 2, 3, 1)[pooled_keep]
     assert not torch.allclose(broken, want, atol=1e-6)
+
+
+def test_llava_onevision_pre_vit_chain_equals_stock_video_features(tmp_path) -> None:
+    """On the tiny LLaVA-OneVision (stock classes): every pooled cell kept == the stock
+    ``get_video_features`` (newline excluded); a partial keep leaves fully kept frames' tokens
+    exactly as stock and returns one feature per kept cell."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from harness.models.gazed_siglip import pooled_features_pre_vit
+    from harness.models.tiny import build_tiny_model
+
+    d = build_tiny_model("llava_onevision", tmp_path / "llava", seed=0)
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(d).eval()
+    vc = model.config.vision_config
+    t, size = 3, vc.image_size
+    pix = torch.randn(1, t, 3, size, size)
+    with torch.no_grad():
+        stock = model.model.get_video_features(pixel_values_videos=pix, return_dict=True).pooler_output[
+            0, :-1
+        ]
+    g = (size // vc.patch_size + 1) // 2
+    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+    layer = model.config.vision_feature_layer
+    every = torch.ones(t, g, g, dtype=torch.bool)
+    got, vit_keep = pooled_features_pre_vit(tower, projector, pix[0], every, feature_layer=layer)
+    assert bool(vit_keep.all())
+    torch.testing.assert_close(got, stock, atol=ATOL, rtol=0)
+    keep = every.clone()
+    keep[1] = torch.rand(g, g, generator=torch.Generator().manual_seed(0)) < 0.3
+    keep[1, 0, 0] = True
+    got, vit_keep = pooled_features_pre_vit(tower, projector, pix[0], keep, feature_layer=layer)
+    assert got.shape[0] == int(keep.sum()) and not bool(vit_keep[1].all())
+    per_frame = stock.view(t, g * g, -1)
+    n0 = g * g
+    torch.testing.assert_close(got[:n0], per_frame[0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(got[-n0:], per_frame[2], atol=ATOL, rtol=0)

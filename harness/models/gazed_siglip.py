@@ -635,3 +635,33 @@ def vit_keep_for_pooled_keep(
         )
     needed = pooled_keep.reshape(t, -1).double().cpu() @ fp.double()
     return (needed > 0).view(t, *vit_grid).to(pooled_keep.device)
+
+
+@torch.no_grad()
+def pooled_features_pre_vit(
+    tower: nn.Module,
+    projector: nn.Module,
+    pixel_values: torch.Tensor,
+    pooled_keep: torch.Tensor,
+    *,
+    feature_layer: int | Sequence[int] = -1,
+    pool: Callable[[torch.Tensor], torch.Tensor] = bilinear_half_pool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaVA-OneVision / LLaVA-Video pre-ViT pruning in one call: kept pooled LLM tokens.
+
+    ``pixel_values`` (T, C, H, W) as the processor made them; ``pooled_keep`` (T, oh, ow) is the
+    ``Selection.keep`` grid over pooled tokens. Applies :func:`vit_keep_for_pooled_keep`, runs the
+    stock tower on those patches (frame-independent, :func:`encode_kept_patches`), the stock
+    ``projector`` on the kept features, scatters them into a zero grid, applies the model's
+    ``pool`` and returns ``(features of the kept pooled cells in raster order (K, D), vit_keep)``.
+    With every cell kept this equals the stock ``get_video_features`` without its newline.
+    """
+    t, _, h, w = pixel_values.shape
+    p = _tower_parts(tower).config.patch_size
+    vit_keep = vit_keep_for_pooled_keep(pooled_keep.bool(), (h // p, w // p), pool)
+    kept = encode_kept_patches(tower, pixel_values, vit_keep, feature_layer=feature_layer)
+    projected = projector(kept.features)
+    grid = projected.new_zeros(t, h // p, w // p, projected.shape[-1])
+    grid[vit_keep.to(grid.device)] = projected
+    pooled = pool(grid.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    return pooled[pooled_keep.bool().to(pooled.device)], vit_keep
