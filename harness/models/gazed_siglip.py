@@ -514,7 +514,11 @@ class GazedSiglipVisionEncoder(nn.Module):
     def _frame_independent(
         self, hidden: torch.Tensor, gazing: GazingInfo, stop_after: int
     ) -> list[torch.Tensor]:
-        """One short sequence per (clip, frame): cost T*k^2 instead of (T*k)^2, same result."""
+        """One unpadded sequence per (clip, frame), bucketed by length: no attention mask at all.
+
+        Cost T*k^2 instead of (T*k)^2, exact (no padded key exists to mask), and it works with
+        every attention implementation (flash attention included). Padding slots get zeros.
+        """
         b, _, d = hidden.shape
         counts = gazing.num_gazing_each_frame.tolist()
         k = max(counts) if counts else 0
@@ -529,12 +533,22 @@ class GazedSiglipVisionEncoder(nn.Module):
         real = torch.zeros(b, t, k, dtype=torch.bool, device=device)
         real[:, frame, within] = ~gazing.if_padded_gazing
         grouped, real = grouped.view(b * t, k, d), real.view(b * t, k)
-        mask = None
-        if not bool(real.all()):
-            allowed = real[:, None, :] | torch.eye(k, dtype=torch.bool, device=device)[None]
-            mask = self._mask_format(allowed[:, None], hidden.dtype)
-        states = self._run_layers(grouped, mask, stop_after)
-        return [s.view(b, t, k, d)[:, frame, within] for s in states]
+        # real tokens first in every row (stable, so their order is kept)
+        order = torch.sort((~real).to(torch.int8), dim=1, stable=True).indices
+        compact = torch.gather(grouped, 1, order[..., None].expand(-1, -1, d))
+        lengths = real.sum(1)
+        states = [torch.zeros_like(compact) for _ in range(stop_after + 1)]
+        for n in lengths.unique().tolist():
+            if n == 0:
+                continue
+            rows = (lengths == n).nonzero().squeeze(-1)
+            for i, s in enumerate(self._run_layers(compact[rows, :n], None, stop_after)):
+                states[i][rows, :n] = s
+        inverse = order.argsort(dim=1)
+        return [
+            torch.gather(s, 1, inverse[..., None].expand(-1, -1, d)).view(b, t, k, d)[:, frame, within]
+            for s in states
+        ]
 
 
 # --------------------------------------------------------------------------------------------
