@@ -257,6 +257,20 @@ def test_parity_fixture_gazes_drive_the_encoder(parity_dir) -> None:
         )
     assert [f.shape[0] for f in out.real_features()] == g.num_real().tolist()
     assert torch.isfinite(out.features).all()
+    # harness.gaze's GazeOutput is accepted as it is (same field names as the reference's dict)
+    from harness.gaze import GazeOutput
+
+    gaze_out = GazeOutput(
+        gazing_pos=g.gazing_pos,
+        if_padded_gazing=g.if_padded_gazing,
+        num_gazing_each_frame=g.num_gazing_each_frame,
+        gazing_mask=g.to_masks(layout),
+        scales=list(layout.scales),
+        num_vision_tokens_each_frame=layout.tokens_per_frame,
+    )
+    with torch.no_grad():
+        again = enc(video, gaze_out)
+    torch.testing.assert_close(again.features, out.features, atol=0, rtol=0)
 
 
 def test_reuses_stock_parameters_and_loads_a_local_checkpoint(tmp_path) -> None:

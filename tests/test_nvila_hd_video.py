@@ -221,3 +221,13 @@ def test_doc_config_snippets_are_valid_runner_configs() -> None:
                 else:
                     assert s.gazing_ratio_tile == [0.2] + [0.06] * 15 and s.task_loss_requirement_tile == 0.6
     assert names == ["hlvid_reproduce", "hlvid_defaults"]
+
+
+def test_harness_gaze_backend_installs_our_autogaze_in_the_processor(standin: Path, parity_dir: Path) -> None:
+    adapter = NvilaHDVideoAdapter.from_pretrained(
+        str(standin), gaze_backend="harness", autogaze_model=str(parity_dir / "model"), **SMALL
+    )
+    gaze = adapter.processor._autogaze_model
+    assert isinstance(gaze.inner, HarnessAutoGazeShim)
+    assert gaze.config.max_num_frames == 16  # attribute reads fall through the timing wrapper
+    assert adapter.processor.autogaze_model_id == str(parity_dir / "model")
