@@ -44,12 +44,16 @@ def test_case_exact(name, model, data, cases):
     out = model.gaze(video, **args)
     for key in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame"):
         expected, got = data[f"{name}.{key}"], getattr(out, key)
-        assert got.shape == expected.shape, f"{name}.{key}: shape {tuple(got.shape)} != {tuple(expected.shape)}"
+        assert got.shape == expected.shape, (
+            f"{name}.{key}: shape {tuple(got.shape)} != {tuple(expected.shape)}"
+        )
         assert got.dtype == expected.dtype, f"{name}.{key}: dtype {got.dtype} != {expected.dtype}"
         assert torch.equal(got, expected), f"{name}.{key}: {(got != expected).sum()} entries differ"
     scale = 0
     while f"{name}.gazing_mask.{scale}" in data:
-        assert torch.equal(out.gazing_mask[scale], data[f"{name}.gazing_mask.{scale}"]), f"{name} mask {scale}"
+        assert torch.equal(out.gazing_mask[scale], data[f"{name}.gazing_mask.{scale}"]), (
+            f"{name} mask {scale}"
+        )
         scale += 1
     # Masks always agree with the real gazes they summarise.
     assert int(sum(m.sum() for m in out.gazing_mask)) == int((~out.if_padded_gazing).sum())

@@ -1,0 +1,164 @@
+"""AutoGaze speed: our greedy loop vs the same-run bound, plus gaze_video's bounded memory.
+
+    python -m harness.perf.gaze [--model DIR] [--threads N] [--skip-memory]
+
+For batch 1 and 8 at gazing ratio 0.3 and 0.75 (16-frame 224 px clips, the parity checkpoint
+by default) it times ``AutoGaze.gaze`` and, in the same run, the *bound* of the parity README:
+one teacher-forced decoder pass (causal sdpa, no cache) over the same number of tokens,
+16 x (196 vision + gazes per frame) per clip. Exact greedy gazing cannot do less arithmetic
+than that pass, so ``share_of_bound`` = bound time / loop time is the machine-independent
+yardstick (targets: >= 60% at ratio 0.3, >= 40% at 0.75).
+
+Memory: ``gaze_video`` over a streamed synthetic video of 32 and of 128 frames (each in its own
+subprocess, so ru_maxrss is that run's alone); equal peaks show memory is bounded by the batch,
+not by the video length. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_MODEL = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "autogaze-parity" / "model"
+)
+CONFIGS = [(1, 0.3), (8, 0.3), (1, 0.75), (8, 0.75)]
+
+
+def _clips(model, batch: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    size = model.config.input_img_size
+    return torch.randn(batch, 16, 3, size, size, generator=g) * 0.5
+
+
+@torch.no_grad()
+def bound_seconds(model, batch: int, tokens: int) -> float:
+    """One teacher-forced causal pass of the decoder over ``tokens`` tokens per clip."""
+    dec = model.gazing_model.gaze_decoder
+    x = torch.randn(batch, tokens, dec.cfg.hidden_size)
+    pos = torch.arange(tokens)[None].expand(batch, -1)
+    dec.forward_chunk(x[:, :256], pos[:, :256])  # warm-up
+    start = time.perf_counter()
+    h = dec.forward_chunk(x, pos)
+    dec.heads(h[:, -1:])
+    return time.perf_counter() - start
+
+
+def time_configs(model) -> dict[str, dict[str, float]]:
+    video = _clips(model, max(b for b, _ in CONFIGS))
+    model.gaze(video[:1, :2], gazing_ratio=0.3)  # warm-up (kernels, allocator)
+    res: dict[str, dict[str, float]] = {
+        "clips_per_s": {},
+        "ms_per_clip": {},
+        "bound_clips_per_s": {},
+        "share_of_bound": {},
+    }
+    for batch, ratio in CONFIGS:
+        key = f"b{batch}_r{ratio}"
+        start = time.perf_counter()
+        out = model.gaze(video[:batch], gazing_ratio=ratio)
+        loop = time.perf_counter() - start
+        tokens = 16 * model.config.vision_tokens_per_frame + int(out.num_gazing_each_frame.sum())
+        bound = bound_seconds(model, batch, tokens)
+        res["clips_per_s"][key] = round(batch / loop, 3)
+        res["ms_per_clip"][key] = round(1000 * loop / batch, 1)
+        res["bound_clips_per_s"][key] = round(batch / bound, 3)
+        res["share_of_bound"][key] = round(bound / loop, 3)
+        print(
+            f"{key:>9}: {batch / loop:7.3f} clips/s  {1000 * loop / batch:8.1f} ms/clip   "
+            f"bound {batch / bound:7.3f} clips/s ({tokens} tokens/clip)   share {bound / loop:6.1%}",
+            flush=True,
+        )
+    return res
+
+
+def memory_probe(model_dir: str, frames: int, threads: int | None) -> dict[str, float]:
+    """Child process: gaze_video over a streamed synthetic video; report peak RSS and time."""
+    from harness.gaze import AutoGaze, gaze_video
+    from harness.video.types import FrameChunk
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = AutoGaze.from_pretrained(model_dir)
+    h, w = 224, 448
+
+    def stream():
+        rng = np.random.default_rng(0)
+        for start in range(0, frames, 8):
+            n = min(8, frames - start)
+            arr = rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+            yield FrameChunk(arr, np.arange(start, start + n), np.arange(start, start + n) / 24.0)
+
+    start = time.perf_counter()
+    vg = gaze_video(model, stream(), gazing_ratio=0.05, batch_size=4)
+    return {
+        "frames": frames,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "seconds": time.perf_counter() - start,
+        "gazed": int(vg.gazed_per_frame.sum()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.perf.gaze", description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--model", default=str(DEFAULT_MODEL), help="checkpoint dir or HF cache id (default: parity fixture)"
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the gaze_video bounded-memory probe")
+    ap.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.memory_probe is not None:
+        print(json.dumps(memory_probe(args.model, args.memory_probe, args.threads)))
+        return 0
+
+    from harness.gaze import AutoGaze
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = AutoGaze.from_pretrained(args.model)
+    print(f"AutoGaze gaze loop on {args.model} (cpu, {torch.get_num_threads()} threads, float32)", flush=True)
+    result = time_configs(model)
+    result["threads"] = torch.get_num_threads()
+    result["device"] = "cpu"
+    if not args.skip_memory:
+        probes = []
+        for frames in (32, 128):
+            cmd = [
+                sys.executable,
+                "-m",
+                "harness.perf.gaze",
+                "--model",
+                args.model,
+                "--memory-probe",
+                str(frames),
+            ]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = (
+                subprocess.run(cmd, capture_output=True, text=True, check=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            probe = json.loads(out)
+            probes.append(probe)
+            print(
+                f"gaze_video streamed {frames:4d} frames (224x448, 2 tiles): peak RSS {probe['peak_rss_mb']:.0f} MB, "
+                f"{probe['seconds']:.1f} s",
+                flush=True,
+            )
+        result["gaze_video_peak_rss_mb"] = {str(p["frames"]): round(p["peak_rss_mb"], 1) for p in probes}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
