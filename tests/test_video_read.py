@@ -238,3 +238,17 @@ def test_keyframe_lookup():
     late = np.zeros(5, bool)
     late[2] = True  # no keyframe flagged at 0: fall back to the start
     assert [PacketIndex(pts=np.arange(5), keyframe=late).keyframe_before(i) for i in range(5)] == [0, 0, 2, 2, 2]
+
+
+def test_reader_keeps_no_reference_to_yielded_frames(gop_video):
+    """Bounded memory: once the caller drops a chunk, nothing in the reader keeps its frames alive."""
+    import gc
+    import weakref
+
+    with open_video(gop_video, backend="pyav") as reader:
+        refs = []
+        for chunk in reader.iter_chunks(np.arange(60), chunk_size=8, size=64):
+            refs.append(weakref.ref(chunk.frames))
+            del chunk
+        gc.collect()
+        assert len(refs) == 8 and all(r() is None for r in refs)
