@@ -1,0 +1,1 @@
+"""Inference backends other than the transformers adapters (``harness/models``): vLLM for now."""

@@ -1,0 +1,33 @@
+"""Registers our vLLM model subclasses with vLLM's ModelRegistry (no fork of vLLM).
+
+vLLM loads ``vllm.general_plugins`` entry points in EVERY process it starts (engine core,
+workers, model inspection), which is what makes an out-of-tree architecture visible in a
+multi-process engine. The entry point for pyproject.toml:
+
+    [project.entry-points."vllm.general_plugins"]
+    harness = "harness.backends.vllm.plugin:register"
+
+Without it, :func:`register` is still called by ``VLLMBackend`` before the engine starts; that
+covers an in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and forked engine processes.
+Registration is by "module:Class" string, so vLLM imports our module lazily (only when the
+architecture is used) and in the process that needs it.
+"""
+
+from __future__ import annotations
+
+# architecture name (what ``hf_overrides={"architectures": [...]}`` asks for) -> "module:Class"
+ARCHITECTURES: dict[str, str] = {
+    "HarnessQwen2_5_VLForConditionalGeneration": (
+        "harness.backends.vllm.qwen:HarnessQwen25VLForConditionalGeneration"
+    ),
+}
+
+
+def register() -> None:
+    """Make our architectures known to vLLM (idempotent)."""
+    from vllm import ModelRegistry
+
+    known = set(ModelRegistry.get_supported_archs())
+    for name, target in ARCHITECTURES.items():
+        if name not in known:
+            ModelRegistry.register_model(name, target)

@@ -1,0 +1,156 @@
+"""vLLM Qwen2.5-VL subclass that shows the LLM only a Selection's kept video tokens (needs vLLM).
+
+Why a subclass and not vLLM's ``video_pruning_rate`` (EVS) route: EVS decides WHICH tokens to
+keep (and how many, from one global rate) inside the model; we must apply OUR per-sample mask.
+And the positions of the kept tokens are known when the request arrives (they are those of the
+unpruned prompt), so no runtime position fix-up is needed: we override the three places where
+vLLM derives something from ``video_grid_thw`` alone:
+
+1. the multimodal processor's prompt update writes one ``<|video_pad|>`` per KEPT token (vLLM:
+   one per grid token). The mask arrives per request in ``mm_processor_kwargs``
+   (``requests.KEEP_KWARG``), is removed before the HF processor runs, and travels on as a
+   processed field (``requests.KEEP_FIELD``), one bool per grid token, split per video;
+2. ``embed_multimodal`` runs the stock vision tower on every patch (post-ViT pruning, as the
+   transformers adapter's default) and returns the kept rows;
+3. ``get_mrope_input_positions`` gives each kept token its unpruned (t, h, w) position and the
+   text after the video its unpruned positions (``requests.pruned_mrope_positions``), exactly
+   what the transformers adapter computes (stock ``get_rope_index`` on the full prompt, unkept
+   columns deleted).
+
+With no mask in a request (or the dummy inputs of vLLM's memory profiling) everything equals
+the stock model. Images are untouched. vLLM's EVS path stays off (``video_pruning_rate`` unset),
+so none of its approximations apply (it offsets the text after a pruned video by the grid
+width, not by the unpruned maximum position, and truncates ``second_per_grid_ts`` to an int).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import BatchFeature
+from vllm.model_executor.models.qwen2_5_vl import (
+    Qwen2_5_VLDummyInputsBuilder,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLMultiModalProcessor,
+    Qwen2_5_VLProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.inputs import MultiModalFieldConfig
+from vllm.multimodal.processing import PromptReplacement
+
+from harness.backends.vllm.requests import (
+    KEEP_FIELD,
+    KEEP_KWARG,
+    MediaSpan,
+    keep_mask_from_kwarg,
+    pruned_mrope_positions,
+)
+
+ARCHITECTURE = "HarnessQwen2_5_VLForConditionalGeneration"
+
+
+def _without_keep(kwargs: Mapping[str, object]) -> dict[str, object]:
+    return {k: v for k, v in kwargs.items() if k != KEEP_KWARG}
+
+
+class HarnessQwen25VLProcessingInfo(Qwen2_5_VLProcessingInfo):
+    def get_hf_processor(self, **kwargs: object):
+        # The HF processor is built (and cached) from these kwargs: our list-valued key is
+        # neither one of its options nor hashable.
+        return super().get_hf_processor(**_without_keep(kwargs))
+
+
+class HarnessQwen25VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
+    def _tokens_per_video(self, video_grid_thw: torch.Tensor) -> list[int]:
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        return (video_grid_thw.prod(-1) // (merge * merge)).tolist()
+
+    def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
+        keep = hf_kwargs.get(KEEP_KWARG)
+        out = super()._call_hf_processor(hf_data, _without_keep(hf_kwargs))
+        if "video_grid_thw" in out:
+            out[KEEP_FIELD] = keep_mask_from_kwarg(keep, self._tokens_per_video(out["video_grid_thw"]))
+        elif keep is not None:
+            raise ValueError(f"{KEEP_KWARG} given for a prompt without video")
+        return out
+
+    def _get_mm_fields_config(
+        self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]
+    ) -> Mapping[str, MultiModalFieldConfig]:
+        fields = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
+        grid = hf_inputs.get("video_grid_thw", torch.empty((0, 3), dtype=torch.long))
+        fields[KEEP_FIELD] = MultiModalFieldConfig.flat_from_sizes(
+            "video", torch.tensor(self._tokens_per_video(grid), dtype=torch.long), keep_on_cpu=True
+        )
+        return fields
+
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs) -> Sequence[Any]:
+        updates = list(super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs))
+        video_pad = self.info.get_tokenizer().get_vocab()[
+            self.info.get_hf_processor(**hf_processor_mm_kwargs).video_token
+        ]
+
+        def kept_pads(item_idx: int) -> list[int]:
+            keep = out_mm_kwargs["video"][item_idx][KEEP_FIELD].data
+            return [video_pad] * int(keep.sum())
+
+        return [u for u in updates if u.modality != "video"] + [
+            PromptReplacement(modality="video", target=[video_pad], replacement=kept_pads)
+        ]
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    HarnessQwen25VLMultiModalProcessor,
+    info=HarnessQwen25VLProcessingInfo,
+    dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
+)
+class HarnessQwen25VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+    """Stock vLLM Qwen2.5-VL + the per-request keep mask (module docstring)."""
+
+    def embed_multimodal(self, **kwargs: object):
+        keep = kwargs.pop(KEEP_FIELD, None)
+        inputs = self._parse_and_validate_multimodal_inputs(**kwargs)
+        embeddings: tuple[torch.Tensor, ...] = ()
+        for modality, item in inputs.items():
+            if modality == "image":
+                embeddings += tuple(self._process_image_input(item))
+            elif modality == "video":
+                per_video = self._process_video_input(item)
+                if keep is not None:
+                    masks = _split_keep(keep, [v.shape[0] for v in per_video])
+                    per_video = tuple(v[m.to(v.device)] for v, m in zip(per_video, masks))
+                embeddings += tuple(per_video)
+        return embeddings
+
+    def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
+        merge = self.config.vision_config.spatial_merge_size
+        tokens_per_second = getattr(self.config.vision_config, "tokens_per_second", 1.0)
+        spans = []
+        for feature in mm_features:
+            data = feature.data
+            grid = data[f"{feature.modality}_grid_thw"].data.tolist()
+            llm_grid = (int(grid[0]), int(grid[1]) // merge, int(grid[2]) // merge)
+            if feature.modality == "video":
+                seconds = data.get("second_per_grid_ts")
+                t_factor = (float(seconds.data) if seconds is not None else 1.0) * tokens_per_second
+                keep_item = data.get(KEEP_FIELD)
+                keep = keep_item.data.bool() if keep_item is not None else None
+            else:
+                t_factor, keep = 1.0, None
+            spans.append(MediaSpan(feature.mm_position.offset, llm_grid, t_factor, keep))
+        return pruned_mrope_positions(len(input_tokens), spans)
+
+
+def _split_keep(keep: object, sizes: list[int]) -> list[torch.Tensor]:
+    """The keep field arrives as one flat tensor or a list of per-video tensors (vLLM batching)."""
+    if isinstance(keep, torch.Tensor):
+        flat = keep.flatten()
+    else:
+        flat = torch.cat([torch.as_tensor(k).flatten() for k in keep])
+    if flat.numel() != sum(sizes):
+        raise ValueError(f"keep mask of {flat.numel()} entries for videos of {sizes} tokens")
+    return list(flat.bool().split(sizes))
+
+

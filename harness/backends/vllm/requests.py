@@ -1,0 +1,220 @@
+"""Selection -> vLLM request pieces. Pure torch/numpy: importable and tested WITHOUT vLLM.
+
+Two routes (docs/vllm.md):
+
+- M-RoPE families (Qwen2.5-VL; the route generalises to Qwen3-VL) send the raw frames as
+  ``multi_modal_data`` and the Selection's keep mask as a per-request ``mm_processor_kwargs``
+  entry (:data:`KEEP_KWARG`). Our registered model subclass (``harness/backends/vllm/qwen.py``)
+  writes one placeholder per KEPT token, keeps the same rows of the vision tower's output, and
+  gives every kept token the M-RoPE position it has in the UNPRUNED prompt
+  (:func:`pruned_mrope_positions`), which is what the transformers adapter does.
+- 1D-RoPE families (LLaVA-OneVision/Video, InternVL3) send ``prompt_embeds``: the text
+  embeddings of the pruned prompt with the kept visual features written at their placeholders
+  (:func:`stitch_prompt_embeds`). vLLM numbers ``prompt_embeds`` rows 0..L-1 (text positions),
+  so the kept tokens get COMPACTED positions, whereas the transformers adapters give them their
+  unpruned positions (gaps where tokens were dropped). Both agree exactly for a keep-all
+  selection; with pruning they are two different (both reasonable) inputs: see docs/vllm.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.pruning.selection import Selection
+
+# Per-request ``mm_processor_kwargs`` key: one flat list of kept token indices (raster order over
+# the LLM token grid, ``Selection.kept_indices``) per video of the prompt, in prompt order.
+KEEP_KWARG = "harness_video_keep"
+# Name of the processed multimodal field (bool mask over each video's full token grid) that the
+# vLLM processor subclass adds so the model (embeddings, positions) sees the same mask.
+KEEP_FIELD = "video_keep"
+
+
+def keep_kwargs(selections: Sequence[Selection | None]) -> dict[str, Any]:
+    """``mm_processor_kwargs`` carrying the keep masks of a prompt's videos (empty when none prunes).
+
+    Plain lists of ints so that vLLM can hash them into the multimodal cache key: two requests
+    on the same video with different selections must not share a cached processor output.
+    ``None`` entries mean keep-all and are sent as ``None``.
+    """
+    if all(s is None for s in selections):
+        return {}
+    return {KEEP_KWARG: [None if s is None else s.kept_indices.tolist() for s in selections]}
+
+
+def keep_mask_from_kwarg(value: Any, num_tokens: Sequence[int]) -> torch.Tensor:
+    """Flat bool mask over all videos' tokens (concatenated) from :data:`KEEP_KWARG`'s value.
+
+    ``num_tokens[i]`` is video i's full LLM token count. Validates what a caller sent: one entry
+    per video, indices in range, no duplicates, at least one kept token (an empty video gives
+    the LLM nothing to attend and the Qwen prompt no placeholder to anchor positions).
+    """
+    if value is None:
+        return torch.ones(sum(num_tokens), dtype=torch.bool)
+    if len(value) != len(num_tokens):
+        raise ValueError(f"{KEEP_KWARG}: {len(value)} keep lists for {len(num_tokens)} videos in the prompt")
+    masks = []
+    for i, (kept, total) in enumerate(zip(value, num_tokens)):
+        mask = torch.zeros(total, dtype=torch.bool)
+        if kept is None:
+            mask[:] = True
+        else:
+            index = torch.as_tensor(list(kept), dtype=torch.long)
+            if index.numel() == 0:
+                raise ValueError(f"{KEEP_KWARG}: video {i} keeps no token (at least one is needed)")
+            if int(index.min()) < 0 or int(index.max()) >= total:
+                raise ValueError(
+                    f"{KEEP_KWARG}: video {i} keep index out of range [0, {total}): "
+                    f"min {int(index.min())}, max {int(index.max())}"
+                )
+            if torch.unique(index).numel() != index.numel():
+                raise ValueError(f"{KEEP_KWARG}: video {i} lists a kept index twice")
+            mask[index] = True
+        masks.append(mask)
+    return torch.cat(masks)
+
+
+@dataclass(frozen=True)
+class MediaSpan:
+    """One image/video of a Qwen-style prompt, as the position rule needs it.
+
+    ``offset``: index of its first placeholder in the PRUNED prompt; ``grid``: LLM token grid
+    (t, h, w) after spatial merge; ``t_factor``: temporal position step per group
+    (``second_per_grid_ts * tokens_per_second`` for Qwen2.5-VL videos, 1 for images);
+    ``keep``: flat bool mask over the full grid (None = all kept).
+    """
+
+    offset: int
+    grid: tuple[int, int, int]
+    t_factor: float = 1.0
+    keep: torch.Tensor | None = None
+
+    @property
+    def num_kept(self) -> int:
+        return int(np.prod(self.grid)) if self.keep is None else int(self.keep.sum())
+
+
+def grid_positions(grid: tuple[int, int, int], t_factor: float) -> np.ndarray:
+    """(3, t*h*w) M-RoPE (t, h, w) positions of a token grid, raster order, starting at 0.
+
+    The temporal index is ``int(group * t_factor)`` (float product, then truncation), the rule of
+    transformers' ``Qwen2_5_VLModel.get_rope_index`` and of vLLM's own unpruned
+    ``get_mrope_input_positions``.
+    """
+    t, h, w = grid
+    index = np.indices((t, h, w)).reshape(3, -1)
+    if t_factor != 1.0:
+        index[0] = (index[0] * t_factor).astype(np.int64)
+    return index.astype(np.int64)
+
+
+def pruned_mrope_positions(num_tokens: int, spans: Sequence[MediaSpan]) -> tuple[torch.Tensor, int]:
+    """M-RoPE positions (3, num_tokens) of a PRUNED Qwen-style prompt, and vLLM's position delta.
+
+    Every kept media token gets the position it has in the unpruned prompt; text keeps counting
+    from the unpruned media's maximum + 1 (so text after a video sits where it would without
+    pruning). Equivalent to computing the stock positions of the full prompt and deleting the
+    unkept columns, which is what the transformers adapters do. ``delta`` is
+    ``max position + 1 - num_tokens``: vLLM adds it to decode-step positions.
+    """
+    pieces: list[np.ndarray] = []
+    next_pos = 0  # first position of the next text run (unpruned numbering)
+    cursor = 0  # index into the pruned prompt
+    for span in sorted(spans, key=lambda s: s.offset):
+        if span.offset < cursor:
+            raise ValueError(f"media spans overlap at prompt index {span.offset}")
+        text_len = span.offset - cursor
+        pieces.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + next_pos)
+        full = grid_positions(span.grid, span.t_factor) + next_pos + text_len
+        if span.keep is not None:
+            keep = span.keep.cpu().numpy().astype(bool)
+            if keep.size != full.shape[1]:
+                raise ValueError(f"keep mask of {keep.size} entries for a grid of {full.shape[1]} tokens")
+            kept = full[:, keep]
+        else:
+            kept = full
+        pieces.append(kept)
+        next_pos = int(full.max()) + 1
+        cursor = span.offset + kept.shape[1]
+    if cursor > num_tokens:
+        raise ValueError(f"media spans end at {cursor}, beyond the {num_tokens}-token prompt")
+    tail = num_tokens - cursor
+    pieces.append(np.broadcast_to(np.arange(tail), (3, tail)) + next_pos)
+    positions = np.concatenate(pieces, axis=1) if pieces else np.zeros((3, 0), dtype=np.int64)
+    delta = int(positions.max()) + 1 - num_tokens if num_tokens else 0
+    return torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64)), delta
+
+
+def stitch_prompt_embeds(
+    input_ids: torch.Tensor, placeholder_id: int, text_embeds: torch.Tensor, features: torch.Tensor
+) -> torch.Tensor:
+    """``prompt_embeds`` (L, D): text embeddings with the kept visual features at the placeholders.
+
+    ``input_ids`` (L,) is the PRUNED prompt (one placeholder per kept token, in order);
+    ``text_embeds`` (L, D) its embedding-table rows; ``features`` (K, D) the kept tokens in the
+    same order. This is what the transformers model builds internally before its LLM layers.
+    """
+    if input_ids.ndim != 1 or text_embeds.shape[0] != input_ids.shape[0]:
+        raise ValueError(
+            f"input_ids must be (L,) and text_embeds (L, D); got {tuple(input_ids.shape)} and "
+            f"{tuple(text_embeds.shape)}"
+        )
+    slots = input_ids == placeholder_id
+    if int(slots.sum()) != features.shape[0]:
+        raise ValueError(f"{int(slots.sum())} placeholders in the prompt but {features.shape[0]} features")
+    if features.shape[-1] != text_embeds.shape[-1]:
+        raise ValueError(f"feature width {features.shape[-1]} != embedding width {text_embeds.shape[-1]}")
+    out = text_embeds.clone()
+    out[slots] = features.to(out.dtype)
+    return out
+
+
+def video_metadata(num_frames: int, fps: float, height: int, width: int) -> dict[str, Any]:
+    """The ``(frames, metadata)`` metadata vLLM's Qwen processors need (else they assume 24 fps).
+
+    Same facts the transformers adapters give the HF processor: the frames given are all the
+    frames, at ``fps`` (the rate AFTER the harness's sampling), indices 0..T-1.
+    """
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be the positive frame rate of the frames given, got {fps!r}")
+    return {
+        "fps": float(fps),
+        "total_num_frames": int(num_frames),
+        "frames_indices": list(range(num_frames)),
+        "duration": num_frames / float(fps),
+        "width": int(width),
+        "height": int(height),
+        "video_backend": "harness",
+        "do_sample_frames": False,
+    }
+
+
+def mrope_request(
+    prompt_text: str,
+    frames: np.ndarray,
+    fps: float,
+    selection: Selection | None,
+    *,
+    resized: bool = False,
+) -> dict[str, Any]:
+    """The vLLM prompt dict for the M-RoPE route (chat-formatted text with one video placeholder).
+
+    ``resized``: the caller already resized ``frames`` to the selection's (non-native) size, as the
+    transformers adapter does for ``downsample``; the processor must then not resize them back.
+    """
+    t, h, w = frames.shape[:3]
+    request: dict[str, Any] = {
+        "prompt": prompt_text,
+        "multi_modal_data": {"video": (frames, video_metadata(t, fps, h, w))},
+    }
+    kwargs = keep_kwargs([selection])
+    if resized:
+        kwargs["do_resize"] = False
+    if kwargs:
+        request["mm_processor_kwargs"] = kwargs
+    return request
