@@ -252,3 +252,20 @@ def test_reader_keeps_no_reference_to_yielded_frames(gop_video):
             del chunk
         gc.collect()
         assert len(refs) == 8 and all(r() is None for r in refs)
+
+
+@pytest.mark.parametrize(("num_frames", "fps"), [(16, None), (8, 2.0), (100, None)])
+def test_same_frames_as_lmms_eval_read_video(gop_video, num_frames, fps):
+    """Peer check: lmms-eval's own PyAV loader picks and decodes the very same pixels."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lmms_eval")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("lmms-eval is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "model_utils" / "load_video.py"
+    mod_spec = importlib.util.spec_from_file_location("_lmms_load_video", path)
+    lmms = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(lmms)  # the package __init__ needs deps we do not install
+    expected = lmms.read_video(str(gop_video), num_frm=num_frames, fps=fps, backend="pyav")
+    ours = read_frames(gop_video, sample_indices(probe(gop_video), num_frames=num_frames, fps=fps))
+    np.testing.assert_array_equal(ours.frames, expected)
