@@ -215,6 +215,24 @@ def test_auto_falls_back_when_a_backend_fails_mid_read(gop_video, reference, mon
     np.testing.assert_array_equal(np.concatenate([c.frames for c in chunks]), reference[0:60:2])
 
 
+def test_fallback_failing_everywhere_names_both_causes(gop_video, monkeypatch):
+    class Failing(video_api.PyAVReader):
+        def read_chunk(self, indices, out_hw):
+            raise VideoError(self.path, f"boom in {type(self).__name__}")
+
+    class AlsoFailing(Failing):
+        pass
+
+    monkeypatch.setattr(video_api, "BACKENDS", {"first": Failing, "second": AlsoFailing})
+    monkeypatch.setattr(video_api, "available_backends", lambda: ["first", "second"])
+    with open_video(gop_video) as reader, pytest.raises(VideoError) as info:
+        reader.read([0, 1])
+    assert str(gop_video) in str(info.value)
+    assert "boom in Failing" in info.value.cause and "second: boom in AlsoFailing" in info.value.cause
+    with open_video(gop_video) as reader:
+        assert reader.seeks == 0  # backend extras reach through the fallback wrapper
+
+
 def test_auto_falls_back_when_decord_is_missing(gop_video, monkeypatch):
     monkeypatch.setattr(decord_backend, "_decord", None)
     assert "decord" not in available_backends()

@@ -87,12 +87,21 @@ class FallbackReader(VideoReader):
                                 replacement.meta.num_frames, self._active.meta.decoder, self._active.meta.num_frames)
                 log.warning("%s failed on %s (%s); continuing with %s", self._active.meta.decoder,
                             self._facts.path, first.cause, name)
+                failed = self._active.meta.decoder
                 self._active.close()
                 self._active = replacement
-                # validate again: the replacement may count fewer frames
-                self.validate_indices(indices)
-                return self._active.read_chunk(indices, out_hw)
+                try:
+                    self.validate_indices(indices)  # the replacement may count fewer frames
+                    return self._active.read_chunk(indices, out_hw)
+                except VideoError as second:
+                    raise VideoError(self._facts.path, f"{failed}: {first.cause}; {name}: {second.cause}") from second
             raise
+
+    def __getattr__(self, name: str):
+        """Backend-specific extras (e.g. PyAVReader.seeks) of the active reader."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._active, name)
 
     def close(self) -> None:
         self._active.close()
