@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"run_eval.py eval: config error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished samples are on disk; rerun the same command to resume", file=sys.stderr)
+        return 130
     print(f"\n{result.written} records written ({result.errors} failed), {result.skipped} already done, "
           f"in {cfg.output_dir}")
     try:
