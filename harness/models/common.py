@@ -39,7 +39,18 @@ class StageTimer:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB); ru_maxrss is KiB on Linux, bytes on macOS."""
+    """Peak resident set size of this process so far (MiB).
+
+    Read from /proc VmHWM on Linux: ``ru_maxrss`` is inherited across fork, so a child process
+    would report its parent's peak. Falls back to ``ru_maxrss`` elsewhere (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
