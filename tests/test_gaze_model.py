@@ -1,0 +1,251 @@
+"""AutoGaze building blocks vs peers, and every refusal naming its cause.
+
+* decoder layers == transformers' LlamaModel (llama3 rope, GQA, padding mask), one-shot and
+  chunked through our preallocated KV cache;
+* conv encoder streamed in chunks == whole clip;
+* config / checkpoint / hub-id / input-tensor errors name the key, file or shape at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from harness.gaze import AutoGaze, AutoGazeConfig, CheckpointError, ConfigError, resolve_checkpoint
+from harness.gaze.config import DecoderConfig
+from harness.gaze.generate import _chunk_mask
+from harness.gaze.model import GazeDecoder, KVCache, rope_inv_freq
+
+ROPE = {
+    "factor": 8.0,
+    "high_freq_factor": 4.0,
+    "low_freq_factor": 1.0,
+    "original_max_position_embeddings": 32,
+    "rope_type": "llama3",
+}
+
+
+def _tiny_decoder() -> tuple[GazeDecoder, torch.nn.Module]:
+    transformers = pytest.importorskip("transformers")
+    cfg = DecoderConfig(
+        hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+        rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=dict(ROPE), vocab_size=30, eos_token_id=29,
+        num_multi_token_pred=3, attention_bias=False, mlp_bias=False,
+    )  # fmt: skip
+    hf_cfg = transformers.LlamaConfig(
+        vocab_size=30, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=dict(ROPE),
+        attn_implementation="sdpa",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.LlamaModel(hf_cfg).eval()
+    ours = GazeDecoder(cfg).eval()
+    missing, unexpected = ours.model.load_state_dict(hf.state_dict(), strict=False)
+    assert not missing and not unexpected
+    return ours, hf
+
+
+def test_rope_frequencies_match_transformers():
+    ours, hf = _tiny_decoder()
+    assert torch.allclose(ours.model.inv_freq, hf.rotary_emb.inv_freq, rtol=1e-6, atol=0)
+    assert torch.equal(rope_inv_freq(ours.cfg), ours.model.inv_freq)
+
+
+@torch.no_grad()
+def test_decoder_matches_transformers_llama_with_padding_and_chunks():
+    ours, hf = _tiny_decoder()
+    b, n = 2, 40
+    x = torch.randn(b, n, 64)
+    keep = torch.ones(b, n, dtype=torch.bool)
+    keep[0, 10:13] = False  # padded tokens: masked as keys, do not advance positions
+    keep[1, 25] = False
+    pos = keep.long().cumsum(1) - 1
+    ref = hf(inputs_embeds=x, attention_mask=keep.long(), position_ids=pos).last_hidden_state
+
+    def run(chunks: list[int]) -> torch.Tensor:
+        cache = KVCache(2, b, 2, 16, capacity=8, dtype=torch.float32, device="cpu")
+        key_mask = torch.zeros(b, n, dtype=torch.bool)
+        outs, start = [], 0
+        for q in chunks:
+            cache.ensure(start + q)
+            key_mask[:, start : start + q] = keep[:, start : start + q]
+            mask = _chunk_mask(key_mask, start, q)
+            outs.append(
+                ours.forward_chunk(x[:, start : start + q], pos[:, start : start + q], cache, start, mask)
+            )
+            start += q
+        return torch.cat(outs, dim=1)
+
+    for chunks in ([n], [17, 3, 20], [1] * 5 + [35]):
+        got = run(chunks)
+        assert torch.allclose(got[keep], ref[keep], atol=2e-5, rtol=1e-4), chunks
+
+
+@torch.no_grad()
+def test_causal_no_cache_path_matches_masked_path():
+    ours, _ = _tiny_decoder()
+    x = torch.randn(1, 24, 64)
+    pos = torch.arange(24)[None]
+    causal = ours.forward_chunk(x, pos)
+    cache = KVCache(2, 1, 2, 16, 24, torch.float32, "cpu")
+    masked = ours.forward_chunk(x, pos, cache, 0, _chunk_mask(torch.ones(1, 24, dtype=torch.bool), 0, 24))
+    assert torch.allclose(causal, masked, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def model(parity_dir):
+    return AutoGaze.from_pretrained(parity_dir / "model")
+
+
+@torch.no_grad()
+def test_conv_encoder_streaming_equals_whole_clip(model):
+    torch.manual_seed(1)
+    video = torch.randn(2, 5, 3, 224, 224)
+    whole, _ = model.gazing_model.encode(video)
+    a, past = model.gazing_model.encode(video[:, :2])
+    b, past = model.gazing_model.encode(video[:, 2:3], past)
+    c, _ = model.gazing_model.encode(video[:, 3:], past)
+    assert whole.shape == (2, 5, 196, 192)
+    assert torch.allclose(torch.cat([a, b, c], dim=1), whole, rtol=1e-5, atol=1e-4)
+
+
+def test_loaded_checkpoint_has_every_parameter(model, parity_dir):
+    state = load_file(str(parity_dir / "model" / "model.safetensors"))
+    ours = model.state_dict()
+    assert set(ours) == set(state) and len(state) == 49
+    assert all(torch.equal(ours[k], v) for k, v in state.items())
+    assert sum(p.numel() for p in model.parameters()) == 3_258_240
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def _checkpoint_copy(parity_dir, tmp_path, edit_state=None, edit_config=None):
+    dst = tmp_path / "ckpt"
+    dst.mkdir()
+    shutil.copy(parity_dir / "model" / "preprocessor_config.json", dst)
+    config = json.loads((parity_dir / "model" / "config.json").read_text())
+    if edit_config:
+        edit_config(config)
+    (dst / "config.json").write_text(json.dumps(config))
+    if edit_state:
+        state = load_file(str(parity_dir / "model" / "model.safetensors"))
+        edit_state(state)
+        save_file(state, str(dst / "model.safetensors"))
+    else:
+        (dst / "model.safetensors").symlink_to(parity_dir / "model" / "model.safetensors")
+    return dst
+
+
+def test_missing_and_unexpected_keys_are_named(parity_dir, tmp_path):
+    def edit(state):
+        del state["gazing_model.gaze_decoder.task_loss_prediction_head.weight"]
+        state["gazing_model.extra.weight"] = torch.zeros(2)
+
+    ckpt = _checkpoint_copy(parity_dir, tmp_path, edit_state=edit)
+    with pytest.raises(CheckpointError) as info:
+        AutoGaze.from_pretrained(ckpt)
+    msg = str(info.value)
+    assert "missing keys (1): gazing_model.gaze_decoder.task_loss_prediction_head.weight" in msg
+    assert "unexpected keys (1): gazing_model.extra.weight" in msg
+    assert "model.safetensors" in msg
+
+
+def test_shape_mismatch_is_named(parity_dir, tmp_path):
+    def edit(state):
+        state["gazing_model.connector.pos_embed"] = torch.zeros(100, 192)
+
+    ckpt = _checkpoint_copy(parity_dir, tmp_path, edit_state=edit)
+    with pytest.raises(CheckpointError, match=r"gazing_model.connector.pos_embed: checkpoint \(100, 192\)"):
+        AutoGaze.from_pretrained(ckpt)
+
+
+def test_wrong_config_names_keys(parity_dir, tmp_path):
+    def edit(cfg):
+        del cfg["gaze_model_config"]["gaze_decoder_config"]["hidden_size"]
+        cfg["gaze_model_config"]["gaze_decoder_config"]["num_hidden_layers"] = "four"
+
+    ckpt = _checkpoint_copy(parity_dir, tmp_path, edit_config=edit)
+    with pytest.raises(ConfigError) as info:
+        AutoGaze.from_pretrained(ckpt)
+    msg = str(info.value)
+    assert "config.json" in msg
+    assert "gaze_model_config.gaze_decoder_config.hidden_size" in msg
+    assert "gaze_model_config.gaze_decoder_config.num_hidden_layers='four'" in msg
+
+
+def test_inconsistent_config_is_refused(parity_dir):
+    config = json.loads((parity_dir / "model" / "config.json").read_text())
+    config["gaze_model_config"]["gaze_decoder_config"]["vocab_size"] = 300
+    config["gaze_model_config"]["gaze_decoder_config"]["rope_scaling"]["rope_type"] = "yarn"
+    config["scales"] = "32+64+112"
+    with pytest.raises(ConfigError) as info:
+        AutoGazeConfig.from_dict(config, source="edited.json")
+    msg = str(info.value)
+    assert "vocab_size=300" in msg and "rope_type='yarn'" in msg and "scales='32+64+112'" in msg
+
+
+def test_published_config_values(parity_dir):
+    cfg = AutoGazeConfig.from_file(parity_dir / "model" / "config.json")
+    assert cfg.scales == (32, 64, 112, 224)
+    assert cfg.tokens_per_scale == [4, 16, 49, 196] and cfg.grid_per_scale == [2, 4, 7, 14]
+    assert cfg.decoder.num_multi_token_pred == 10 and cfg.decoder.eos_token_id == 265
+    assert cfg.default_gazing_ratio == 0.5 and cfg.default_task_loss_requirement == 0.7
+
+
+def test_missing_directory_and_uncached_hub_id(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    with pytest.raises(CheckpointError, match="no such directory"):
+        resolve_checkpoint(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="lacks config.json, model.safetensors"):
+        resolve_checkpoint(tmp_path / "empty")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(CheckpointError, match="not in the Hugging Face cache.*nothing is downloaded"):
+        resolve_checkpoint("nvidia/AutoGaze")
+
+
+def test_hub_id_resolves_from_cache(parity_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--nvidia--AutoGaze"
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        (snap / name).symlink_to(parity_dir / "model" / name)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_checkpoint("nvidia/AutoGaze") == snap
+    assert AutoGaze.from_pretrained("nvidia/AutoGaze").config.scales == (32, 64, 112, 224)
+
+
+@pytest.mark.parametrize(
+    ("video", "kwargs", "match"),
+    [
+        (torch.zeros(2, 3, 224, 224), {}, r"shape \(B, T, 3, H, W\).*got \(2, 3, 224, 224\)"),
+        (torch.zeros(1, 2, 4, 224, 224), {}, r"got \(1, 2, 4, 224, 224\)"),
+        (torch.zeros(1, 2, 3, 224, 224, dtype=torch.uint8), {}, "float tensor.*torch.uint8"),
+        (torch.zeros(1, 0, 3, 224, 224), {}, "empty video"),
+        ("not a tensor", {}, "torch.Tensor"),
+        (torch.zeros(1, 2, 3, 224, 224), {"gazing_ratio": 1.5}, r"gazing_ratio must be a number in \[0, 1\]"),
+        (
+            torch.zeros(1, 2, 3, 224, 224),
+            {"task_loss_requirement": "low"},
+            "task_loss_requirement must be a number",
+        ),
+        (
+            torch.zeros(1, 2, 3, 300, 300),
+            {"gazing_ratio": 0.1, "target_scales": [64, 128, 224, 448], "target_patch_size": 16},
+            "must be 448x448 px, got 300x300",
+        ),
+    ],
+)
+def test_bad_inputs_get_clear_errors(model, video, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        model.gaze(video, **kwargs)
