@@ -95,8 +95,10 @@ def test_generate_records_kept_tokens_and_stage_timings(standin: Path) -> None:
     # the stand-in's gazer keeps exactly its per-frame cap: int(0.2*265) then int(0.06*265)
     first, rest = int(0.2 * PER_FRAME), int(0.06 * PER_FRAME)
     counts = gen.extra["token_counts"]
-    assert counts["num_tiles"] == [2]  # 224 x 448 -> 1 x 2 tiles of 224, one 16-frame clip
-    assert counts["vit_kept_per_tile"] == [first + 15 * rest] * 2
+    assert gen.extra["num_tiles"] == [2]  # 224 x 448 -> 1 x 2 tiles of 224, one 16-frame clip
+    assert gen.extra["vit_kept_per_tile"] == [first + 15 * rest] * 2
+    assert gen.extra["vit_kept_per_tile_stats"] == {"n": 2, "min": 278.0, "mean": 278.0, "max": 278.0}
+    assert "vit_kept_per_thumbnail" not in gen.extra  # thumbnails not gazed (ratio 1)
     assert counts["vit_tokens_tiles"] == 2 * (first + 15 * rest)
     assert counts["vit_tokens_thumbnails"] == counts["vit_tokens_thumbnails_full"] == 4 * PER_FRAME  # ratio 1
     assert counts["vit_tokens_tiles_full"] == 2 * 16 * PER_FRAME

@@ -430,6 +430,11 @@ def count_tokens(inputs: dict[str, Any], per_frame: int | None, video_token_id: 
 # --------------------------------------------------------------------------------------------
 
 
+def _stats(values: list[int]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"n": int(arr.size), "min": float(arr.min()), "mean": float(arr.mean()), "max": float(arr.max())}
+
+
 def _find_module(
     model: nn.Module, names: Sequence[str], exclude: nn.Module | None = None
 ) -> nn.Module | None:
@@ -677,7 +682,20 @@ class NvilaHDVideoAdapter(ModelAdapter):
                 "gaze_backend": self.settings.gaze_backend,
                 "gazing_enabled": self.settings.gazing_enabled(),
                 "visual_before_estimated": True,  # LLM tokens with gazing off, scaled from ViT counts
-                "token_counts": counts,
+                # scalars in one small dict (the runner keeps extra values under 2,000 JSON chars);
+                # per-unit lists apart, with their summary, since 4K x 128 frames makes 360 tile clips
+                "token_counts": {k: v for k, v in counts.items() if not isinstance(v, list)},
+                "num_tiles": counts.get("num_tiles"),
+                **{
+                    key: counts[key]
+                    for key in ("vit_kept_per_tile", "vit_kept_per_thumbnail")
+                    if key in counts
+                },
+                **{
+                    f"{key}_stats": _stats(counts[key])
+                    for key in ("vit_kept_per_tile", "vit_kept_per_thumbnail")
+                    if key in counts
+                },
                 "settings": {k: v for k, v in asdict(self.settings).items() if k != "extra_processor_kwargs"},
                 "output_ids": new_ids.tolist(),
                 "vision_module_found": self.vision is not None,
