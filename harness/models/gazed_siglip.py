@@ -18,11 +18,13 @@ Attention over the gazed tokens of a clip (``attn_type``):
 - ``causal``: a token sees the tokens before it in the flattened sequence;
 - ``bidirectional``: every token sees every token of the clip;
 - ``frame_independent``: a token sees only its own frame (what a stock image tower was trained
-  for; run as one short sequence per frame, so it costs ``T * k^2`` not ``(T * k)^2``).
+  for; run as unpadded per-frame sequences, so it costs ``T * k^2`` not ``(T * k)^2``).
 Padded gaze slots are never attended to by anything, so they cannot change a real token.
 
-Also here: the pre-ViT helper for stock LLaVA-OneVision / LLaVA-Video towers
-(:func:`encode_kept_patches`) and its spatial-pooling policy (:func:`vit_keep_for_pooled_keep`).
+Also here, for stock LLaVA-OneVision / LLaVA-Video towers (pre-ViT pruning):
+:func:`encode_kept_patches` (features of the kept patches of each frame),
+:func:`vit_keep_for_pooled_keep` (the spatial-pooling policy: which patches a kept pooled LLM
+token needs) and :func:`pooled_features_pre_vit` (the whole chain up to the kept pooled tokens).
 """
 
 from __future__ import annotations
