@@ -20,6 +20,7 @@ ARCHITECTURES: dict[str, str] = {
     "HarnessQwen2_5_VLForConditionalGeneration": (
         "harness.backends.vllm.qwen:HarnessQwen25VLForConditionalGeneration"
     ),
+    "HarnessQwen3VLForConditionalGeneration": "harness.backends.vllm.qwen:HarnessQwen3VLForConditionalGeneration",
 }
 
 

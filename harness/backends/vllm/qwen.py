@@ -1,4 +1,4 @@
-"""vLLM Qwen2.5-VL subclass that shows the LLM only a Selection's kept video tokens (needs vLLM).
+"""vLLM Qwen2.5-VL / Qwen3-VL subclasses that show the LLM only a Selection's kept video tokens.
 
 Why a subclass and not vLLM's ``video_pruning_rate`` (EVS) route: EVS decides WHICH tokens to
 keep (and how many, from one global rate) inside the model; we must apply OUR per-sample mask.
@@ -7,7 +7,8 @@ unpruned prompt), so no runtime position fix-up is needed: we override the three
 vLLM derives something from ``video_grid_thw`` alone:
 
 1. the multimodal processor's prompt update writes one ``<|video_pad|>`` per KEPT token (vLLM:
-   one per grid token). The mask arrives per request in ``mm_processor_kwargs``
+   one per grid token; Qwen3-VL: per frame, between that frame's timestamp and
+   ``<|vision_start|>``/``<|vision_end|>``, which always stay). The mask arrives per request in ``mm_processor_kwargs``
    (``requests.KEEP_KWARG``), is removed before the HF processor runs, and travels on as a
    processed field (``requests.KEEP_FIELD``), one bool per grid token, split per video;
 2. ``embed_multimodal`` runs the stock vision tower on every patch (post-ViT pruning, as the
@@ -36,6 +37,12 @@ from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLMultiModalProcessor,
     Qwen2_5_VLProcessingInfo,
 )
+from vllm.model_executor.models.qwen3_vl import (
+    Qwen3VLDummyInputsBuilder,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLMultiModalProcessor,
+    Qwen3VLProcessingInfo,
+)
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement
@@ -48,28 +55,46 @@ from harness.backends.vllm.requests import (
     pruned_mrope_positions,
 )
 
-ARCHITECTURE = "HarnessQwen2_5_VLForConditionalGeneration"
-
 
 def _without_keep(kwargs: Mapping[str, object]) -> dict[str, object]:
     return {k: v for k, v in kwargs.items() if k != KEEP_KWARG}
 
 
-class HarnessQwen25VLProcessingInfo(Qwen2_5_VLProcessingInfo):
+def _split_keep(keep: object, sizes: list[int]) -> list[torch.Tensor]:
+    """The keep field arrives as one flat tensor or a list of per-video tensors (vLLM batching)."""
+    if isinstance(keep, torch.Tensor):
+        flat = keep.flatten()
+    else:
+        flat = torch.cat([torch.as_tensor(k).flatten() for k in keep])
+    if flat.numel() != sum(sizes):
+        raise ValueError(f"keep mask of {flat.numel()} entries for videos of {sizes} tokens")
+    return list(flat.bool().split(sizes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Processing (runs where vLLM renders prompts): mask in, kept placeholder counts out.
+# ---------------------------------------------------------------------------------------------
+
+
+class _KeepInfoMixin:
     def get_hf_processor(self, **kwargs: object):
         # The HF processor is built (and cached) from these kwargs: our list-valued key is
         # neither one of its options nor hashable.
         return super().get_hf_processor(**_without_keep(kwargs))
 
 
-class HarnessQwen25VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
+class _KeepProcessorMixin:
+    """Strips the keep kwarg before the HF processor and re-attaches it as a processed field."""
+
     def _tokens_per_video(self, video_grid_thw: torch.Tensor) -> list[int]:
         merge = self.info.get_hf_config().vision_config.spatial_merge_size
         return (video_grid_thw.prod(-1) // (merge * merge)).tolist()
 
-    def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
+    def _apply_hf_processor_main(self, mm_items: Any, hf_kwargs: Mapping[str, object]) -> BatchFeature:
+        # The one entry every family's HF-processor call goes through (Qwen3-VL overrides the
+        # layers below it and calls the HF processor per video itself).
         keep = hf_kwargs.get(KEEP_KWARG)
-        out = super()._call_hf_processor(hf_data, _without_keep(hf_kwargs))
+        out = super()._apply_hf_processor_main(mm_items, _without_keep(hf_kwargs))
         if "video_grid_thw" in out:
             out[KEEP_FIELD] = keep_mask_from_kwarg(keep, self._tokens_per_video(out["video_grid_thw"]))
         elif keep is not None:
@@ -86,6 +111,15 @@ class HarnessQwen25VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
         )
         return fields
 
+    def _video_keep(self, out_mm_kwargs: Any, item_idx: int) -> torch.Tensor:
+        return out_mm_kwargs["video"][item_idx][KEEP_FIELD].data.bool()
+
+
+class HarnessQwen25VLProcessingInfo(_KeepInfoMixin, Qwen2_5_VLProcessingInfo):
+    pass
+
+
+class HarnessQwen25VLMultiModalProcessor(_KeepProcessorMixin, Qwen2_5_VLMultiModalProcessor):
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs) -> Sequence[Any]:
         updates = list(super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs))
         video_pad = self.info.get_tokenizer().get_vocab()[
@@ -93,12 +127,68 @@ class HarnessQwen25VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
         ]
 
         def kept_pads(item_idx: int) -> list[int]:
-            keep = out_mm_kwargs["video"][item_idx][KEEP_FIELD].data
-            return [video_pad] * int(keep.sum())
+            return [video_pad] * int(self._video_keep(out_mm_kwargs, item_idx).sum())
 
         return [u for u in updates if u.modality != "video"] + [
             PromptReplacement(modality="video", target=[video_pad], replacement=kept_pads)
         ]
+
+
+class HarnessQwen3VLProcessingInfo(_KeepInfoMixin, Qwen3VLProcessingInfo):
+    pass
+
+
+class HarnessQwen3VLMultiModalProcessor(_KeepProcessorMixin, Qwen3VLMultiModalProcessor):
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs) -> Sequence[Any]:
+        updates = list(super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs))
+        stock = next(u for u in updates if u.modality == "video")
+        config = self.info.get_hf_config()
+        tokenizer = self.info.get_tokenizer()
+
+        def kept_frames(item_idx: int):
+            item = out_mm_kwargs["video"][item_idx]
+            t = int(item["video_grid_thw"].data[0])
+            per_frame = self._video_keep(out_mm_kwargs, item_idx).view(t, -1).sum(-1).tolist()
+            return Qwen3VLMultiModalProcessor.get_video_repl(
+                tokens_per_frame=[int(n) for n in per_frame],
+                timestamps=item["timestamps"].data,
+                tokenizer=tokenizer,
+                vision_start_token_id=config.vision_start_token_id,
+                vision_end_token_id=config.vision_end_token_id,
+                video_token_id=config.video_token_id,
+                select_token_id=True,
+            )
+
+        return [u for u in updates if u.modality != "video"] + [
+            PromptReplacement(modality="video", target=stock.target, replacement=kept_frames)
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Models (run in the engine): kept rows of the vision output, unpruned positions.
+# ---------------------------------------------------------------------------------------------
+
+
+class _KeepModelMixin:
+    def embed_multimodal(self, **kwargs: object):
+        keep = kwargs.pop(KEEP_FIELD, None)
+        out = super().embed_multimodal(**kwargs)
+        if keep is None or not out:
+            return out
+        # The stock method returns one tensor per item, modalities in kwargs order.
+        order = list(self._parse_and_validate_multimodal_inputs(**kwargs).keys())
+        counts = {
+            "image": len(kwargs["image_grid_thw"]) if "image_grid_thw" in kwargs else 0,
+            "video": len(kwargs["video_grid_thw"]) if "video_grid_thw" in kwargs else 0,
+        }
+        items, start = list(out), 0
+        for modality in order:
+            if modality == "video":
+                videos = items[start : start + counts["video"]]
+                masks = _split_keep(keep, [v.shape[0] for v in videos])
+                items[start : start + counts["video"]] = [v[m.to(v.device)] for v, m in zip(videos, masks)]
+            start += counts[modality]
+        return tuple(items)
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -106,25 +196,12 @@ class HarnessQwen25VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
     info=HarnessQwen25VLProcessingInfo,
     dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
 )
-class HarnessQwen25VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+class HarnessQwen25VLForConditionalGeneration(_KeepModelMixin, Qwen2_5_VLForConditionalGeneration):
     """Stock vLLM Qwen2.5-VL + the per-request keep mask (module docstring)."""
 
-    def embed_multimodal(self, **kwargs: object):
-        keep = kwargs.pop(KEEP_FIELD, None)
-        inputs = self._parse_and_validate_multimodal_inputs(**kwargs)
-        embeddings: tuple[torch.Tensor, ...] = ()
-        for modality, item in inputs.items():
-            if modality == "image":
-                embeddings += tuple(self._process_image_input(item))
-            elif modality == "video":
-                per_video = self._process_video_input(item)
-                if keep is not None:
-                    masks = _split_keep(keep, [v.shape[0] for v in per_video])
-                    per_video = tuple(v[m.to(v.device)] for v, m in zip(per_video, masks))
-                embeddings += tuple(per_video)
-        return embeddings
-
-    def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
+    def get_mrope_input_positions(
+        self, input_tokens: list[int], mm_features: list[Any]
+    ) -> tuple[torch.Tensor, int]:
         merge = self.config.vision_config.spatial_merge_size
         tokens_per_second = getattr(self.config.vision_config, "tokens_per_second", 1.0)
         spans = []
@@ -132,25 +209,46 @@ class HarnessQwen25VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration
             data = feature.data
             grid = data[f"{feature.modality}_grid_thw"].data.tolist()
             llm_grid = (int(grid[0]), int(grid[1]) // merge, int(grid[2]) // merge)
+            t_factor, keep = 1.0, None
             if feature.modality == "video":
                 seconds = data.get("second_per_grid_ts")
                 t_factor = (float(seconds.data) if seconds is not None else 1.0) * tokens_per_second
-                keep_item = data.get(KEEP_FIELD)
-                keep = keep_item.data.bool() if keep_item is not None else None
-            else:
-                t_factor, keep = 1.0, None
+                if data.get(KEEP_FIELD) is not None:
+                    keep = data[KEEP_FIELD].data.bool()
             spans.append(MediaSpan(feature.mm_position.offset, llm_grid, t_factor, keep))
         return pruned_mrope_positions(len(input_tokens), spans)
 
 
-def _split_keep(keep: object, sizes: list[int]) -> list[torch.Tensor]:
-    """The keep field arrives as one flat tensor or a list of per-video tensors (vLLM batching)."""
-    if isinstance(keep, torch.Tensor):
-        flat = keep.flatten()
-    else:
-        flat = torch.cat([torch.as_tensor(k).flatten() for k in keep])
-    if flat.numel() != sum(sizes):
-        raise ValueError(f"keep mask of {flat.numel()} entries for videos of {sizes} tokens")
-    return list(flat.bool().split(sizes))
+@MULTIMODAL_REGISTRY.register_processor(
+    HarnessQwen3VLMultiModalProcessor,
+    info=HarnessQwen3VLProcessingInfo,
+    dummy_inputs=Qwen3VLDummyInputsBuilder,
+)
+class HarnessQwen3VLForConditionalGeneration(_KeepModelMixin, Qwen3VLForConditionalGeneration):
+    """Stock vLLM Qwen3-VL + the per-request keep mask. DeepStack features ride in the same rows.
 
+    Qwen3-VL positions: each frame is its own (1, h, w) grid after its timestamp text; so every
+    frame becomes one ``MediaSpan`` located by its ``<|vision_start|>`` (present even for a frame
+    with no kept token).
+    """
 
+    def get_mrope_input_positions(
+        self, input_tokens: list[int], mm_features: list[Any]
+    ) -> tuple[torch.Tensor, int]:
+        merge = self.config.vision_config.spatial_merge_size
+        start_id, end_id = self.config.vision_start_token_id, self.config.vision_end_token_id
+        spans = []
+        for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
+            data = feature.data
+            t, h, w = (int(v) for v in data[f"{feature.modality}_grid_thw"].data.tolist())
+            gh, gw = h // merge, w // merge
+            if feature.modality == "image":
+                spans.append(MediaSpan(feature.mm_position.offset, (1, gh, gw)))
+                continue
+            keep = data[KEEP_FIELD].data.bool().view(t, -1) if data.get(KEEP_FIELD) is not None else None
+            cursor = feature.mm_position.offset
+            for frame in range(t):
+                cursor = input_tokens.index(start_id, cursor)
+                spans.append(MediaSpan(cursor + 1, (1, gh, gw), 1.0, None if keep is None else keep[frame]))
+                cursor = input_tokens.index(end_id, cursor)
+        return pruned_mrope_positions(len(input_tokens), spans)
