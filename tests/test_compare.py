@@ -97,3 +97,21 @@ def test_statistics_helpers():
     new = np.array([0] * 20 + [1] * 30 + [0] * 50)
     lo, hi = paired_bootstrap_ci(base, new)
     assert lo < -20 < hi < 0
+
+
+def test_committed_ci_baseline_matches_its_config():
+    """results/ci_regression must be what configs/ci_regression.yaml produces: same runs, every sample."""
+    from pathlib import Path
+
+    from harness.runner.config import load_config
+    from harness.runner.sweep import expand
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "ci_regression.yaml")
+    df = load_records([repo / "results" / "ci_regression"])
+    (plan,) = cfg.plans()
+    expected = {f"{plan.model.label}/{s.label}" for s in expand(plan.pruners)}
+    assert set(df.run_id) == expected
+    assert df.groupby("run_id").sample_id.nunique().eq(cfg.benchmark.limit).all()
+    assert df.ok.all()
+    assert compare(df, df).passed
