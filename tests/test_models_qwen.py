@@ -258,3 +258,20 @@ def test_missing_directory_gives_a_clear_message(family, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         ADAPTERS[family].from_pretrained(str(tmp_path / "empty"))
+
+
+def test_perf_benchmark_prints_ratios_and_a_json_last_line(capsys):
+    import json
+
+    from harness.perf.adapters import main
+
+    argv = ["--families", "qwen2_5_vl", "--frames", "8", "--size", "112", "--ratios", "0.5"]
+    assert main([*argv, "--pruner", "random", "--repeats", "1", "--stages", "post_vit", "pre_vit"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("selections: random")
+    result = json.loads(lines[-1])
+    rows = {(r["stage"], r["ratio"]): r for r in result["results"]}
+    assert set(rows) == {("post_vit", None), ("post_vit", 0.5), ("pre_vit", None), ("pre_vit", 0.5)}
+    assert rows[("post_vit", None)]["visual_tokens"] == 4 * 16  # 8 frames of 112 px: 4 groups of 4x4
+    assert rows[("post_vit", 0.5)]["visual_tokens"] == 32 and rows[("post_vit", 0.5)]["tokens_ratio"] == 0.5
+    assert all(r["prefill_s"] > 0 and r["vision_s"] > 0 for r in rows.values())
