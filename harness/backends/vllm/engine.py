@@ -1,0 +1,318 @@
+"""``VLLMBackend``: the adapter contract (frames + Selection + prompt -> Generation) served by vLLM.
+
+Routes per family (docs/vllm.md):
+
+- ``qwen2_5_vl``, ``qwen3_vl`` (M-RoPE): raw frames + the keep mask go to vLLM; our registered
+  subclasses (``qwen.py``) run the stock vLLM vision tower, keep the selected rows and give them
+  their unpruned positions. Same model input as the transformers adapter (``post_vit``).
+- ``llava_onevision``, ``internvl3`` (1D RoPE): the transformers adapter computes the pruned
+  visual features (its own ``preprocess``/``encode_video``/``prune``); we stitch them into the
+  text embeddings and send ``prompt_embeds``. vLLM numbers those rows 0..L-1, i.e. COMPACTED
+  positions (the adapter keeps unpruned positions with gaps): equal to the transformers backend
+  for keep-all, a different input when tokens are pruned (``extra["positions"]`` says which).
+
+The transformers helper for the M-RoPE route is built on the ``meta`` device (no weights): it is
+used only for the processor-derived geometry and the chat template, so the HF model never
+occupies memory next to vLLM. For the 1D route it holds the real vision tower and embedding
+table; its LLM decoder layers are released (vLLM runs the LLM).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.backends.vllm.requests import mrope_request, stitch_prompt_embeds
+from harness.models.base import Generation, PruneStage, TokenCounts
+from harness.models.registry import get_adapter_class
+from harness.pruning.selection import Selection, TokenGeometry
+
+# family -> (route, vLLM architecture override or None)
+ROUTES: dict[str, tuple[str, str | None]] = {
+    "qwen2_5_vl": ("mrope_keep_mask", "HarnessQwen2_5_VLForConditionalGeneration"),
+    "qwen3_vl": ("mrope_keep_mask", "HarnessQwen3VLForConditionalGeneration"),
+    "llava_onevision": ("prompt_embeds", None),
+    "internvl3": ("prompt_embeds", None),
+}
+
+
+@dataclass
+class BatchItem:
+    """One sample for :meth:`VLLMBackend.generate_batch` (the arguments of ``generate``)."""
+
+    frames: np.ndarray
+    selection: Selection | None
+    prompt: str
+    fps: float
+
+
+@dataclass
+class _Prepared:
+    request: dict[str, Any]
+    visual_before: int
+    visual_after: int
+    geometry: TokenGeometry
+    vision_s: float = 0.0
+
+
+def _meta_adapter(family: str, local_dir: str) -> Any:
+    """The family's transformers adapter around a weightless (meta-device) model."""
+    from transformers import AutoConfig, AutoProcessor
+
+    cls = get_adapter_class(family)
+    config = AutoConfig.from_pretrained(local_dir, local_files_only=True)
+    with torch.device("meta"):
+        model = cls.model_class(config)
+    processor = AutoProcessor.from_pretrained(local_dir, local_files_only=True)
+    return cls(model, processor, source=local_dir)
+
+
+def _release_llm_layers(adapter: Any) -> None:
+    """Free the HF LLM decoder layers: only the vision path and the embedding table are used."""
+    lm = getattr(adapter.model.model, "language_model", None)
+    if lm is not None and hasattr(lm, "layers"):
+        lm.layers = torch.nn.ModuleList()
+
+
+class VLLMBackend:
+    """frames + Selection + prompt -> Generation, through a vLLM engine (see the module docstring)."""
+
+    name = "vllm"
+
+    def __init__(self, family: str, llm: Any, adapter: Any, source: str = ""):
+        if family not in ROUTES:
+            raise KeyError(
+                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
+            )
+        self.family = family
+        self.route = ROUTES[family][0]
+        self.llm = llm
+        self.adapter = adapter
+        self.source = source
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        family: str,
+        path_or_id: str,
+        *,
+        dtype: str = "auto",
+        device: str | None = None,
+        max_model_len: int = 32768,
+        seed: int = 0,
+        **engine_kwargs: Any,
+    ) -> VLLMBackend:
+        """Start a vLLM engine on a local HF-layout dir or an HF cache id (never downloads).
+
+        ``device``: where the 1D route's transformers vision tower runs (default: cuda if
+        available). ``engine_kwargs`` go to ``vllm.LLM`` (``gpu_memory_utilization``,
+        ``enforce_eager``, ``max_num_seqs``, ``tensor_parallel_size``...).
+        """
+        if family not in ROUTES:
+            raise KeyError(
+                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
+            )
+        from vllm import LLM
+
+        from harness.backends.vllm.plugin import register
+        from harness.models.qwen2_5_vl import resolve_model_dir
+
+        register()
+        local = str(resolve_model_dir(path_or_id))
+        route, architecture = ROUTES[family]
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        kwargs: dict[str, Any] = {
+            "model": local,
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "seed": seed,
+        }
+        if route == "mrope_keep_mask":
+            adapter = _meta_adapter(family, local)
+            kwargs["hf_overrides"] = {"architectures": [architecture]}
+            kwargs["limit_mm_per_prompt"] = {"video": 1, "image": 0}
+            # The frames given are the frames to use: never resample (Qwen3-VL's default is 2 fps).
+            kwargs["mm_processor_kwargs"] = {"do_sample_frames": False}
+        else:
+            adapter = get_adapter_class(family).from_pretrained(local, device=device, dtype=dtype)
+            _release_llm_layers(adapter)
+            kwargs["enable_prompt_embeds"] = True
+            kwargs["limit_mm_per_prompt"] = {"video": 0, "image": 0}
+        kwargs.update(engine_kwargs)
+        return cls(family, LLM(**kwargs), adapter, source=str(path_or_id))
+
+    # -- geometry ------------------------------------------------------------------------------
+
+    def token_geometry(self, num_frames: int, height: int, width: int) -> TokenGeometry:
+        """The transformers adapter's geometry: selections are interchangeable between backends."""
+        return self.adapter.token_geometry(num_frames, height, width)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _prepare_mrope(self, item: BatchItem) -> _Prepared:
+        from harness.models.qwen2_5_vl import check_frames, resize_frames
+
+        frames = item.frames
+        check_frames(frames)
+        t, h, w = frames.shape[:3]
+        native = self.token_geometry(t, h, w)
+        geometry, resized = native, False
+        if item.selection is not None:
+            sg = item.selection.geometry
+            a = self.adapter
+            if (sg.patch_size, sg.spatial_merge_size, sg.temporal_patch_size) != (
+                a.patch_size,
+                a.merge_size,
+                a.temporal_patch_size,
+            ):
+                raise ValueError(
+                    f"selection geometry {sg} was not made for {self.family} (patch/merge/temporal)"
+                )
+            if sg.grid_t != native.grid_t:
+                raise ValueError(
+                    f"selection has {sg.grid_t} temporal groups, the {t} frames give {native.grid_t}"
+                )
+            if (sg.height, sg.width) != (native.height, native.width):
+                factor = a.patch_size * a.merge_size
+                if sg.height % factor or sg.width % factor:
+                    raise ValueError(
+                        f"selection size {sg.height}x{sg.width} is not a multiple of {factor} px"
+                    )
+                frames, resized = resize_frames(frames, sg.height, sg.width), True
+                geometry = a._geometry(t, sg.height, sg.width)
+            if item.selection.num_kept == 0:
+                raise ValueError(
+                    f"{self.family}: the selection keeps no visual token (at least one is needed)"
+                )
+        request = mrope_request(
+            self.adapter.chat_text(item.prompt), frames, item.fps, item.selection, resized=resized
+        )
+        kept = geometry.total_tokens if item.selection is None else item.selection.num_kept
+        return _Prepared(request, native.total_tokens, kept, geometry)
+
+    @torch.inference_mode()
+    def _prepare_embeds(self, item: BatchItem) -> _Prepared:
+        a = self.adapter
+        geometry = a.model_geometry(item.frames, item.selection)
+        selection = item.selection if item.selection is not None else Selection.keep_all(geometry)
+        inputs = a.preprocess(item.frames, item.prompt, geometry)
+        pixels = inputs["pixel_values_videos"] if "pixel_values_videos" in inputs else inputs["pixel_values"]
+        start = time.perf_counter()
+        features = a.encode_video(pixels)
+        vision_s = time.perf_counter() - start
+        pruned = a.prune(inputs, features, selection)
+        (modality, encoded) = next(iter(pruned.model_kwargs["mm_encoder_outputs"].items()))
+        placeholder = a.video_token_id if modality == "video" else a.image_token_id
+        kept = encoded.pooler_output.reshape(-1, features.shape[-1])
+        ids = pruned.model_kwargs["input_ids"][0]
+        embeds = stitch_prompt_embeds(ids, placeholder, a.model.get_input_embeddings()(ids), kept)
+        native = a.token_geometry(len(item.frames), *item.frames.shape[1:3])
+        newline = 1 if self.family == "llava_onevision" else 0  # the adapter's trailing newline token
+        return _Prepared(
+            {"prompt_embeds": embeds.detach().to("cpu")},
+            native.total_tokens + newline,
+            pruned.visual_after,
+            geometry,
+            vision_s,
+        )
+
+    def prepare(self, item: BatchItem) -> _Prepared:
+        return self._prepare_mrope(item) if self.route == "mrope_keep_mask" else self._prepare_embeds(item)
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def generate(
+        self,
+        frames: np.ndarray,
+        selection: Selection | None,
+        prompt: str,
+        *,
+        fps: float,
+        max_new_tokens: int = 16,
+        prune_stage: PruneStage = "post_vit",
+    ) -> Generation:
+        """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens."""
+        return self.generate_batch(
+            [BatchItem(frames, selection, prompt, fps)],
+            max_new_tokens=max_new_tokens,
+            prune_stage=prune_stage,
+        )[0]
+
+    def generate_batch(
+        self,
+        items: Sequence[BatchItem],
+        *,
+        max_new_tokens: int = 16,
+        prune_stage: PruneStage = "post_vit",
+        logprobs: bool = True,
+    ) -> list[Generation]:
+        """Greedy answers for many samples in one vLLM call (continuous batching: the throughput path).
+
+        ``extra["batch_seconds"]`` is the wall time of the whole call (the same for every item).
+        """
+        from vllm import SamplingParams
+
+        if prune_stage != "post_vit":
+            raise NotImplementedError(
+                f"vllm backend: prune_stage={prune_stage!r} is not available; vLLM's vision tower runs on "
+                "every patch and the kept rows are selected after it (use prune_stage='post_vit')"
+            )
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        start = time.perf_counter()
+        prepared = [self.prepare(item) for item in items]
+        prepare_s = time.perf_counter() - start
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, logprobs=1 if logprobs else None)
+        outputs = self.llm.generate([p.request for p in prepared], params, use_tqdm=False)
+        total_s = time.perf_counter() - start
+        return [self._generation(p, out, prepare_s, total_s) for p, out in zip(prepared, outputs)]
+
+    def _generation(self, prepared: _Prepared, out: Any, prepare_s: float, total_s: float) -> Generation:
+        completion = out.outputs[0]
+        ids = [int(i) for i in completion.token_ids]
+        logprobs = None
+        if completion.logprobs is not None:
+            logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs, ids)]
+        prompt_len = (
+            len(out.prompt_token_ids)
+            if out.prompt_token_ids is not None
+            else int(prepared.request["prompt_embeds"].shape[0])
+        )
+        timings: dict[str, float] = {}
+        if prepared.vision_s:
+            timings["vision"] = prepared.vision_s
+        metrics = getattr(out, "metrics", None)
+        if metrics is not None and getattr(metrics, "first_token_ts", 0.0):
+            timings["prefill"] = max(0.0, metrics.first_token_ts - metrics.scheduled_ts)
+            timings["generate"] = max(0.0, metrics.last_token_ts - metrics.first_token_ts)
+        g = prepared.geometry
+        return Generation(
+            text=completion.text,
+            tokens=TokenCounts(
+                visual_before=prepared.visual_before,
+                visual_after=prepared.visual_after,
+                prompt=prompt_len,
+                generated=len(ids),
+            ),
+            timings=timings,
+            peak_memory_mb=None,
+            extra={
+                "backend": "vllm",
+                "route": self.route,
+                "positions": "unpruned" if self.route == "mrope_keep_mask" else "compacted",
+                "prune_stage": "post_vit",
+                "output_ids": ids,
+                "logprobs": logprobs,
+                "model_size": [g.height, g.width],
+                "token_grid": [g.grid_t, g.grid_h, g.grid_w],
+                "prepare_seconds": prepare_s,
+                "batch_seconds": total_s,
+            },
+        )
