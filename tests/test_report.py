@@ -99,7 +99,7 @@ def test_report_files_loadable(runs, tmp_path):
     out = tmp_path / "rep"
     report = build_report([runs], out)
     for name in ["summary.csv", "splits.csv", "splits_pivot.csv", "latency.csv", "records.csv", "errors.csv",
-                 "report.md", "report.html", "pareto.png", "latency.png"]:
+                 "report.md", "report.html", "pareto.png", "evidence.png", "latency.png"]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary.pruner_label) == {"none", "autogaze_gr0.25"}

@@ -85,8 +85,13 @@ def _write(report: Report, out: Path) -> None:
     f["records.csv"] = out / "records.csv"
     report.records.to_csv(f["records.csv"], index=False)
     title = "tiny random-weight model" if report.tiny else ""
-    for name, fn in [("pareto.png", plot_pareto), ("latency.png", plot_latency)]:
-        path = fn(report.summary, out / name, title=f"{name[:-4]} ({title})" if title else "")
+    suffix = f" ({title})" if title else ""
+    plots = [("pareto.png", lambda s, o: plot_pareto(s, o, f"accuracy vs visual tokens{suffix}")),
+             ("evidence.png", lambda s, o: plot_pareto(s, o, "evidence recall vs visual tokens (no model "
+                                                       "involved)", metric="evidence_recall")),
+             ("latency.png", lambda s, o: plot_latency(s, o, f"latency per stage{suffix}"))]
+    for name, fn in plots:
+        path = fn(report.summary, out / name)
         if path is not None:
             f[name] = path
 
@@ -105,7 +110,7 @@ def _write(report: Report, out: Path) -> None:
     md = ["# Evaluation report\n", notice, CONVENTIONS + "\n"]
     for heading, table in sections:
         md += [f"\n## {heading}\n\n", to_markdown(table)]
-    for name in ("pareto.png", "latency.png"):
+    for name in ("pareto.png", "evidence.png", "latency.png"):
         if name in f:
             md.append(f"\n![{name[:-4]}]({name})\n")
     f["report.md"] = out / "report.md"
@@ -115,7 +120,7 @@ def _write(report: Report, out: Path) -> None:
             f"<p>{html.escape(CONVENTIONS)}</p>"]
     for heading, table in sections:
         body += [f"<h2>{html.escape(heading)}</h2>", table.to_html(index=False, na_rep="", float_format="%.2f")]
-    for name in ("pareto.png", "latency.png"):
+    for name in ("pareto.png", "evidence.png", "latency.png"):
         if name in f:
             body.append(f'<p><img src="{name}" alt="{name[:-4]}"></p>')
     f["report.html"] = out / "report.html"

@@ -29,14 +29,12 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _metric(summary: pd.DataFrame) -> tuple[str, str]:
-    if summary["accuracy"].notna().any():
-        return "accuracy", "accuracy (%)"
-    return "evidence_recall", "evidence recall"
+METRICS = {"accuracy": "accuracy (%)", "evidence_recall": "evidence recall (share of answer tokens kept)"}
 
 
-def plot_pareto(summary: pd.DataFrame, out: Path, title: str = "") -> Path | None:
-    col, ylabel = _metric(summary)
+def plot_pareto(summary: pd.DataFrame, out: Path, title: str = "", metric: str = "accuracy") -> Path | None:
+    """``metric`` (accuracy or evidence_recall) vs mean visual tokens, one line per pruner."""
+    col, ylabel = metric, METRICS[metric]
     data = summary[summary[col].notna() & summary["visual_tokens"].notna()]
     if data.empty:
         return None
@@ -76,7 +74,7 @@ def plot_latency(summary: pd.DataFrame, out: Path, title: str = "") -> Path | No
     ax.set_ylabel("mean seconds per sample")
     ax.set_title(title or "latency breakdown per stage")
     ax.legend(fontsize=8)
-    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    plt.setp(ax.get_xticklabels(), rotation=60, ha="right", fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
