@@ -32,17 +32,10 @@ from transformers import AutoProcessor, InternVLForConditionalGeneration
 
 from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
 from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
-from harness.models.llava_onevision import (
-    PrunedInputs,
-    check_frames,
-    greedy_decode,
-    processor_square_size,
-    prune_sequence,
-    resize_frames,
-    resolve_model_dir,
-    run_geometry,
-    torch_dtype,
-)
+from harness.models.decoding import greedy_decode
+from harness.models.frames import check_frames, resize_frames
+from harness.models.loading import parse_dtype, resolve_model_dir
+from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence, run_geometry
 from harness.pruning.selection import Selection, TokenGeometry
 
 
@@ -76,7 +69,7 @@ class InternVL3Adapter(ModelAdapter):
         """Load model + processor offline from a local HF directory or an HF cache id (``cache_dir`` kwarg)."""
         local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
         model = InternVLForConditionalGeneration.from_pretrained(
-            local, dtype=torch_dtype(dtype), local_files_only=True, **kwargs
+            local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
         ).to(device)
         processor = AutoProcessor.from_pretrained(local, local_files_only=True)
         return cls(model, processor, source=str(path_or_id))

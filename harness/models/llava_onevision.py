@@ -36,229 +36,19 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
 from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
+from harness.models.decoding import greedy_decode
+from harness.models.frames import check_frames, resize_frames
+from harness.models.loading import parse_dtype, resolve_model_dir
+from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence, run_geometry
 from harness.pruning.selection import Selection, TokenGeometry
-
-# ---------------------------------------------------------------------------------------------
-# Helpers shared with harness/models/internvl3.py (family-agnostic; candidates for common.py).
-# ---------------------------------------------------------------------------------------------
-
-
-def resolve_model_dir(path_or_id: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """A local HF-layout directory for ``path_or_id``: the directory itself, or the HF cache snapshot.
-
-    Never downloads (``local_files_only``): evaluation machines are offline and a silent
-    download would also change what is being measured.
-    """
-    path = Path(path_or_id).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: not an HF model directory (no config.json)")
-        return path
-    text = str(path_or_id)
-    looks_like_path = path.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1
-    if looks_like_path:
-        raise FileNotFoundError(f"{text}: model directory not found (and it is not an HF repo id 'org/name')")
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot = snapshot_download(repo_id=text, cache_dir=cache_dir, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        where = cache_dir if cache_dir is not None else "the default HF cache (HF_HUB_CACHE / HF_HOME)"
-        raise FileNotFoundError(
-            f"{text}: neither a local directory nor a model present in {where}; "
-            f"download it first (e.g. `hf download {text}`) or pass a local path ({type(exc).__name__}: {exc})"
-        ) from exc
-    return Path(snapshot)
-
-
-def torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
-    """``"auto"`` (the checkpoint's own dtype) or a torch dtype from its name (``"bfloat16"``)."""
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    value = getattr(torch, str(dtype), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'")
-    return value
-
-
-def check_frames(frames: np.ndarray) -> None:
-    """Adapters take decoded RGB frames only; a wrong layout would be silently mis-resized."""
-    if (
-        not isinstance(frames, np.ndarray)
-        or frames.dtype != np.uint8
-        or frames.ndim != 4
-        or frames.shape[-1] != 3
-    ):
-        got = f"{type(frames).__name__} {getattr(frames, 'dtype', '?')} {getattr(frames, 'shape', '?')}"
-        raise ValueError(f"frames must be a uint8 numpy array (T, H, W, 3), got {got}")
-    if frames.shape[0] == 0:
-        raise ValueError("frames is empty: at least one frame is needed")
-
-
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bicubic (antialiased) resize of uint8 (T, H, W, 3) frames, for selections at another size."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(
-        x, size=(height, width), mode="bicubic", antialias=True, align_corners=False
-    )
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def run_geometry(native: TokenGeometry, selection: Selection | None, family: str) -> TokenGeometry:
-    """The geometry a square-tower model runs at for ``selection``: native, or the selection's own.
-
-    A different size is what the ``downsample`` pruner asks for (a keep-all selection over a
-    smaller grid). It must keep patch/merge/temporal sizes and the frame count, be a multiple of
-    one token's pixel square, and be square: these towers pool/shuffle square grids only (and
-    their native grid is square, so ``downsample`` keeps it square).
-    """
-    if selection is None:
-        return native
-    sg = selection.geometry
-    if (sg.patch_size, sg.spatial_merge_size, sg.temporal_patch_size) != (
-        native.patch_size,
-        native.spatial_merge_size,
-        native.temporal_patch_size,
-    ):
-        raise ValueError(f"selection geometry {sg} was not made for {family} (patch/merge/temporal sizes)")
-    if sg.num_frames != native.num_frames:
-        raise ValueError(f"selection covers {sg.num_frames} frames but {native.num_frames} frames were given")
-    if (sg.height, sg.width) == (native.height, native.width):
-        return native
-    cell = native.patch_size * native.spatial_merge_size
-    if sg.height % cell or sg.width % cell or sg.height != sg.width:
-        raise ValueError(
-            f"{family}: selection size {sg.height}x{sg.width} must be square and a multiple of {cell} px"
-        )
-    return sg
-
-
-def processor_square_size(size: Any, source: str) -> tuple[int, int]:
-    """(height, width) from a processor ``size`` dict (``height``/``width`` or ``shortest_edge``)."""
-    size = dict(size)
-    if "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if "shortest_edge" in size:
-        return int(size["shortest_edge"]), int(size["shortest_edge"])
-    raise ValueError(f"{source}: unsupported processor size {size}")
-
-
-def eos_token_ids(model: torch.nn.Module) -> set[int]:
-    """The ids that stop generation: the generation config's (what stock ``generate`` uses)."""
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(model.config.get_text_config(), "eos_token_id", None)
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
-
-
-@torch.inference_mode()
-def greedy_decode(
-    model: torch.nn.Module,
-    prefill_kwargs: dict[str, Any],
-    *,
-    max_new_tokens: int,
-    timer: StageTimer,
-) -> list[int]:
-    """Greedy decoding with the KV cache; times ``prefill`` (up to the first token) and ``generate``.
-
-    ``prefill_kwargs`` must hold ``attention_mask`` (B=1, L) and 1D ``position_ids`` (1, L): each
-    new token takes position last + 1 and extends the mask, exactly as ``generate`` does.
-    """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    stop = eos_token_ids(model)
-    attention_mask = prefill_kwargs["attention_mask"]
-    position_ids = prefill_kwargs["position_ids"]
-    with timer.stage("prefill"):
-        out = model(**prefill_kwargs, use_cache=True, logits_to_keep=1)
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
-    generated = [int(token)]
-    cache = out.cache
-    with timer.stage("generate"):
-        while len(generated) < max_new_tokens and generated[-1] not in stop:
-            position_ids = position_ids[:, -1:] + 1
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((1, 1))], dim=-1)
-            out = model(
-                input_ids=token,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = out.cache
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
-            generated.append(int(token))
-    return generated
-
-
-@dataclass
-class PrunedInputs:
-    """What the LLM receives for one (frames, selection, prompt), and how it maps to the full prompt.
-
-    ``model_kwargs`` go straight into the model's forward (prefill). ``kept_sequence`` marks, over
-    the UNPRUNED prompt, the tokens that remain; ``position_ids`` are their unpruned positions.
-    """
-
-    model_kwargs: dict[str, Any]
-    full_input_ids: torch.Tensor  # (1, L_full)
-    kept_sequence: torch.Tensor  # (L_full,) bool
-    visual_before: int
-    visual_after: int
-
-
-def prune_sequence(
-    full_input_ids: torch.Tensor,
-    placeholder_id: int,
-    keep_visual: torch.Tensor,
-    kept_features: torch.Tensor,
-    modality: str,
-) -> PrunedInputs:
-    """Drop unkept visual placeholders; keep every text token; positions from the unpruned prompt.
-
-    ``keep_visual`` is a bool over the prompt's placeholders in order; ``kept_features`` holds the
-    embeddings of the kept ones, in the same order.
-    """
-    is_visual = full_input_ids[0] == placeholder_id
-    n_visual = int(is_visual.sum())
-    if n_visual != keep_visual.numel():
-        raise ValueError(
-            f"the prompt holds {n_visual} visual placeholders but the features/selection cover "
-            f"{keep_visual.numel()} tokens"
-        )
-    if int(keep_visual.sum()) != kept_features.shape[0]:
-        raise ValueError(f"{int(keep_visual.sum())} tokens kept but {kept_features.shape[0]} features given")
-    kept_sequence = torch.ones_like(is_visual)
-    kept_sequence[is_visual] = keep_visual.to(is_visual.device)
-    input_ids = full_input_ids[:, kept_sequence]
-    positions = torch.arange(full_input_ids.shape[1], device=full_input_ids.device)[kept_sequence][None]
-    model_kwargs = {
-        "input_ids": input_ids,
-        "attention_mask": torch.ones_like(input_ids),
-        "position_ids": positions,
-        "mm_encoder_outputs": {modality: BaseModelOutputWithPooling(pooler_output=kept_features[None])},
-    }
-    return PrunedInputs(
-        model_kwargs=model_kwargs,
-        full_input_ids=full_input_ids,
-        kept_sequence=kept_sequence,
-        visual_before=n_visual,
-        visual_after=int(keep_visual.sum()),
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # The adapter.
@@ -300,7 +90,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         """
         local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(
-            local, dtype=torch_dtype(dtype), local_files_only=True, **kwargs
+            local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
         ).to(device)
         processor = AutoProcessor.from_pretrained(local, local_files_only=True)
         if getattr(processor, "num_image_tokens", None) is None:

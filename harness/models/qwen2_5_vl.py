@@ -40,7 +40,6 @@ temporal positions, ``second_per_grid_ts``, are silently wrong).
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,124 +56,14 @@ from transformers.vision_utils import get_vision_position_ids
 
 from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
 from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
+from harness.models.decoding import greedy_decode
+from harness.models.frames import check_frames, resize_frames
+from harness.models.loading import parse_dtype, resolve_model_dir
 from harness.pruning.selection import Selection, TokenGeometry
 
 # ---------------------------------------------------------------------------------------------
-# Family-agnostic helpers (also used by harness/models/qwen3_vl.py).
+# Values passed between the adapter's steps.
 # ---------------------------------------------------------------------------------------------
-
-
-def resolve_model_dir(
-    path_or_id: str | Path, cache_dir: str | Path | None = None, local_files_only: bool = True
-) -> Path:
-    """The local HF-layout directory for a path or an HF repo id; never downloads by default.
-
-    A repo id ``org/name`` is looked up in the HF cache (``cache_dir``, else ``HF_HUB_CACHE`` as
-    set NOW, else huggingface_hub's default) with ``local_files_only``: evaluation runs offline,
-    and a silent download would change what is measured. ``local_files_only=False`` allows the
-    download for interactive use.
-    """
-    path = Path(path_or_id).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{path}: directory exists but holds no config.json (not an HF model dir)"
-            )
-        return path
-    text = str(path_or_id)
-    if path.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1:
-        raise FileNotFoundError(
-            f"{text}: no such model directory (and not an HF repo id of the form org/name)"
-        )
-    from huggingface_hub import snapshot_download
-
-    # huggingface_hub reads HF_HUB_CACHE once at import; honour a value set later (tests, runners).
-    cache_dir = cache_dir if cache_dir is not None else os.environ.get("HF_HUB_CACHE")
-    try:
-        return Path(snapshot_download(repo_id=text, cache_dir=cache_dir, local_files_only=local_files_only))
-    except Exception as exc:  # huggingface_hub raises several types for "not cached"
-        where = str(cache_dir) if cache_dir is not None else "the HF cache (HF_HUB_CACHE / HF_HOME)"
-        raise FileNotFoundError(
-            f"{text}: not a local directory and not found in {where}; download it first "
-            f"(`hf download {text}`) or pass a local path. Cause: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def parse_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
-    """``"auto"`` (the checkpoint's dtype) or a torch dtype from its name."""
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    value = getattr(torch, str(dtype), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'")
-    return value
-
-
-def check_frames(frames: np.ndarray) -> None:
-    if (
-        not isinstance(frames, np.ndarray)
-        or frames.dtype != np.uint8
-        or frames.ndim != 4
-        or frames.shape[-1] != 3
-    ):
-        got = f"{type(frames).__name__} {getattr(frames, 'dtype', '?')} {getattr(frames, 'shape', '?')}"
-        raise ValueError(f"frames must be a uint8 numpy array (T, H, W, 3), got {got}")
-    if frames.shape[0] == 0:
-        raise ValueError("frames is empty: at least one frame is needed")
-
-
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bicubic (antialiased) resize of uint8 (T, H, W, 3) frames, for selections at another size."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def stop_token_ids(model: torch.nn.Module) -> set[int]:
-    """The generation config's eos ids: what stock ``generate`` stops on."""
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(model.config.get_text_config(), "eos_token_id", None)
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
-
-
-@torch.inference_mode()
-def greedy_generate(
-    model: torch.nn.Module, llm_inputs: dict[str, Any], *, max_new_tokens: int, timer: StageTimer
-) -> list[int]:
-    """Greedy decoding over the KV cache; times ``prefill`` (to the first token) and ``generate``.
-
-    ``llm_inputs`` holds ``input_ids`` (1, L), ``attention_mask`` (1, L), ``position_ids``
-    (R, 1, L) and ``mm_encoder_outputs``. Each new token gets every position row's last value + 1.
-    """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    stop = stop_token_ids(model)
-    attention_mask = llm_inputs["attention_mask"]
-    last_pos = llm_inputs["position_ids"][..., -1:]
-    with timer.stage("prefill"):
-        out = model(**llm_inputs, use_cache=True, logits_to_keep=1)
-        token = int(out.logits[0, -1].argmax())
-    ids = [token]
-    with timer.stage("generate"):
-        cache = out.cache
-        while len(ids) < max_new_tokens and token not in stop:
-            last_pos = last_pos + 1
-            attention_mask = F.pad(attention_mask, (0, 1), value=1)
-            step = torch.tensor([[token]], device=attention_mask.device)
-            out = model(
-                input_ids=step,
-                attention_mask=attention_mask,
-                position_ids=last_pos,
-                cache=cache,
-                use_cache=True,
-            )
-            cache = out.cache
-            token = int(out.logits[0, -1].argmax())
-            ids.append(token)
-    return ids
 
 
 @dataclass
@@ -480,7 +369,7 @@ class Qwen25VLAdapter(ModelAdapter):
         with timer.stage("vision"):
             features = self.visual_features(prepared, kept, prune_stage)
         llm_inputs = self.llm_inputs(prepared.batch, kept, features)
-        ids = greedy_generate(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer)
+        ids = greedy_decode(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer)
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
         tokens = TokenCounts(
             visual_before=prepared.native_tokens,

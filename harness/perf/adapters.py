@@ -97,7 +97,7 @@ class SelectionMaker:
 
         geometry = adapter.token_geometry(*frames.shape[:3])
         if self.used == "autogaze":
-            from harness.models.qwen2_5_vl import resize_frames
+            from harness.models.frames import resize_frames
 
             model_frames = resize_frames(frames, geometry.height, geometry.width)
             return self._autogaze(ratio).select(model_frames, geometry, fps=FPS)

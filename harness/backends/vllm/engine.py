@@ -122,7 +122,7 @@ class VLLMBackend:
         from vllm import LLM
 
         from harness.backends.vllm.plugin import register
-        from harness.models.qwen2_5_vl import resolve_model_dir
+        from harness.models.loading import resolve_model_dir
 
         register()
         local = str(resolve_model_dir(path_or_id))
@@ -157,7 +157,7 @@ class VLLMBackend:
     # -- requests ------------------------------------------------------------------------------
 
     def _prepare_mrope(self, item: BatchItem) -> _Prepared:
-        from harness.models.qwen2_5_vl import check_frames, resize_frames
+        from harness.models.frames import check_frames, resize_frames
 
         frames = item.frames
         check_frames(frames)

@@ -38,7 +38,7 @@ def greedy_with_logprobs(
     model: torch.nn.Module, inputs: dict[str, Any], max_new_tokens: int
 ) -> tuple[list[int], list[float]]:
     """The adapters' greedy loop (prefill, then one token at a time, positions last + 1), with logprobs."""
-    from harness.models.qwen2_5_vl import stop_token_ids
+    from harness.models.decoding import stop_token_ids
 
     stop = stop_token_ids(model)
     attention_mask, positions = inputs["attention_mask"], inputs["position_ids"]

@@ -1,0 +1,61 @@
+"""The one greedy decoding loop every transformers adapter uses, timed per stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from harness.models.common import StageTimer
+
+
+def stop_token_ids(model: torch.nn.Module) -> set[int]:
+    """The generation config's eos ids: what stock ``generate`` stops on."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config.get_text_config(), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: torch.nn.Module, prefill_kwargs: dict[str, Any], *, max_new_tokens: int, timer: StageTimer
+) -> list[int]:
+    """Greedy decoding over the KV cache; times ``prefill`` (to the first token) and ``generate``.
+
+    Why not ``model.generate``: it cannot report prefill (time to first token) apart from decode,
+    which every record needs. The adapters' tests check this loop yields the same ids as stock
+    ``generate``. ``prefill_kwargs`` holds ``input_ids``, a 2D all-ones ``attention_mask`` and
+    explicit ``position_ids``: 1D (1, L) for 1D-RoPE LLMs or (R, 1, L) for M-RoPE ones; each new
+    token takes every position row's last value + 1, exactly as ``generate`` extends them.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    stop = stop_token_ids(model)
+    attention_mask = prefill_kwargs["attention_mask"]
+    position_ids = prefill_kwargs["position_ids"][..., -1:]
+    with timer.stage("prefill"):
+        out = model(**prefill_kwargs, use_cache=True, logits_to_keep=1)
+        token = int(out.logits[0, -1].argmax())
+    ids = [token]
+    with timer.stage("generate"):
+        cache = out.cache
+        while len(ids) < max_new_tokens and token not in stop:
+            position_ids = position_ids + 1
+            attention_mask = F.pad(attention_mask, (0, 1), value=1)
+            step = torch.tensor([[token]], device=attention_mask.device)
+            out = model(
+                input_ids=step,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = out.cache
+            token = int(out.logits[0, -1].argmax())
+            ids.append(token)
+    return ids

@@ -1,0 +1,109 @@
+"""Pruning for LLMs with 1D RoPE and fixed square towers (LLaVA-OneVision/Video, InternVL3).
+
+Dropping visual placeholders from the prompt and giving each remaining token the position it had
+in the unpruned sequence is exact for 1D RoPE: the LLM sees the kept tokens where they were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from harness.pruning.selection import Selection, TokenGeometry
+
+
+def run_geometry(native: TokenGeometry, selection: Selection | None, family: str) -> TokenGeometry:
+    """The geometry a square-tower model runs at for ``selection``: native, or the selection's own.
+
+    A different size is what the ``downsample`` pruner asks for (a keep-all selection over a
+    smaller grid). It must keep patch/merge/temporal sizes and the frame count, be a multiple of
+    one token's pixel square, and be square: these towers pool/shuffle square grids only (and
+    their native grid is square, so ``downsample`` keeps it square).
+    """
+    if selection is None:
+        return native
+    sg = selection.geometry
+    if (sg.patch_size, sg.spatial_merge_size, sg.temporal_patch_size) != (
+        native.patch_size,
+        native.spatial_merge_size,
+        native.temporal_patch_size,
+    ):
+        raise ValueError(f"selection geometry {sg} was not made for {family} (patch/merge/temporal sizes)")
+    if sg.num_frames != native.num_frames:
+        raise ValueError(f"selection covers {sg.num_frames} frames but {native.num_frames} frames were given")
+    if (sg.height, sg.width) == (native.height, native.width):
+        return native
+    cell = native.patch_size * native.spatial_merge_size
+    if sg.height % cell or sg.width % cell or sg.height != sg.width:
+        raise ValueError(
+            f"{family}: selection size {sg.height}x{sg.width} must be square and a multiple of {cell} px"
+        )
+    return sg
+
+
+def processor_square_size(size: Any, source: str) -> tuple[int, int]:
+    """(height, width) from a processor ``size`` dict (``height``/``width`` or ``shortest_edge``)."""
+    size = dict(size)
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if "shortest_edge" in size:
+        return int(size["shortest_edge"]), int(size["shortest_edge"])
+    raise ValueError(f"{source}: unsupported processor size {size}")
+
+
+@dataclass
+class PrunedInputs:
+    """What the LLM receives for one (frames, selection, prompt), and how it maps to the full prompt.
+
+    ``model_kwargs`` go straight into the model's forward (prefill). ``kept_sequence`` marks, over
+    the UNPRUNED prompt, the tokens that remain; ``position_ids`` are their unpruned positions.
+    """
+
+    model_kwargs: dict[str, Any]
+    full_input_ids: torch.Tensor  # (1, L_full)
+    kept_sequence: torch.Tensor  # (L_full,) bool
+    visual_before: int
+    visual_after: int
+
+
+def prune_sequence(
+    full_input_ids: torch.Tensor,
+    placeholder_id: int,
+    keep_visual: torch.Tensor,
+    kept_features: torch.Tensor,
+    modality: str,
+) -> PrunedInputs:
+    """Drop unkept visual placeholders; keep every text token; positions from the unpruned prompt.
+
+    ``keep_visual`` is a bool over the prompt's placeholders in order; ``kept_features`` holds the
+    embeddings of the kept ones, in the same order.
+    """
+    is_visual = full_input_ids[0] == placeholder_id
+    n_visual = int(is_visual.sum())
+    if n_visual != keep_visual.numel():
+        raise ValueError(
+            f"the prompt holds {n_visual} visual placeholders but the features/selection cover "
+            f"{keep_visual.numel()} tokens"
+        )
+    if int(keep_visual.sum()) != kept_features.shape[0]:
+        raise ValueError(f"{int(keep_visual.sum())} tokens kept but {kept_features.shape[0]} features given")
+    kept_sequence = torch.ones_like(is_visual)
+    kept_sequence[is_visual] = keep_visual.to(is_visual.device)
+    input_ids = full_input_ids[:, kept_sequence]
+    positions = torch.arange(full_input_ids.shape[1], device=full_input_ids.device)[kept_sequence][None]
+    model_kwargs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "position_ids": positions,
+        "mm_encoder_outputs": {modality: BaseModelOutputWithPooling(pooler_output=kept_features[None])},
+    }
+    return PrunedInputs(
+        model_kwargs=model_kwargs,
+        full_input_ids=full_input_ids,
+        kept_sequence=kept_sequence,
+        visual_before=n_visual,
+        visual_after=int(keep_visual.sum()),
+    )
