@@ -28,7 +28,7 @@ def test_cli_gaze_writes_video_and_reports_tokens(parity_dir, tmp_path, capsys):
     src = _video(tmp_path / "in.mp4")
     out = tmp_path / "gaze.mp4"
     rc = main(["gaze", "--video", str(src), "--model", str(parity_dir / "model"), "--out", str(out),
-               "--gazing-ratio", "0.05", "--frames", "5"])  # fmt: skip
+               "--gazing-ratio", "0.05", "--frames", "5", "--clip-len", "5"])  # fmt: skip
     assert rc == 0
     text = capsys.readouterr().out
     frame_lines = [line for line in text.splitlines() if line.startswith("frame")]

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             gazing_ratio=args.gazing_ratio,
             task_loss_requirement=args.task_loss_requirement,
             tile_size=args.tile_size,
+            clip_len=args.clip_len,
             batch_size=args.batch_size,
         )
     except (VideoError, CheckpointError, ConfigError, ValueError) as exc:
