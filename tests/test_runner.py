@@ -259,3 +259,36 @@ def test_resume_refuses_a_changed_config(tmp_path):
     more = Evaluator(_cfg(tmp_path, limit=4), fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(),
                      progress=False).run()
     assert more.written == 2 * 5 and more.skipped == 2 * 5
+
+
+_RANK_SCRIPT = textwrap.dedent("""
+    import sys
+    from harness.runner.config import load_config
+    from harness.runner.engine import Evaluator
+    from harness.runner.testing import FakeAdapter, FakeBenchmark, fake_components
+
+    cfg = load_config(data={"output_dir": sys.argv[1], "model": {"name": "fake", "path": "/m"},
+                            "benchmark": {"name": "fake"}, "frames": {"num_frames": 4},
+                            "pruners": ["none", {"name": "autogaze", "params": {"gazing_ratio": 0.5}},
+                                        {"name": "random", "budget": "matched"}]})
+    Evaluator(cfg, fake_components(FakeBenchmark(9), FakeAdapter()), progress=False).run()  # ranks from env
+""")
+
+
+def test_ranks_from_launcher_env_run_concurrently_and_merge(tmp_path):
+    """Two processes with torchrun's env vars: each takes its slice, writes its own files; report merges."""
+    out = tmp_path / "out"
+    procs = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(out)], cwd=REPO,
+                              env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r)})
+             for r in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    run_dir = out / "fake" / "random_match-autogaze"
+    assert sorted(p.name for p in run_dir.glob("records*.jsonl")) == [records_filename(0, 2), records_filename(1, 2)]
+    assert (out / "run_meta.rank000.json").exists() and (out / "run_meta.rank001.json").exists()
+    from harness.report.load import load_records
+
+    df = load_records([out])
+    for label in ["none", "autogaze", "random_match-autogaze"]:
+        sub = df[df.pruner_label == label]
+        assert sorted(sub.sample_id) == sorted(f"s{i}" for i in range(9)) and sub.ok.all()
+    assert set(df[df.sample_id == "s3"]["rank"]) == {1} and set(df[df.sample_id == "s4"]["rank"]) == {0}
