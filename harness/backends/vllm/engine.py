@@ -257,8 +257,6 @@ class VLLMBackend:
 
         ``extra["batch_seconds"]`` is the wall time of the whole call (the same for every item).
         """
-        from vllm import SamplingParams
-
         if prune_stage != "post_vit":
             raise NotImplementedError(
                 f"vllm backend: prune_stage={prune_stage!r} is not available; vLLM's vision tower runs on "
@@ -266,6 +264,8 @@ class VLLMBackend:
             )
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        from vllm import SamplingParams
+
         start = time.perf_counter()
         prepared = [self.prepare(item) for item in items]
         prepare_s = time.perf_counter() - start

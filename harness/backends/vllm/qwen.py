@@ -50,9 +50,10 @@ from vllm.multimodal.processing import PromptReplacement
 from harness.backends.vllm.requests import (
     KEEP_FIELD,
     KEEP_KWARG,
-    MediaSpan,
     keep_mask_from_kwarg,
     pruned_mrope_positions,
+    qwen2_5_vl_span,
+    qwen3_vl_frame_spans,
 )
 
 
@@ -202,20 +203,26 @@ class HarnessQwen25VLForConditionalGeneration(_KeepModelMixin, Qwen2_5_VLForCond
     def get_mrope_input_positions(
         self, input_tokens: list[int], mm_features: list[Any]
     ) -> tuple[torch.Tensor, int]:
-        merge = self.config.vision_config.spatial_merge_size
-        tokens_per_second = getattr(self.config.vision_config, "tokens_per_second", 1.0)
+        vision = self.config.vision_config
         spans = []
         for feature in mm_features:
             data = feature.data
             grid = data[f"{feature.modality}_grid_thw"].data.tolist()
-            llm_grid = (int(grid[0]), int(grid[1]) // merge, int(grid[2]) // merge)
-            t_factor, keep = 1.0, None
             if feature.modality == "video":
                 seconds = data.get("second_per_grid_ts")
-                t_factor = (float(seconds.data) if seconds is not None else 1.0) * tokens_per_second
-                if data.get(KEEP_FIELD) is not None:
-                    keep = data[KEEP_FIELD].data.bool()
-            spans.append(MediaSpan(feature.mm_position.offset, llm_grid, t_factor, keep))
+                keep = data.get(KEEP_FIELD)
+                spans.append(
+                    qwen2_5_vl_span(
+                        feature.mm_position.offset,
+                        grid,
+                        vision.spatial_merge_size,
+                        second_per_grid=float(seconds.data) if seconds is not None else 1.0,
+                        tokens_per_second=getattr(vision, "tokens_per_second", 1.0),
+                        keep=keep.data.bool() if keep is not None else None,
+                    )
+                )
+            else:
+                spans.append(qwen2_5_vl_span(feature.mm_position.offset, grid, vision.spatial_merge_size))
         return pruned_mrope_positions(len(input_tokens), spans)
 
 
@@ -236,19 +243,21 @@ class HarnessQwen3VLForConditionalGeneration(_KeepModelMixin, Qwen3VLForConditio
         self, input_tokens: list[int], mm_features: list[Any]
     ) -> tuple[torch.Tensor, int]:
         merge = self.config.vision_config.spatial_merge_size
-        start_id, end_id = self.config.vision_start_token_id, self.config.vision_end_token_id
         spans = []
-        for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
+        for feature in mm_features:
             data = feature.data
-            t, h, w = (int(v) for v in data[f"{feature.modality}_grid_thw"].data.tolist())
-            gh, gw = h // merge, w // merge
-            if feature.modality == "image":
-                spans.append(MediaSpan(feature.mm_position.offset, (1, gh, gw)))
-                continue
-            keep = data[KEEP_FIELD].data.bool().view(t, -1) if data.get(KEEP_FIELD) is not None else None
-            cursor = feature.mm_position.offset
-            for frame in range(t):
-                cursor = input_tokens.index(start_id, cursor)
-                spans.append(MediaSpan(cursor + 1, (1, gh, gw), 1.0, None if keep is None else keep[frame]))
-                cursor = input_tokens.index(end_id, cursor)
+            grid = data[f"{feature.modality}_grid_thw"].data.tolist()
+            if feature.modality == "video":
+                keep = data.get(KEEP_FIELD)
+                spans += qwen3_vl_frame_spans(
+                    input_tokens,
+                    feature.mm_position.offset,
+                    grid,
+                    merge,
+                    self.config.vision_start_token_id,
+                    self.config.vision_end_token_id,
+                    keep.data.bool() if keep is not None else None,
+                )
+            else:
+                spans.append(qwen2_5_vl_span(feature.mm_position.offset, grid, merge))
         return pruned_mrope_positions(len(input_tokens), spans)

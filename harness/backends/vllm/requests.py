@@ -40,11 +40,12 @@ def keep_kwargs(selections: Sequence[Selection | None]) -> dict[str, Any]:
 
     Plain lists of ints so that vLLM can hash them into the multimodal cache key: two requests
     on the same video with different selections must not share a cached processor output.
-    ``None`` entries mean keep-all and are sent as ``None``.
+    ``None`` entries and keep-all selections are sent as ``None`` (nothing to hash or check).
     """
-    if all(s is None for s in selections):
+    masks = [None if s is None or s.num_kept == s.geometry.total_tokens else s for s in selections]
+    if all(s is None for s in masks):
         return {}
-    return {KEEP_KWARG: [None if s is None else s.kept_indices.tolist() for s in selections]}
+    return {KEEP_KWARG: [None if s is None else s.kept_indices.tolist() for s in masks]}
 
 
 def keep_mask_from_kwarg(value: Any, num_tokens: Sequence[int]) -> torch.Tensor:
@@ -116,11 +117,16 @@ def grid_positions(grid: tuple[int, int, int], t_factor: float) -> np.ndarray:
 def pruned_mrope_positions(num_tokens: int, spans: Sequence[MediaSpan]) -> tuple[torch.Tensor, int]:
     """M-RoPE positions (3, num_tokens) of a PRUNED Qwen-style prompt, and vLLM's position delta.
 
-    Every kept media token gets the position it has in the unpruned prompt; text keeps counting
-    from the unpruned media's maximum + 1 (so text after a video sits where it would without
-    pruning). Equivalent to computing the stock positions of the full prompt and deleting the
-    unkept columns, which is what the transformers adapters do. ``delta`` is
-    ``max position + 1 - num_tokens``: vLLM adds it to decode-step positions.
+    Every kept media token gets the position it has in the unpruned prompt, and text keeps the
+    positions it has there. The rule is transformers' ``get_rope_index`` (5.19 and 5.24 alike):
+    a media grid starts at the current text position ``p`` (t, h, w offsets added to ``p``) and
+    the text after it resumes at ``p + max(h, w)`` -- NOT at the grid's maximum + 1, which is
+    what vLLM's stock Qwen2.5-VL ``get_mrope_input_positions`` uses; the two differ when the
+    temporal extent exceeds the spatial one (long videos at a low frame rate). Equivalent to the
+    transformers adapters: stock positions of the full prompt with the unkept columns deleted.
+
+    ``delta`` makes vLLM's decode positions (``token index + delta`` on every row) continue at
+    the LAST prompt position + 1, as the adapters' greedy loop does (the prompt ends with text).
     """
     pieces: list[np.ndarray] = []
     next_pos = 0  # first position of the next text run (unpruned numbering)
@@ -130,24 +136,77 @@ def pruned_mrope_positions(num_tokens: int, spans: Sequence[MediaSpan]) -> tuple
             raise ValueError(f"media spans overlap at prompt index {span.offset}")
         text_len = span.offset - cursor
         pieces.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + next_pos)
-        full = grid_positions(span.grid, span.t_factor) + next_pos + text_len
+        start = next_pos + text_len
+        full = grid_positions(span.grid, span.t_factor) + start
         if span.keep is not None:
-            keep = span.keep.cpu().numpy().astype(bool)
+            keep = span.keep.cpu().numpy().astype(bool).reshape(-1)
             if keep.size != full.shape[1]:
                 raise ValueError(f"keep mask of {keep.size} entries for a grid of {full.shape[1]} tokens")
             kept = full[:, keep]
         else:
             kept = full
         pieces.append(kept)
-        next_pos = int(full.max()) + 1
+        next_pos = start + max(span.grid[1], span.grid[2])
         cursor = span.offset + kept.shape[1]
     if cursor > num_tokens:
         raise ValueError(f"media spans end at {cursor}, beyond the {num_tokens}-token prompt")
     tail = num_tokens - cursor
     pieces.append(np.broadcast_to(np.arange(tail), (3, tail)) + next_pos)
-    positions = np.concatenate(pieces, axis=1) if pieces else np.zeros((3, 0), dtype=np.int64)
-    delta = int(positions.max()) + 1 - num_tokens if num_tokens else 0
+    positions = np.concatenate(pieces, axis=1)
+    delta = int(positions[:, -1].max()) + 1 - num_tokens if num_tokens else 0
     return torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64)), delta
+
+
+def qwen2_5_vl_span(
+    offset: int,
+    grid_thw: Sequence[int],
+    merge: int,
+    *,
+    second_per_grid: float | None = None,
+    tokens_per_second: float = 1.0,
+    keep: torch.Tensor | None = None,
+) -> MediaSpan:
+    """Qwen2.5-VL: one video (or image, ``second_per_grid=None``) is one span of its whole grid.
+
+    ``grid_thw`` is the processor's patch grid; the LLM grid divides h and w by ``merge``.
+    """
+    t, h, w = (int(v) for v in grid_thw)
+    t_factor = 1.0 if second_per_grid is None else float(second_per_grid) * float(tokens_per_second)
+    return MediaSpan(offset, (t, h // merge, w // merge), t_factor, keep)
+
+
+def qwen3_vl_frame_spans(
+    input_tokens: Sequence[int],
+    offset: int,
+    grid_thw: Sequence[int],
+    merge: int,
+    vision_start_id: int,
+    vision_end_id: int,
+    keep: torch.Tensor | None = None,
+) -> list[MediaSpan]:
+    """Qwen3-VL: every frame of a video is its own (1, h, w) span after its ``<|vision_start|>``.
+
+    ``offset`` is where vLLM's placeholder for the video starts (``mm_position.offset``: after the
+    chat template's own ``<|vision_start|>``, which wraps the expansion). The placeholder is ``<t seconds> <|vision_start|> pads
+    <|vision_end|>`` per frame; a frame whose tokens are all pruned keeps its start/end tokens,
+    so frames are located by those, never by counting pads.
+    """
+    t, h, w = (int(v) for v in grid_thw)
+    gh, gw = h // merge, w // merge
+    frames = keep.reshape(t, gh * gw) if keep is not None else None
+    tokens = list(input_tokens)
+    spans, cursor = [], offset
+    for frame in range(t):
+        try:
+            cursor = tokens.index(vision_start_id, cursor)
+            end = tokens.index(vision_end_id, cursor)
+        except ValueError as exc:
+            raise ValueError(
+                f"Qwen3-VL prompt: frame {frame} of the video at {offset} has no vision start/end"
+            ) from exc
+        spans.append(MediaSpan(cursor + 1, (1, gh, gw), 1.0, None if frames is None else frames[frame]))
+        cursor = end
+    return spans
 
 
 def stitch_prompt_embeds(
