@@ -66,12 +66,17 @@ class GazeState:
         self.key_mask = mask
 
 
-def _chunk_mask(key_mask: torch.Tensor, start: int, q: int) -> torch.Tensor:
-    """Bool attention mask (B, 1, q, start+q): key attended and not in the query's future."""
+def _chunk_mask(
+    key_mask: torch.Tensor, start: int, q: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Additive attention mask (B, 1, q, start+q): 0 where the key is attended and not in the
+    query's future, -inf elsewhere. Built once per decoder call and shared by every layer (sdpa
+    would otherwise convert a bool mask to this in each layer); same result as the bool mask."""
     end = start + q
     dev = key_mask.device
     causal = torch.arange(end, device=dev)[None, :] <= (start + torch.arange(q, device=dev))[:, None]
-    return key_mask[:, None, None, :end] & causal[None, None]
+    allowed = key_mask[:, None, None, :end] & causal[None, None]
+    return torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(~allowed, float("-inf"))
 
 
 def capacity_for(frames: int, vision_tokens: int, cap: int, k: int) -> int:
@@ -108,7 +113,7 @@ def gaze_frame(
     steps_max = -(-cap // k)
     state.ensure(start + q + steps_max * k)
     state.key_mask[:, start : start + q] = new_mask
-    mask = None if start == 0 and bool(new_mask.all()) else _chunk_mask(state.key_mask, start, q)
+    mask = None if start == 0 and bool(new_mask.all()) else _chunk_mask(state.key_mask, start, q, x.dtype)
     h = decoder.forward_chunk(x, pos, state.cache, start, mask)
     state.length = start + q
     step_pos = pos[:, -k:]
@@ -137,7 +142,7 @@ def gaze_frame(
         state.key_mask[:, start : start + k] = True
         h = decoder.forward_chunk(
             embed(torch.from_numpy(toks).to(dev)), step_pos, state.cache, start,
-            _chunk_mask(state.key_mask, start, k), rope=rope,
+            _chunk_mask(state.key_mask, start, k, vision.dtype), rope=rope,
         )  # fmt: skip
         state.length = start + k
         logits, task_loss = decoder.heads(h[:, -1:])
