@@ -214,9 +214,33 @@ def test_random_selection_decode_loop_equals_generate_api(adapter, stock_inputs,
     assert not torch.allclose(pruned_logits, full_logits, atol=1e-6)
 
 
-def test_pre_vit_is_not_implemented(adapter, frames):
-    with pytest.raises(NotImplementedError, match="pre-ViT"):
-        adapter.generate(frames, None, PROMPT, fps=4.0, prune_stage="pre_vit")
+def test_pre_vit_keep_all_equals_post_vit(adapter, frames):
+    """SigLIP on every patch (pre-ViT, keep-all) must be the stock path: same features, same answer."""
+    post = adapter.generate(frames, None, PROMPT, fps=4.0, max_new_tokens=6)
+    with LLMInputRecorder(adapter) as rec_pre:
+        pre = adapter.generate(frames, None, PROMPT, fps=4.0, max_new_tokens=6, prune_stage="pre_vit")
+    with LLMInputRecorder(adapter) as rec_post:
+        adapter.generate(frames, None, PROMPT, fps=4.0, max_new_tokens=6)
+    torch.testing.assert_close(rec_pre.calls[0]["inputs_embeds"], rec_post.calls[0]["inputs_embeds"])
+    assert pre.extra["output_ids"] == post.extra["output_ids"]
+    assert pre.tokens == post.tokens
+
+
+def test_pre_vit_runs_the_vit_on_fewer_patches_and_feeds_kept_tokens(adapter, frames, random_selection):
+    inputs = adapter.preprocess(frames, PROMPT)
+    features, vit_tokens = adapter.encode_kept(inputs["pixel_values_videos"], random_selection)
+    total_patches = NUM_FRAMES * (adapter.image_size // adapter.patch_size) ** 2
+    assert 0 < vit_tokens < total_patches
+    assert features.shape[0] == random_selection.num_kept + 1  # + trailing newline
+    with LLMInputRecorder(adapter) as rec:
+        result = adapter.generate(
+            frames, random_selection, PROMPT, fps=4.0, max_new_tokens=2, prune_stage="pre_vit"
+        )
+    assert result.extra["vit_tokens"] == vit_tokens
+    assert result.tokens.visual_after == random_selection.num_kept + 1
+    ids = adapter.prune(inputs, adapter.encode_video(inputs["pixel_values_videos"]), random_selection)
+    is_visual = ids.model_kwargs["input_ids"][0] == adapter.video_token_id
+    torch.testing.assert_close(rec.calls[0]["inputs_embeds"][0, is_visual], features)
 
 
 def test_bad_inputs_are_refused_with_a_reason(adapter, frames, random_selection):

@@ -1,6 +1,7 @@
 """LLaVA-OneVision / LLaVA-Video adapter (transformers ``LlavaOnevisionForConditionalGeneration``).
 
-Where tokens are pruned: AFTER pooling. transformers 5.24 ``LlavaOnevisionModel.get_video_features``
+Where tokens are pruned: AFTER pooling (post_vit), or before SigLIP (pre_vit: the ViT runs only
+on the patches the kept pooled tokens read; see ``encode_kept``). transformers 5.24 ``LlavaOnevisionModel.get_video_features``
 runs SigLIP on every frame at the processor's fixed size, projects each patch with the MLP, then
 bilinearly pools each frame's P x P patch grid to ceil(P/2) x ceil(P/2) (P = image_size / patch:
 27 -> 14 for the 384 px checkpoints) and appends ONE ``image_newline`` embedding after the last
@@ -195,6 +196,33 @@ class LlavaOnevisionAdapter(ModelAdapter):
         pooled = pooled.permute(0, 2, 3, 1).reshape(-1, features.shape[-1])
         return torch.cat([pooled, inner.image_newline[None].to(pooled)], dim=0)
 
+    @torch.inference_mode()
+    def encode_kept(self, pixel_values_videos: torch.Tensor, selection: Selection) -> tuple[torch.Tensor, int]:
+        """Pre-ViT pruning: SigLIP runs only on the patches the kept pooled tokens read.
+
+        Policy (harness/models/gazed_siglip.py ``pooled_features_pre_vit``): for each kept pooled
+        token the ViT computes every patch its bilinear pooling reads; projector and pooling then
+        run as stock on a grid that is zero elsewhere. Returns the kept tokens + the trailing
+        newline (K + 1, D) and the number of patches the ViT processed.
+        """
+        from harness.models.gazed_siglip import pooled_features_pre_vit
+
+        config, inner = self.model.config, self.model.model
+        if config.vision_feature_select_strategy != "full":
+            raise ValueError(
+                f"{self.source}: pre-ViT pruning needs vision_feature_select_strategy='full' "
+                f"(SigLIP has no CLS token), got {config.vision_feature_select_strategy!r}"
+            )
+        kept, vit_keep = pooled_features_pre_vit(
+            inner.vision_tower,
+            inner.multi_modal_projector,
+            pixel_values_videos[0],
+            selection.keep,
+            feature_layer=config.vision_feature_layer,
+        )
+        features = torch.cat([kept, inner.image_newline[None].to(kept)], dim=0)
+        return features, int(vit_keep.sum())
+
     def prune(
         self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
     ) -> PrunedInputs:
@@ -225,12 +253,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         ``visual_before`` counts the native model's tokens (+ newline) even when a ``downsample``
         selection makes it run smaller; ``visual_after`` what the LLM saw (+ newline).
         """
-        if prune_stage == "pre_vit":
-            raise NotImplementedError(
-                "llava_onevision: pre-ViT pruning is not implemented yet (SigLIP would have to run on "
-                "kept patches only); use prune_stage='post_vit'"
-            )
-        if prune_stage != "post_vit":
+        if prune_stage not in ("pre_vit", "post_vit"):
             raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
         check_frames(frames)
         geometry = self.model_geometry(frames, selection)
@@ -239,9 +262,17 @@ class LlavaOnevisionAdapter(ModelAdapter):
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         inputs = self.preprocess(frames, prompt, geometry)
+        vit_tokens = None
         with timer.stage("vision"):
-            features = self.encode_video(inputs["pixel_values_videos"])
-        pruned = self.prune(inputs, features, selection)
+            if prune_stage == "pre_vit":
+                features, vit_tokens = self.encode_kept(inputs["pixel_values_videos"], selection)
+            else:
+                features = self.encode_video(inputs["pixel_values_videos"])
+        if prune_stage == "pre_vit":
+            keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)])
+            pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, features, "video")
+        else:
+            pruned = self.prune(inputs, features, selection)
         ids = greedy_decode(self.model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer)
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
         native = self.token_geometry(len(frames), *frames.shape[1:3])
@@ -261,6 +292,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
                 "newline_tokens": 1,
                 "fps": fps,
                 "prune_stage": prune_stage,
+                "vit_tokens": vit_tokens,
                 "model_size": [geometry.height, geometry.width],
                 "token_grid": [geometry.grid_t, geometry.grid_h, geometry.grid_w],
             },
