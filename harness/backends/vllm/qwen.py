@@ -98,8 +98,7 @@ class _KeepProcessorMixin:
         out = super()._apply_hf_processor_main(mm_items, _without_keep(hf_kwargs))
         if "video_grid_thw" in out:
             out[KEEP_FIELD] = keep_mask_from_kwarg(keep, self._tokens_per_video(out["video_grid_thw"]))
-        elif keep is not None:
-            raise ValueError(f"{KEEP_KWARG} given for a prompt without video")
+        # (vLLM also calls this for the text alone, with the same kwargs: nothing to attach then.)
         return out
 
     def _get_mm_fields_config(

@@ -1,0 +1,128 @@
+"""vLLM backend end to end: same Selection in -> same answer out as the transformers backend.
+
+Runs where vLLM is importable (the vLLM venv, docs/vllm.md); skipped elsewhere with the reason.
+For every family a tiny random model (heads regrouped to dim 32 for vLLM's CPU attention) is
+served by ``VLLMBackend``; the transformers reference runs in the MAIN venv (transformers 5.24;
+the adapters do not run under vLLM's pinned 5.19) through ``python -m
+harness.backends.vllm.reference`` on the same directory, frames and keep masks. Greedy ids must
+be equal and per-token logprobs equal up to float noise, for keep-all, a random 40% selection,
+and one with a whole temporal group pruned.
+
+1D-RoPE families (prompt_embeds route) are compared with the transformers run on the SAME
+pruned inputs at compacted positions (what vLLM numbers them), and keep-all with the adapter
+itself; see docs/vllm.md for why pruned 1D prompts differ from the adapter's gapped positions.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# Small CPU engine settings; must be set before vLLM is imported. Harmless on a GPU.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+pytest.importorskip(
+    "vllm",
+    reason="vLLM is not installed here; the vLLM e2e test runs in the vLLM venv (docs/vllm.md, `make test-vllm`)",
+)
+
+from harness.backends.vllm import ROUTES, BatchItem, VLLMBackend  # noqa: E402
+from harness.backends.vllm.tiny import build_vllm_tiny_model  # noqa: E402
+from harness.pruning.selection import Selection  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FPS = 3.0
+PROMPT = "What happens in the video?"
+MAX_NEW = 4
+ATOL = 2e-3  # float32 on both sides; different kernels (vLLM CPU attention vs torch SDPA)
+
+
+def reference_python() -> str:
+    """The python of an environment where the transformers adapters run (transformers >= 5.24)."""
+    path = os.environ.get("HARNESS_REFERENCE_PYTHON") or str(REPO / ".venv" / "bin" / "python")
+    if not Path(path).exists():
+        pytest.skip(
+            f"no transformers-backend python at {path} (set HARNESS_REFERENCE_PYTHON to the main venv's python)"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (8, 112, 112, 3), dtype=np.uint8)
+
+
+def keeps_for(grid: tuple[int, int, int]) -> list[torch.Tensor | None]:
+    g = torch.Generator().manual_seed(1)
+    sparse = torch.rand(grid, generator=g) < 0.4
+    sparse.view(-1)[0] = True
+    emptied = sparse.clone()
+    emptied[1] = False  # a whole temporal group (Qwen: 2 frames; LLaVA/InternVL: 1 frame) dropped
+    return [None, sparse, emptied]
+
+
+def run_reference(family: str, model_dir: Path, frames: np.ndarray, keeps: list, tmp: Path) -> list[dict]:
+    np.save(tmp / "frames.npy", frames)
+    torch.save(keeps, tmp / "keeps.pt")
+    out = tmp / "reference.json"
+    cmd = [
+        reference_python(), "-m", "harness.backends.vllm.reference", "--family", family,
+        "--model", str(model_dir), "--frames", str(tmp / "frames.npy"), "--fps", str(FPS),
+        "--keep", str(tmp / "keeps.pt"), "--prompt", PROMPT, "--max-new-tokens", str(MAX_NEW),
+        "--out", str(out),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise AssertionError(f"reference run failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("family", sorted(ROUTES))
+def test_vllm_answers_equal_the_transformers_backend(family, frames, tmp_path):
+    model_dir = build_vllm_tiny_model(family, tmp_path / "model")
+    backend = VLLMBackend.from_pretrained(
+        family,
+        str(model_dir),
+        dtype="float32",
+        max_model_len=1024,
+        enforce_eager=True,
+        max_num_seqs=4,
+        max_num_batched_tokens=1024,
+    )
+    try:
+        geometry = backend.token_geometry(*frames.shape[:3])
+        keeps = keeps_for((geometry.grid_t, geometry.grid_h, geometry.grid_w))
+        reference = run_reference(family, model_dir, frames, keeps, tmp_path)
+        selections = [None if k is None else Selection(geometry, k, pruner="random") for k in keeps]
+        outputs = backend.generate_batch(
+            [BatchItem(frames, s, PROMPT, FPS) for s in selections], max_new_tokens=MAX_NEW
+        )
+        # generate() is generate_batch() of one: same answer for one sample alone
+        single = backend.generate(frames, selections[1], PROMPT, fps=FPS, max_new_tokens=MAX_NEW)
+    finally:
+        del backend
+        gc.collect()
+
+    assert single.extra["output_ids"] == outputs[1].extra["output_ids"]
+    one_d = ROUTES[family][0] == "prompt_embeds"
+    for selection, out, ref in zip(selections, outputs, reference):
+        pruned = selection is not None
+        key = "_compacted" if (one_d and pruned) else ""
+        assert out.extra["output_ids"] == ref["ids" + key], (family, pruned)
+        np.testing.assert_allclose(out.extra["logprobs"], ref["logprobs" + key], atol=ATOL, err_msg=family)
+        assert out.tokens.prompt == ref["prompt_len"]
+        kept = geometry.total_tokens if selection is None else selection.num_kept
+        newline = 1 if family == "llava_onevision" else 0
+        assert (out.tokens.visual_after, out.tokens.generated) == (kept + newline, len(ref["ids"]))
+        assert out.extra["positions"] == ("compacted" if one_d else "unpruned")
+    # the selections differ enough to change the model's output distribution
+    assert not np.allclose(outputs[0].extra["logprobs"], outputs[1].extra["logprobs"], atol=ATOL)
