@@ -195,7 +195,9 @@ class Evaluator:
             try:
                 self._pruner(pruners, h.setting, device)
             except Exception as exc:  # noqa: BLE001 - re-raised as a config error naming the run
-                raise ConfigError(f"pruner run {h.setting.label!r}: {exc}") from exc
+                hint = ("; give a checkpoint with --set pruners.autogaze.params.model=DIR (a local AutoGaze "
+                        "directory or nvidia/AutoGaze in the HF cache)" if h.setting.name == MATCH_SOURCE else "")
+                raise ConfigError(f"pruner run {h.setting.label!r}: {exc}{hint}") from exc
         adapter = self.components.load_adapter(plan.model, cfg.backend, device, cfg.seed)
         samples, total = self._samples(benchmark)
         bar = _progress(total, len(handles), f"{plan.model.label}", self.progress and self.shard.is_main)
