@@ -76,7 +76,9 @@ def test_demo_config_end_to_end(tmp_path, cache, parity_dir, capsys):
     assert summary.loc["autogaze_gr0.1", "token_reduction_pct"] > 0
     assert summary.loc["none", "speedup_total"] == pytest.approx(1.0)
     assert (report / "pareto.png").stat().st_size > 0 and (report / "latency.png").stat().st_size > 0
-    assert "tiny random-weight" in (report / "report.md").read_text()
+    md = (report / "report.md").read_text()
+    assert "tiny random-weight" in md
+    assert "Provenance" in md and meta["git"]["commit"][:12] in md  # the commit the numbers came from
 
 
 def test_eval_cli_bad_input_lists_choices(tmp_path, capsys):

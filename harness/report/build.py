@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report.extras import extraction_table, published_table
+from harness.report.extras import extraction_table, provenance_table, published_table
 from harness.report.load import load_records
 from harness.report.plots import plot_latency, plot_pareto
 from harness.report.tables import (
@@ -76,9 +76,10 @@ def _write(report: Report, out: Path) -> None:
         "errors": errors_table(report.records),
         "extraction": extraction_table(report.records),
         "published": published_table(report.records),
+        "provenance": provenance_table(report.records),
     }
     for name, table in tables.items():
-        if table.empty and name in ("extraction", "published"):
+        if table.empty and name in ("extraction", "published", "provenance"):
             continue
         f[f"{name}.csv"] = out / f"{name}.csv"
         table.to_csv(f[f"{name}.csv"], index=False)
@@ -106,6 +107,8 @@ def _write(report: Report, out: Path) -> None:
         sections.append(("Published figures (reference, not from these runs)", tables["published"]))
     if not tables["errors"].empty:
         sections.append(("Failed samples", tables["errors"]))
+    if not tables["provenance"].empty:
+        sections.append(("Provenance (run_meta.json)", tables["provenance"]))
     notice = f"**NOTE: {TINY_LABEL}.**\n\n" if report.tiny else ""
     md = ["# Evaluation report\n", notice, CONVENTIONS + "\n"]
     for heading, table in sections:

@@ -63,3 +63,37 @@ def published_table(df: pd.DataFrame) -> pd.DataFrame:
         for model, acc in (getattr(cls, "published", None) or {}).items():
             rows.append({"benchmark": name, "model": model, "published_accuracy": acc})
     return pd.DataFrame(rows)
+
+
+def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Where the numbers came from: per experiment directory, git commit, key versions, hardware."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    seen: set[Path] = set()
+    for run_dir in dict.fromkeys(df["run_dir"]):
+        for parent in list(Path(run_dir).parents)[:3]:
+            metas = sorted(parent.glob("run_meta*.json"))
+            if metas:
+                break
+        else:
+            continue
+        if parent in seen:
+            continue
+        seen.add(parent)
+        meta = json.loads(metas[0].read_text())
+        hw = meta.get("hardware") or {}
+        versions = meta.get("versions") or {}
+        gpus = ", ".join(g.get("name", "?") for g in hw.get("gpus") or []) or f"CPU x{hw.get('cpu_count')}"
+        rows.append({
+            "experiment": str(parent),
+            "created": meta.get("created"),
+            "git_commit": ((meta.get("git") or {}).get("commit") or "")[:12],
+            "dirty": (meta.get("git") or {}).get("dirty"),
+            "torch": versions.get("torch"),
+            "transformers": versions.get("transformers"),
+            "hardware": gpus,
+            "ranks": meta.get("world_size", 1),
+        })
+    return pd.DataFrame(rows)
