@@ -78,7 +78,14 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         row["tiny_model"] = bool(group["tiny_model"].any())
         rows.append(row)
     table = pd.DataFrame(rows)
-    return _add_speedups(table)
+    return _add_speedups(order_runs(table))
+
+
+def order_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Reading order: per model and benchmark, the unpruned run, then AutoGaze, then baselines."""
+    rank = table["pruner"].map({"none": 0, "autogaze": 1}).fillna(2)
+    return (table.assign(_rank=rank).sort_values(["model", "benchmark", "_rank", "pruner_label"], kind="stable")
+            .drop(columns="_rank").reset_index(drop=True))
 
 
 def _add_speedups(table: pd.DataFrame) -> pd.DataFrame:
