@@ -93,6 +93,20 @@ def test_requirement_early_stop_quirk_is_reproduced(model, video, whole):
     assert _real_gazes(alone, 0)[1] != _real_gazes(whole, 1)[1]
 
 
+def test_independent_rows_gaze_exactly_as_alone(model, video, whole):
+    """independent_rows=True: every row's gazes equal the original at batch 1, whatever its batch-mates."""
+    ind = model.gaze(video, **ARGS, independent_rows=True)
+    assert ind.if_padded_gazing.any()  # still batch-wide padding
+    for i in range(video.shape[0]):
+        alone = model.gaze(video[i : i + 1], **ARGS)
+        assert _real_gazes(ind, i) == _real_gazes(alone, 0)
+    # Streaming keeps the per-row carries across calls.
+    stream = model.stream(batch_size=video.shape[0], **ARGS, independent_rows=True)
+    parts = GazeOutput.concat([stream.gaze(video[:, :2]), stream.gaze(video[:, 2:])])
+    assert torch.equal(parts.gazing_pos, ind.gazing_pos)
+    assert torch.equal(parts.if_padded_gazing, ind.if_padded_gazing)
+
+
 def test_stream_rejects_other_batch_size(model, video):
     stream = model.stream(batch_size=1, gazing_ratio=0.1)
     with pytest.raises(ValueError, match="batch"):

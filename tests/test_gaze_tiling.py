@@ -145,3 +145,16 @@ def test_gaze_video_rejects_bad_frames(model):
         gaze_video(model, [np.zeros((2, 8, 8, 3), dtype=np.uint8)], gazing_ratio=0.1)
     with pytest.raises(ValueError, match="no frames"):
         gaze_video(model, iter([]), gazing_ratio=0.1)
+
+
+def test_requirement_results_do_not_depend_on_batching(model, frames):
+    """Under a task-loss requirement tiles stop at different steps; with independent rows (the
+    default) the result is the same whatever the batch size or the mix of clips and tiles."""
+    wide = np.concatenate([frames, frames[:, :, ::-1]], axis=2)  # 2 tiles x 2 clips = 4 rows
+    kwargs = {"gazing_ratio": 0.15, "task_loss_requirement": -3.0, "clip_len": 4}
+    one = gaze_video(model, wide, batch_size=1, **kwargs)
+    four = gaze_video(model, wide, batch_size=4, **kwargs)
+    assert len(set(one.gazed_per_frame.tolist())) > 1, "rows should stop at different points"
+    assert one.gazed_per_frame.tolist() == four.gazed_per_frame.tolist()
+    for a, b in zip(one.scale_masks, four.scale_masks):
+        assert torch.equal(a, b)

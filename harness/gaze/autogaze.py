@@ -77,8 +77,16 @@ class AutoGaze(nn.Module):
         task_loss_requirement: float | None = None,
         target_scales: Sequence[int] | None = None,
         target_patch_size: int | None = None,
+        *,
+        independent_rows: bool = False,
     ) -> GazeOutput:
         """Greedy gazing of preprocessed clips ``video`` (B, T, 3, H, W) float.
+
+        ``independent_rows``: False (default) reproduces the original batched run exactly,
+        including its one batch effect: a row that meets ``task_loss_requirement`` before its
+        batch-mates can gaze differently in later frames than it would alone. True makes every
+        row gaze exactly as the original does at batch 1, whatever else is in the batch. The two
+        agree whenever no row stops early (e.g. a ratio-only budget).
 
         ``target_scales``/``target_patch_size`` describe a downstream ViT whose largest scale
         exceeds the gaze model's: the clip (H == W == max target scale) is padded and cut into
@@ -92,7 +100,9 @@ class AutoGaze(nn.Module):
             if tiling is not None:
                 video = tiling.split(video)
         b, t = video.shape[:2]
-        stream = self.stream(b, gazing_ratio, task_loss_requirement, frames_hint=t)
+        stream = self.stream(
+            b, gazing_ratio, task_loss_requirement, frames_hint=t, independent_rows=independent_rows
+        )
         out = stream.gaze(video)
         return tiling.merge(out) if tiling is not None else out
 
@@ -102,9 +112,15 @@ class AutoGaze(nn.Module):
         gazing_ratio: Ratio = None,
         task_loss_requirement: float | None = None,
         frames_hint: int = 16,
+        independent_rows: bool = False,
     ) -> GazeStream:
-        """Start gazing ``batch_size`` clips chunk by chunk, keeping the KV and conv caches between chunks."""
-        return GazeStream(self, batch_size, gazing_ratio, task_loss_requirement, frames_hint)
+        """Start gazing ``batch_size`` clips chunk by chunk, keeping the KV and conv caches between chunks.
+
+        ``frames_hint`` only sizes the preallocated KV cache (it grows by doubling if exceeded);
+        ``independent_rows`` as in ``gaze``."""
+        return GazeStream(
+            self, batch_size, gazing_ratio, task_loss_requirement, frames_hint, independent_rows
+        )
 
     def _check_video(self, video: torch.Tensor) -> torch.Tensor:
         if not isinstance(video, torch.Tensor):
@@ -139,10 +155,12 @@ class GazeStream:
         gazing_ratio: Ratio,
         requirement: float | None,
         frames_hint: int,
+        independent_rows: bool = False,
     ):
         cfg = model.config
         self.model = model
         self.batch_size = batch_size
+        self.independent_rows = independent_rows
         self.gazing_ratio, self.requirement = _resolve_budget(cfg, gazing_ratio, requirement)
         first_cap = self._cap(0)
         cap_hint = max(first_cap, 1)
@@ -187,7 +205,9 @@ class GazeStream:
         ids_per_frame = []
         for i in range(vision.shape[1]):
             cap = self._cap(offset + i)
-            ids = gaze_frame(model.gazing_model.gaze_decoder, self.state, vision[:, i], cap, req)
+            ids = gaze_frame(
+                model.gazing_model.gaze_decoder, self.state, vision[:, i], cap, req, self.independent_rows
+            )
             ids_per_frame.append(ids)
         eos = cfg.decoder.eos_token_id
         gazing_pos = torch.cat([ids + n_tok * (offset + i) for i, ids in enumerate(ids_per_frame)], dim=1)

@@ -92,8 +92,17 @@ def gaze_frame(
     vision: torch.Tensor,
     cap: int,
     requirement: torch.Tensor | None,
+    independent_rows: bool = False,
 ) -> torch.Tensor:
-    """Gaze one frame for every row. vision: (B, N, C) connector tokens. Returns ids (B, n) with EOS padding."""
+    """Gaze one frame for every row. vision: (B, N, C) connector tokens. Returns ids (B, n) with EOS padding.
+
+    ``independent_rows=False`` is the original's batched behaviour: a row that meets the task-loss
+    requirement before its batch-mates has its last step fed inside the frame (at the frame's
+    step positions) like everyone else's, which can change its later frames. With ``True`` each
+    row behaves exactly as if gazed alone (the original at batch 1): once a row finishes, its
+    last step is kept back as its own carry for the next frame, and what the batch feeds for it
+    meanwhile is invisible padding (masked, position-neutral). Identical when no row stops early.
+    """
     cfg = decoder.cfg
     k, eos, vocab = cfg.num_multi_token_pred, cfg.eos_token_id, cfg.vocab_size
     b, dev = vision.shape[0], vision.device
@@ -127,7 +136,11 @@ def gaze_frame(
     steps: list[np.ndarray] = []
     n, first = 0, True
     rope = decoder.rope(step_pos, vision.dtype)  # every step of the frame uses the same positions
+    fed: list[np.ndarray] = []
+    own_carry = np.full((b, k), eos, dtype=np.int64)  # independent rows: each row's final step
+    own_len = 0
     while True:
+        was_unfinished = unfinished.copy()
         toks, stop = select_step(
             logits.cpu().numpy(), task_loss.cpu().numpy(), banned, unfinished, req, n, cap, first, eos
         )
@@ -135,11 +148,20 @@ def gaze_frame(
         steps.append(toks)
         banned[np.arange(b)[:, None], toks] = True
         first = False
+        if independent_rows:
+            done = was_unfinished & ~unfinished
+            own_carry[done, : toks.shape[1]] = toks[done]
+            own_len = max(own_len, toks.shape[1]) if done.any() else own_len
         if stop:
             break
         # Feed this step's tokens: they attend to the whole frame so far, padding included.
         start = state.length
-        state.key_mask[:, start : start + k] = True
+        if independent_rows:
+            toks = np.where(unfinished[:, None], toks, eos)
+            state.key_mask[:, start : start + k] = torch.from_numpy(unfinished)[:, None].to(dev)
+        else:
+            state.key_mask[:, start : start + k] = True
+        fed.append(toks)
         h = decoder.forward_chunk(
             embed(torch.from_numpy(toks).to(dev)), step_pos, state.cache, start,
             _chunk_mask(state.key_mask, start, k, vision.dtype), rope=rope,
@@ -148,11 +170,12 @@ def gaze_frame(
         logits, task_loss = decoder.heads(h[:, -1:])
 
     # Frame over: its fed padding is masked from now on and does not advance positions.
-    if len(steps) > 1:
-        real = torch.from_numpy(np.concatenate(steps[:-1], axis=1) != eos).to(dev)
+    if fed:
+        real = torch.from_numpy(np.concatenate(fed, axis=1) != eos).to(dev)
         state.key_mask[:, gen_start : state.length] = real
         state.next_pos = state.next_pos + real.sum(1)
-    state.carry = torch.from_numpy(steps[-1]).to(dev)
+    carry = own_carry[:, :own_len] if independent_rows else steps[-1]
+    state.carry = torch.from_numpy(np.ascontiguousarray(carry)).to(dev)
     state.frames_done += 1
     return torch.from_numpy(np.concatenate(steps, axis=1)).to(dev)
 

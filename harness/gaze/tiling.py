@@ -12,7 +12,8 @@ Policy (why each choice):
 * **Clips.** Frames are grouped into ``clip_len`` clips in order; the last clip is padded by
   repeating its last frame and the padded frames' results are dropped. Each (clip, tile) is one
   batch row, gazed independently (the model's causal temporal conv and decoder see only that
-  tile's clip), ``batch_size`` rows per call. Batch composition never changes real gazes.
+  tile's clip), ``batch_size`` rows per call. With ``independent_rows`` (default) each row gazes
+  exactly as the original run on it alone, so batch composition never changes any gaze.
 * **Bounded memory.** With an iterable of ``FrameChunk`` the video is consumed as it streams:
   at most one partial clip of frames plus ``batch_size`` preprocessed rows are held at a time.
   Only the small boolean gaze masks grow with the video.
@@ -124,10 +125,14 @@ def gaze_video(
     batch_size: int = 8,
     processor: AutoGazeImageProcessor | None = None,
     max_tiles: int | None = None,
+    independent_rows: bool = True,
 ) -> VideoGaze:
     """Gaze a whole video (uint8 (T, H, W, 3) array, or an iterable of ``FrameChunk``) -> ``VideoGaze``.
 
-    See the module docstring for the resize / clip / batch policy.
+    See the module docstring for the resize / clip / batch policy. ``independent_rows`` (default
+    True) makes every clip-tile gaze exactly as the original does when run on it alone, so results
+    never depend on ``batch_size`` or on which clips/tiles share a batch (see ``AutoGaze.gaze``);
+    False reproduces the original's batched run instead (differs only under a task-loss requirement).
     """
     if clip_len < 1 or batch_size < 1 or tile_size < 1:
         raise ValueError(
@@ -137,8 +142,9 @@ def gaze_video(
         processor = _default_processor(model)
     chunks = _chunks(frames)
     run = _Run(
-        model, processor, gazing_ratio, task_loss_requirement, tile_size, clip_len, batch_size, max_tiles
-    )
+        model, processor, gazing_ratio, task_loss_requirement, tile_size, clip_len, batch_size, max_tiles,
+        independent_rows,
+    )  # fmt: skip
     pending: list[np.ndarray] = []
     pending_idx: list[np.ndarray] = []
     buffered = 0
@@ -205,8 +211,11 @@ def _chunks(frames) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 class _Run:
     """Accumulates clip-tile rows, gazes them ``batch_size`` at a time, writes frame-level masks."""
 
-    def __init__(self, model, processor, ratio, requirement, tile, clip_len, batch, max_tiles):
+    def __init__(
+        self, model, processor, ratio, requirement, tile, clip_len, batch, max_tiles, independent_rows
+    ):
         self.model, self.processor = model, processor
+        self.independent_rows = independent_rows
         self.ratio, self.requirement = ratio, requirement
         self.tile, self.clip_len, self.batch, self.max_tiles = tile, clip_len, batch, max_tiles
         cfg = model.config
@@ -253,7 +262,12 @@ class _Run:
         if not self.rows:
             return
         video = torch.stack([row[0] for row in self.rows])
-        out = self.model.gaze(video, gazing_ratio=self.ratio, task_loss_requirement=self.requirement)
+        out = self.model.gaze(
+            video,
+            gazing_ratio=self.ratio,
+            task_loss_requirement=self.requirement,
+            independent_rows=self.independent_rows,
+        )
         counts = out.gazed_per_frame().cpu().numpy()
         nc = self.layout[1]
         for b, (_, clip, tile_idx, real) in enumerate(self.rows):
