@@ -292,3 +292,48 @@ def test_ranks_from_launcher_env_run_concurrently_and_merge(tmp_path):
         sub = df[df.pruner_label == label]
         assert sorted(sub.sample_id) == sorted(f"s{i}" for i in range(9)) and sub.ok.all()
     assert set(df[df.sample_id == "s3"]["rank"]) == {1} and set(df[df.sample_id == "s4"]["rank"]) == {0}
+
+
+def test_tiny_model_build_is_atomic_and_cached(tmp_path, monkeypatch):
+    import harness.models.tiny as tiny
+    from harness.runner.components import resolve_model_path
+    from harness.runner.config import ModelConfig
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    builds = []
+
+    def fake_build(family, out_dir, seed=0):
+        builds.append(Path(out_dir))
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "config.json").write_text("{}")
+        return Path(out_dir)
+
+    monkeypatch.setattr(tiny, "build_tiny_model", fake_build)
+    stale = tmp_path / "tiny-models" / "qwen2_5_vl-seed0"
+    stale.mkdir(parents=True)  # a build killed half-way: no .complete marker
+    path = Path(resolve_model_path(ModelConfig(family="qwen2_5_vl", path="tiny")))
+    assert path == stale and (path / ".complete").exists() and (path / "config.json").exists()
+    assert builds[0].name.startswith("qwen2_5_vl-seed0.tmp")  # built beside the target, then renamed
+    assert resolve_model_path(ModelConfig(family="qwen2_5_vl", path="tiny")) == str(path)
+    assert len(builds) == 1  # the second call reuses the cache
+    assert resolve_model_path(ModelConfig(family="qwen2_5_vl", path="/models/q")) == "/models/q"
+
+
+def test_load_frames_decodes_the_sampled_frames_resized(tmp_path):
+    import numpy as np
+
+    from harness.runner.components import load_frames
+    from harness.runner.config import FramesConfig
+    from harness.video.writer import write_video
+
+    frames = [np.full((48, 64, 3), 4 * i, np.uint8) for i in range(40)]
+    path = write_video(tmp_path / "v.mp4", frames, fps=10.0)
+    video = load_frames(str(path), FramesConfig(num_frames=5, resolution=[32, 32]))
+    assert video.frames.shape == (5, 24, 32, 3)  # fit inside 32x32, aspect kept
+    assert video.indices.tolist() == [0, 9, 19, 29, 39]  # lmms-eval: first and last included
+    assert abs(int(video.frames[4].mean()) - 4 * 39) <= 3  # the right frame, not just the right count
+    assert video.fps == pytest.approx(4 / 3.9) and video.source_size == (48, 64)
+    by_fps = load_frames(str(path), FramesConfig(num_frames=16, fps=2.0))  # fps wins over the default count
+    assert len(by_fps.frames) == 8 and by_fps.frames.shape[1:] == (48, 64, 3)
+    capped = load_frames(str(path), FramesConfig(fps=5.0, max_frames=6, resolution=32))
+    assert capped.frames.shape == (6, 24, 32, 3)

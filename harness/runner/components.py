@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,7 +74,8 @@ def load_frames(path: str, frames_cfg: FramesConfig) -> DecodedVideo:
     start = time.perf_counter()
     with open_video(path) as reader:
         meta = reader.meta
-        idx = sample_indices(meta, num_frames=frames_cfg.num_frames, fps=frames_cfg.fps,
+        num = None if frames_cfg.fps is not None else frames_cfg.num_frames  # fps wins; max_frames caps it
+        idx = sample_indices(meta, num_frames=num, fps=frames_cfg.fps,
                              max_frames=frames_cfg.max_frames, timestamps=reader.timestamps)
         size = _video_size(frames_cfg)
         out_h, out_w = reader.output_size(size, frames_cfg.keep_aspect)
@@ -110,11 +112,21 @@ def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
     from harness.models.tiny import build_tiny_model
 
     out = cache_dir() / "tiny-models" / f"{model.family}-seed{seed}"
-    done = out / ".complete"
-    if not done.exists():
+    if not (out / ".complete").exists():
+        # build beside the target and rename: ranks starting together never see half a model
         print(f"building the tiny {model.family} model ({TINY_LABEL}) into {out}", flush=True)
-        build_tiny_model(model.family, out, seed=seed)
-        done.write_text("ok\n")
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_tiny_model(model.family, tmp, seed=seed)
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            if out.exists() and not (out / ".complete").exists():  # a stale, incomplete build
+                shutil.rmtree(out, ignore_errors=True)
+            os.rename(tmp, out)
+        except OSError:
+            if not (out / ".complete").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: use its build
     return str(out)
 
 
