@@ -163,3 +163,14 @@ def test_extraction_conventions_side_by_side_and_published(tmp_path):
     assert table["videomme-official n"] == 3  # no letter -> out of the denominator
     pub = published_table(df).set_index("model")
     assert pub.loc["NVILA-8B-HD-Video", "published_accuracy"] == 52.6
+
+
+def test_scorer_view_counts_failures_as_wrong(runs):
+    from harness.report.extras import scorer_table
+
+    table = scorer_table(load_records([runs]))
+    overall = table[table.split == "overall"].set_index("pruner_label")
+    assert overall.loc["autogaze_gr0.25", "accuracy"] == pytest.approx(30.0)  # 3 of 10: the failure is wrong
+    assert overall.loc["autogaze_gr0.25", "no_prediction"] == 1
+    assert overall.loc["none", "accuracy"] == pytest.approx(60.0)
+    assert set(table.split) == {"overall", "duration"}

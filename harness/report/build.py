@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report.extras import extraction_table, provenance_table, published_table
+from harness.report.extras import extraction_table, provenance_table, published_table, scorer_table
 from harness.report.load import load_records
 from harness.report.plots import plot_latency, plot_pareto
 from harness.report.tables import (
@@ -77,9 +77,10 @@ def _write(report: Report, out: Path) -> None:
         "extraction": extraction_table(report.records),
         "published": published_table(report.records),
         "provenance": provenance_table(report.records),
+        "scorer": scorer_table(report.records),
     }
     for name, table in tables.items():
-        if table.empty and name in ("extraction", "published", "provenance"):
+        if table.empty and name in ("extraction", "published", "provenance", "scorer"):
             continue
         f[f"{name}.csv"] = out / f"{name}.csv"
         table.to_csv(f[f"{name}.csv"], index=False)
@@ -101,6 +102,9 @@ def _write(report: Report, out: Path) -> None:
         ("Accuracy per split (%)", tables["splits_pivot"]),
         ("Latency per stage (s) and speed-up vs unpruned", tables["latency"]),
     ]
+    if not tables["scorer"].empty:
+        sections.append(("Accuracy as the benchmark's scorer counts it (failed samples wrong; 95% CI clustered "
+                         "by video)", tables["scorer"]))
     if not tables["extraction"].empty:
         sections.append(("Accuracy (%) under each answer-extraction convention", tables["extraction"]))
     if not tables["published"].empty:

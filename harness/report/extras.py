@@ -97,3 +97,41 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
             "ranks": meta.get("world_size", 1),
         })
     return pd.DataFrame(rows)
+
+
+def scorer_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy the way the benchmark's published scorer counts it (benchmarks.stats.accuracy_table).
+
+    Differences from the summary: a failed sample counts as wrong (a scorer sees no prediction
+    for it), and the 95% interval is clustered by video (lmms-eval's stderr). Empty when the
+    benchmarks package is absent or no run has answers.
+    """
+    try:
+        from benchmarks.stats import accuracy_table
+    except ImportError:
+        return pd.DataFrame()
+    from harness.report.load import split_columns
+
+    tables = []
+    for keys, group in df.groupby(RUN_KEYS, sort=False, dropna=False):
+        if not group["correct"].notna().any():
+            continue
+        splits = [c for c in split_columns(group) if group[c].notna().any()]
+        status = pd.Series("ok", index=group.index)
+        status[~group["ok"]] = "no_prediction"
+        status[group["ok"] & group["extracted"].isna()] = "unanswered"
+        status[group["ok"] & ~group["counted"].fillna(True).astype(bool) & group["extracted"].notna()] = \
+            "invalid_sample"
+        scores = pd.DataFrame({
+            "sample_id": group["sample_id"],
+            "correct": group["correct"].fillna(False).astype(bool),
+            "counted": (~group["ok"]) | group["counted"].fillna(True).astype(bool),
+            "status": status,
+            "cluster": group["video"].fillna(group["sample_id"]),
+            **{c.removeprefix("split_"): group[c] for c in splits},
+        })
+        table = accuracy_table(scores, [c.removeprefix("split_") for c in splits], "cluster")
+        for i, (k, v) in enumerate(zip(RUN_KEYS, keys)):
+            table.insert(i, k, v)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

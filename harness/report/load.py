@@ -52,6 +52,7 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
         "budget_kind": (rec.get("budget") or {}).get("kind"),
         "budget_match": (rec.get("budget") or {}).get("match"),
         "sample_id": str(rec.get("sample_id")),
+        "video": rec.get("video"),
         "answer": rec.get("answer"),
         "extracted": rec.get("extracted"),
         "correct": rec.get("correct"),
