@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no summary: {exc}")
         return 1
     print(console_summary(report))
+    print(f"tables and plots: python run_eval.py report {cfg.output_dir} --out {cfg.output_dir}/report")
     if result.written and result.errors == result.written:
         print("every sample failed: see the 'error' field of the records", file=sys.stderr)
         return 1
