@@ -337,3 +337,5 @@ def test_load_frames_decodes_the_sampled_frames_resized(tmp_path):
     assert len(by_fps.frames) == 8 and by_fps.frames.shape[1:] == (48, 64, 3)
     capped = load_frames(str(path), FramesConfig(fps=5.0, max_frames=6, resolution=32))
     assert capped.frames.shape == (6, 24, 32, 3)
+    with pytest.raises(MemoryError, match=r"40 frames at 64x48 need .* GiB, above frames.max_decoded_gb"):
+        load_frames(str(path), FramesConfig(num_frames=40, max_decoded_gb=0.0001))

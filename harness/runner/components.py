@@ -79,6 +79,13 @@ def load_frames(path: str, frames_cfg: FramesConfig) -> DecodedVideo:
                              max_frames=frames_cfg.max_frames, timestamps=reader.timestamps)
         size = _video_size(frames_cfg)
         out_h, out_w = reader.output_size(size, frames_cfg.keep_aspect)
+        need_gb = len(idx) * out_h * out_w * 3 / 2**30
+        if need_gb > frames_cfg.max_decoded_gb:
+            raise MemoryError(
+                f"{path}: {len(idx)} frames at {out_w}x{out_h} need {need_gb:.1f} GiB, above "
+                f"frames.max_decoded_gb={frames_cfg.max_decoded_gb:g}; set frames.resolution (e.g. 448) "
+                f"or fewer frames"
+            )
         frames = np.empty((len(idx), out_h, out_w, 3), dtype=np.uint8)
         pos = 0
         for chunk in reader.iter_chunks(idx, chunk_size=frames_cfg.chunk_size, size=(out_h, out_w),

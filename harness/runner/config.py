@@ -84,6 +84,7 @@ class FramesConfig:
     resolution: int | list[int] | None = None  # [width, height] or longer side; None = source size
     keep_aspect: bool = True  # fit inside ``resolution`` keeping the aspect ratio
     chunk_size: int = 16  # frames decoded per chunk (bounded memory)
+    max_decoded_gb: float = 16.0  # refuse a sample whose sampled frames would exceed this (set resolution)
 
 
 @dataclass
