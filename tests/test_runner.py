@@ -339,3 +339,15 @@ def test_load_frames_decodes_the_sampled_frames_resized(tmp_path):
     assert capped.frames.shape == (6, 24, 32, 3)
     with pytest.raises(MemoryError, match=r"40 frames at 64x48 need .* GiB, above frames.max_decoded_gb"):
         load_frames(str(path), FramesConfig(num_frames=40, max_decoded_gb=0.0001))
+
+
+def test_resume_accepts_a_schema_key_added_at_its_default(tmp_path):
+    cfg = _cfg(tmp_path, limit=1, pruners=["none"])
+    Evaluator(cfg, fake_components(FakeBenchmark(2), FakeAdapter()), ShardInfo(), progress=False).run()
+    run_file = tmp_path / "out" / "fake" / "none" / "run.json"
+    old = json.loads(run_file.read_text())
+    del old["generation"]["enabled"]  # as if the run was made before that key existed
+    run_file.write_text(json.dumps(old))
+    more = Evaluator(_cfg(tmp_path, limit=2, pruners=["none"]), fake_components(FakeBenchmark(2), FakeAdapter()),
+                     ShardInfo(), progress=False).run()
+    assert more.written == 1 and more.skipped == 1

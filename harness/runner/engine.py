@@ -11,6 +11,7 @@ becomes a record with ``error`` (stage, type, message) and the loop goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -20,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from harness.runner.components import TINY_LABEL, Components, DecodedVideo
-from harness.runner.config import ConfigError, EvalConfig, ModelPlan, dump_config
+from harness.runner.config import (
+    BenchmarkConfig,
+    ConfigError,
+    EvalConfig,
+    FramesConfig,
+    GenerationConfig,
+    ModelConfig,
+    ModelPlan,
+    dump_config,
+)
 from harness.runner.meta import run_meta
 from harness.runner.records import (
     RECORD_SCHEMA,
@@ -363,15 +373,33 @@ def _fingerprint(run: dict[str, Any]) -> dict[str, Any]:
     """
     model = {k: v for k, v in (run.get("model") or {}).items() if k not in ("device", "name", "label")}
     bench = {k: v for k, v in (run.get("benchmark") or {}).items() if k != "limit"}
+    frames = {k: v for k, v in (run.get("frames") or {}).items() if k not in ("chunk_size", "max_decoded_gb")}
     return json.loads(json.dumps({"model": model, "backend": run.get("backend"), "benchmark": bench,
-                                  "frames": run.get("frames"), "generation": run.get("generation"),
+                                  "frames": frames, "generation": run.get("generation"),
                                   "pruner": run.get("pruner")}, default=str))
+
+
+_SECTION_DEFAULTS = {"model": ModelConfig, "benchmark": BenchmarkConfig, "frames": FramesConfig,
+                     "generation": GenerationConfig}
+
+
+def _drop_new_defaults(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A key added to the config schema after a run was made, at its default, is not a change."""
+    out = json.loads(json.dumps(new))
+    for section, cls in _SECTION_DEFAULTS.items():
+        defaults = json.loads(json.dumps(dataclasses.asdict(cls()), default=str))
+        old_sec, new_sec = old.get(section) or {}, out.get(section) or {}
+        for key in list(new_sec):
+            if key not in old_sec and key in defaults and new_sec[key] == defaults[key]:
+                del new_sec[key]
+    return out
 
 
 def _check_same_run(path: Path, run: dict[str, Any]) -> None:
     if not path.is_file():
         return
     old, new = _fingerprint(json.loads(path.read_text())), _fingerprint(run)
+    new = _drop_new_defaults(old, new)
     if old != new:
         diffs = _diff(old, new)
         raise ConfigError(
