@@ -19,6 +19,7 @@ table; its LLM decoder layers are released (vLLM runs the LLM).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ class VLLMBackend:
             )
         from vllm import LLM
 
-        from harness.backends.vllm.plugin import register
+        from harness.backends.vllm.plugin import entry_point_installed, register
         from harness.models.loading import resolve_model_dir
 
         register()
@@ -135,6 +136,10 @@ class VLLMBackend:
             "seed": seed,
         }
         if route == "mrope_keep_mask":
+            if not entry_point_installed():
+                # A spawned engine-core process would not know our architecture (it is
+                # registered in THIS process only): keep the engine in-process.
+                os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             adapter = _meta_adapter(family, local)
             kwargs["hf_overrides"] = {"architectures": [architecture]}
             kwargs["limit_mm_per_prompt"] = {"video": 1, "image": 0}

@@ -24,6 +24,13 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 
+def entry_point_installed() -> bool:
+    """Whether the installed package metadata declares our ``vllm.general_plugins`` entry point."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value.startswith(__name__) for ep in entry_points(group="vllm.general_plugins"))
+
+
 def register() -> None:
     """Make our architectures known to vLLM (idempotent)."""
     from vllm import ModelRegistry
