@@ -351,3 +351,15 @@ def test_resume_accepts_a_schema_key_added_at_its_default(tmp_path):
     more = Evaluator(_cfg(tmp_path, limit=2, pruners=["none"]), fake_components(FakeBenchmark(2), FakeAdapter()),
                      ShardInfo(), progress=False).run()
     assert more.written == 1 and more.skipped == 1
+
+
+def test_vllm_backend_without_vllm_says_how_to_install():
+    import importlib.util
+
+    from harness.runner.components import load_adapter
+    from harness.runner.config import ModelConfig
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here: the missing-package message cannot be shown")
+    with pytest.raises(ConfigError, match=r"pip install \.\[vllm\]"):
+        load_adapter(ModelConfig(path="/models/q"), "vllm", "cpu")

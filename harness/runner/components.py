@@ -7,7 +7,7 @@ check never pays for torch + transformers imports, and one missing piece names i
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import shutil
 import time
@@ -137,31 +137,26 @@ def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
     return str(out)
 
 
-def _adapter_registry(backend: str) -> Callable[[str], Any]:
-    """``get_adapter_class`` of a backend: transformers (harness.models) or ``harness.backends.<name>``.
-
-    A backend package plugs in by exposing ``get_adapter_class(family) -> type[ModelAdapter]``.
-    """
+def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -> Any:
+    """The model behind the adapter contract: a transformers adapter, or the vLLM engine (same contract)."""
+    path = resolve_model_path(model, seed=seed)
     if backend == "transformers":
         from harness.models.registry import get_adapter_class
 
-        return get_adapter_class
-    try:
-        module = importlib.import_module(f"harness.backends.{backend}")
-    except ImportError as exc:
-        raise ConfigError(f"backend {backend!r} cannot be imported ({exc}); is its extra installed "
-                          f"(pip install .[{backend}])?") from exc
-    fn = getattr(module, "get_adapter_class", None)
-    if not callable(fn):
-        raise ConfigError(f"backend {backend!r}: harness.backends.{backend} has no get_adapter_class(family) "
-                          f"yet; valid choices today: transformers")
-    return fn
-
-
-def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -> Any:
-    get_adapter_class = _adapter_registry(backend)
-    path = resolve_model_path(model, seed=seed)
-    return get_adapter_class(model.family).from_pretrained(path, device=device, dtype=model.dtype, **model.kwargs)
+        return get_adapter_class(model.family).from_pretrained(path, device=device, dtype=model.dtype,
+                                                              **model.kwargs)
+    if backend == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError("backend 'vllm' needs vLLM installed: pip install .[vllm] (see docs/vllm.md)")
+        try:
+            from harness.backends.vllm.engine import VLLMBackend
+        except ImportError as exc:
+            raise ConfigError(f"backend 'vllm' cannot be imported ({exc}); install the extra: pip install .[vllm]") \
+                from exc
+        # model.kwargs go to vllm.LLM (gpu_memory_utilization, max_model_len, tensor_parallel_size, ...)
+        return VLLMBackend.from_pretrained(model.family, path, dtype=model.dtype, device=device, seed=seed,
+                                           **model.kwargs)
+    raise ConfigError(f"unknown backend {backend!r}; valid choices: transformers, vllm")
 
 
 def build_pruner(name: str, params: dict[str, Any]) -> Any:
