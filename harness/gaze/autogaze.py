@@ -193,7 +193,9 @@ class GazeStream:
             )
         b, t = chunk.shape[:2]
         size = cfg.input_img_size
-        frames = F.interpolate(chunk.flatten(0, 1), size=(size, size), mode="bicubic", align_corners=False)
+        frames = chunk.flatten(0, 1)
+        if frames.shape[-2:] != (size, size):  # at scale 1 bicubic is exactly the identity: skip it
+            frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False)
         vision, self.state.conv_past = model.gazing_model.encode(
             frames.view(b, t, 3, size, size), self.state.conv_past
         )
