@@ -6,11 +6,7 @@ served by ``VLLMBackend``; the transformers reference runs in the MAIN venv (tra
 the adapters do not run under vLLM's pinned 5.19) through ``python -m
 harness.backends.vllm.reference`` on the same directory, frames and keep masks. Greedy ids must
 be equal and per-token logprobs equal up to float noise, for keep-all, a random 40% selection,
-and one with a whole temporal group pruned.
-
-1D-RoPE families (prompt_embeds route) are compared with the transformers run on the SAME
-pruned inputs at compacted positions (what vLLM numbers them), and keep-all with the adapter
-itself; see docs/vllm.md for why pruned 1D prompts differ from the adapter's gapped positions.
+and one with a whole temporal group pruned (kept tokens at their UNPRUNED positions in both).
 """
 
 from __future__ import annotations
@@ -113,16 +109,13 @@ def test_vllm_answers_equal_the_transformers_backend(family, frames, tmp_path):
         gc.collect()
 
     assert single.extra["output_ids"] == outputs[1].extra["output_ids"]
-    one_d = ROUTES[family][0] == "prompt_embeds"
     for selection, out, ref in zip(selections, outputs, reference):
-        pruned = selection is not None
-        key = "_compacted" if (one_d and pruned) else ""
-        assert out.extra["output_ids"] == ref["ids" + key], (family, pruned)
-        np.testing.assert_allclose(out.extra["logprobs"], ref["logprobs" + key], atol=ATOL, err_msg=family)
+        assert out.extra["output_ids"] == ref["ids"], (family, selection is not None)
+        np.testing.assert_allclose(out.extra["logprobs"], ref["logprobs"], atol=ATOL, err_msg=family)
         assert out.tokens.prompt == ref["prompt_len"]
         kept = geometry.total_tokens if selection is None else selection.num_kept
         newline = 1 if family == "llava_onevision" else 0
         assert (out.tokens.visual_after, out.tokens.generated) == (kept + newline, len(ref["ids"]))
-        assert out.extra["positions"] == ("compacted" if one_d else "unpruned")
+        assert out.extra["positions"] == "unpruned"
     # the selections differ enough to change the model's output distribution
     assert not np.allclose(outputs[0].extra["logprobs"], outputs[1].extra["logprobs"], atol=ATOL)

@@ -5,8 +5,8 @@ What must hold for the vLLM backend to give the transformers backend's answer:
   ``get_rope_index`` positions of the FULL prompt with the unkept columns deleted (what the
   adapters feed the LLM), for Qwen2.5-VL (non-integer temporal step) and Qwen3-VL (per frame,
   including a frame with every token pruned);
-- the ``prompt_embeds`` of the 1D route, run through the LLM with positions 0..L-1, give the
-  logits of the adapter's own model inputs with compacted positions;
+- the ``prompt_embeds`` of the 1D route, at the positions its placeholder ids carry, give the
+  logits of the adapter's own model inputs (unpruned positions, gaps included);
 - the keep mask travels intact (kwargs -> mask), and bad masks are refused with a clear message.
 """
 
@@ -25,9 +25,11 @@ from harness.backends.vllm.engine import ROUTES, BatchItem, VLLMBackend, _meta_a
 from harness.backends.vllm.requests import (
     KEEP_KWARG,
     MediaSpan,
+    embeds_request,
     grid_positions,
     keep_kwargs,
     keep_mask_from_kwarg,
+    mrope_overrides,
     mrope_request,
     pruned_mrope_positions,
     qwen2_5_vl_span,
@@ -187,35 +189,46 @@ def test_qwen3_vl_positions_equal_the_adapters_with_an_emptied_frame(adapters, f
 
 
 @pytest.mark.parametrize("family", ["llava_onevision", "internvl3"])
-def test_prompt_embeds_give_the_adapter_inputs_logits_with_compacted_positions(adapters, frames, family):
+def test_embeds_request_reproduces_the_adapters_model_input(adapters, frames, family):
+    """prompt_embeds at the positions carried in prompt_token_ids == the adapter's own prefill."""
     adapter = adapters[family]
     backend = VLLMBackend(family, llm=None, adapter=adapter)
     g = adapter.model_geometry(frames, None)
     selection = Selection(g, random_keep(g, 3))
-    prepared = backend.prepare(BatchItem(frames, selection, "Describe.", FPS))
-    embeds = prepared.request["prompt_embeds"]
+    request = backend.prepare(BatchItem(frames, selection, "Describe.", FPS)).request
+    embeds, positions = request["prompt_embeds"], request["prompt_token_ids"]
+    assert request["prompt_is_token_ids"] == [False] * len(positions)  # every row is an embedding
 
     geometry = adapter.model_geometry(frames, selection)
     inputs = adapter.preprocess(frames, "Describe.", geometry)
     pixels = inputs.get("pixel_values_videos", inputs.get("pixel_values"))
     model_kwargs = adapter.prune(inputs, adapter.encode_video(pixels), selection).model_kwargs
-    length = model_kwargs["input_ids"].shape[1]
-    assert embeds.shape == (length, adapter.model.config.get_text_config().hidden_size)
-    assert (
-        prepared.visual_after
-        == model_kwargs["input_ids"]
-        .eq(adapter.video_token_id if family == "llava_onevision" else adapter.image_token_id)
-        .sum()
-    )
-    compact = dict(model_kwargs, position_ids=torch.arange(length)[None])
+    assert positions == model_kwargs["position_ids"][0].tolist()
+    assert positions[-1] + 1 > len(positions)  # gaps: the pruned tokens' positions are skipped
+    length = len(positions)
     with torch.inference_mode():
-        expected = adapter.model(**compact).logits
+        expected = adapter.model(**model_kwargs).logits
         got = adapter.model(
             inputs_embeds=embeds[None],
             attention_mask=torch.ones(1, length, dtype=torch.long),
-            position_ids=compact["position_ids"],
+            position_ids=torch.tensor([positions]),
         ).logits
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_embeds_request_and_rope_overrides_validate():
+    embeds = torch.zeros(3, 4)
+    assert embeds_request(embeds, [0, 2, 5], vocab_size=10)["prompt_token_ids"] == [0, 2, 5]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        embeds_request(embeds, [0, 2, 2], vocab_size=10)
+    with pytest.raises(ValueError, match="vocabulary size"):
+        embeds_request(embeds, [0, 2, 10], vocab_size=10)
+    with pytest.raises(ValueError, match="3 positions"):
+        embeds_request(torch.zeros(2, 4), [0, 1, 2], vocab_size=10)
+    rope = mrope_overrides({"rope_type": "default", "rope_theta": 1e6}, head_dim=128)
+    assert sum(rope["mrope_section"]) == 64 and rope["rope_theta"] == 1e6 and not rope["mrope_interleaved"]
+    with pytest.raises(ValueError, match="already"):
+        mrope_overrides(rope, head_dim=128)
 
 
 def test_stitch_refuses_mismatched_counts():

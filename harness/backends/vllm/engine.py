@@ -7,9 +7,8 @@ Routes per family (docs/vllm.md):
   their unpruned positions. Same model input as the transformers adapter (``post_vit``).
 - ``llava_onevision``, ``internvl3`` (1D RoPE): the transformers adapter computes the pruned
   visual features (its own ``preprocess``/``encode_video``/``prune``); we stitch them into the
-  text embeddings and send ``prompt_embeds``. vLLM numbers those rows 0..L-1, i.e. COMPACTED
-  positions (the adapter keeps unpruned positions with gaps): equal to the transformers backend
-  for keep-all, a different input when tokens are pruned (``extra["positions"]`` says which).
+  text embeddings and send ``prompt_embeds`` whose placeholder ids carry the unpruned positions,
+  which our subclasses (``one_d.py``) apply: the adapter's exact model input.
 
 The transformers helper for the M-RoPE route is built on the ``meta`` device (no weights): it is
 used only for the processor-derived geometry and the chat template, so the HF model never
@@ -28,7 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.backends.vllm.requests import mrope_request, stitch_prompt_embeds
+from harness.backends.vllm.requests import (
+    embeds_request,
+    mrope_overrides,
+    mrope_request,
+    stitch_prompt_embeds,
+)
 from harness.models.base import Generation, PruneStage, TokenCounts
 from harness.models.registry import get_adapter_class
 from harness.pruning.selection import Selection, TokenGeometry
@@ -37,8 +41,8 @@ from harness.pruning.selection import Selection, TokenGeometry
 ROUTES: dict[str, tuple[str, str | None]] = {
     "qwen2_5_vl": ("mrope_keep_mask", "HarnessQwen2_5_VLForConditionalGeneration"),
     "qwen3_vl": ("mrope_keep_mask", "HarnessQwen3VLForConditionalGeneration"),
-    "llava_onevision": ("prompt_embeds", None),
-    "internvl3": ("prompt_embeds", None),
+    "llava_onevision": ("prompt_embeds", "HarnessLlavaOnevisionForConditionalGeneration"),
+    "internvl3": ("prompt_embeds", "HarnessInternVLForConditionalGeneration"),
 }
 
 
@@ -134,20 +138,26 @@ class VLLMBackend:
             "dtype": dtype,
             "max_model_len": max_model_len,
             "seed": seed,
+            "hf_overrides": {"architectures": [architecture]},
         }
+        if not entry_point_installed():
+            # A spawned engine-core process would not know our architectures (they are
+            # registered in THIS process only): keep the engine in-process.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if route == "mrope_keep_mask":
-            if not entry_point_installed():
-                # A spawned engine-core process would not know our architecture (it is
-                # registered in THIS process only): keep the engine in-process.
-                os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             adapter = _meta_adapter(family, local)
-            kwargs["hf_overrides"] = {"architectures": [architecture]}
             kwargs["limit_mm_per_prompt"] = {"video": 1, "image": 0}
             # The frames given are the frames to use: never resample (Qwen3-VL's default is 2 fps).
             kwargs["mm_processor_kwargs"] = {"do_sample_frames": False}
         else:
             adapter = get_adapter_class(family).from_pretrained(local, device=device, dtype=dtype)
             _release_llm_layers(adapter)
+            text = adapter.model.config.get_text_config()
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            rope = mrope_overrides(
+                getattr(text, "rope_parameters", None), head_dim, getattr(text, "rope_theta", None)
+            )
+            kwargs["hf_overrides"]["text_config"] = {"rope_parameters": rope}
             kwargs["enable_prompt_embeds"] = True
             kwargs["limit_mm_per_prompt"] = {"video": 0, "image": 0}
         kwargs.update(engine_kwargs)
@@ -218,10 +228,12 @@ class VLLMBackend:
         kept = encoded.pooler_output.reshape(-1, features.shape[-1])
         ids = pruned.model_kwargs["input_ids"][0]
         embeds = stitch_prompt_embeds(ids, placeholder, a.model.get_input_embeddings()(ids), kept)
+        positions = pruned.model_kwargs["position_ids"][0].tolist()
+        vocab = a.model.config.get_text_config().vocab_size
         native = a.token_geometry(len(item.frames), *item.frames.shape[1:3])
         newline = 1 if self.family == "llava_onevision" else 0  # the adapter's trailing newline token
         return _Prepared(
-            {"prompt_embeds": embeds.detach().to("cpu")},
+            embeds_request(embeds.detach().to("cpu"), positions, vocab),
             native.total_tokens + newline,
             pruned.visual_after,
             geometry,
@@ -311,7 +323,7 @@ class VLLMBackend:
             extra={
                 "backend": "vllm",
                 "route": self.route,
-                "positions": "unpruned" if self.route == "mrope_keep_mask" else "compacted",
+                "positions": "unpruned",
                 "prune_stage": "post_vit",
                 "output_ids": ids,
                 "logprobs": logprobs,

@@ -21,6 +21,10 @@ ARCHITECTURES: dict[str, str] = {
         "harness.backends.vllm.qwen:HarnessQwen25VLForConditionalGeneration"
     ),
     "HarnessQwen3VLForConditionalGeneration": "harness.backends.vllm.qwen:HarnessQwen3VLForConditionalGeneration",
+    "HarnessLlavaOnevisionForConditionalGeneration": (
+        "harness.backends.vllm.one_d:HarnessLlavaOnevisionForConditionalGeneration"
+    ),
+    "HarnessInternVLForConditionalGeneration": "harness.backends.vllm.one_d:HarnessInternVLForConditionalGeneration",
 }
 
 

@@ -8,8 +8,8 @@ on the same model directory, frames and keep masks, and compares.
 
 For every selection it records the adapter's own ``generate`` ids and, from a greedy loop over
 the SAME model inputs the adapter builds (checked to give the same ids), the log-probability of
-each chosen token. For 1D-RoPE families it also records the run with COMPACTED positions
-(0..L-1, what vLLM's ``prompt_embeds`` gets), next to the adapter's unpruned positions.
+each chosen token. With ``--compacted`` (1D-RoPE families) it also records the run at compacted
+positions 0..L-1 (what a plain vLLM ``prompt_embeds`` request would get): docs/vllm.md.
 
     python -m harness.backends.vllm.reference --family F --model DIR --frames f.npy --fps 3 \
         --keep keep.pt --prompt "..." --max-new-tokens 4 --out ref.json
@@ -89,6 +89,7 @@ def reference(
     keeps: list[torch.Tensor | None],
     prompt: str,
     max_new_tokens: int,
+    compacted: bool = False,
 ) -> list[dict[str, Any]]:
     adapter = get_adapter_class(family).from_pretrained(model_dir, dtype="float32")
     results = []
@@ -105,7 +106,7 @@ def reference(
                 f"{family}: reference loop ids {ids} != adapter.generate ids {generated.extra['output_ids']}"
             )
         entry: dict[str, Any] = {"ids": ids, "logprobs": logprobs, "prompt_len": generated.tokens.prompt}
-        if family not in MROPE_FAMILIES:
+        if compacted and family not in MROPE_FAMILIES:
             compact = dict(inputs)
             length = compact["input_ids"].shape[1]
             compact["position_ids"] = torch.arange(length, device=compact["input_ids"].device)[None]
@@ -126,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--max-new-tokens", type=int, default=4)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--compacted", action="store_true", help="1D families: also run at positions 0..L-1")
     args = parser.parse_args(argv)
     frames = np.load(args.frames)
     keeps = torch.load(args.keep)
-    results = reference(args.family, args.model, frames, args.fps, keeps, args.prompt, args.max_new_tokens)
+    results = reference(
+        args.family, args.model, frames, args.fps, keeps, args.prompt, args.max_new_tokens, args.compacted
+    )
     with open(args.out, "w") as f:
         json.dump(results, f)
     return 0

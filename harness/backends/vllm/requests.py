@@ -10,10 +10,10 @@ Two routes (docs/vllm.md):
   (:func:`pruned_mrope_positions`), which is what the transformers adapter does.
 - 1D-RoPE families (LLaVA-OneVision/Video, InternVL3) send ``prompt_embeds``: the text
   embeddings of the pruned prompt with the kept visual features written at their placeholders
-  (:func:`stitch_prompt_embeds`). vLLM numbers ``prompt_embeds`` rows 0..L-1 (text positions),
-  so the kept tokens get COMPACTED positions, whereas the transformers adapters give them their
-  unpruned positions (gaps where tokens were dropped). Both agree exactly for a keep-all
-  selection; with pruning they are two different (both reasonable) inputs: see docs/vllm.md.
+  (:func:`stitch_prompt_embeds`), plus each row's UNPRUNED position in the placeholder
+  ``prompt_token_ids`` (:func:`embeds_request`), which our subclasses (``one_d.py``) turn into
+  positions through vLLM's M-RoPE hook (:func:`mrope_overrides`). Without that, vLLM would
+  number the rows 0..L-1 (compacted), unlike the transformers adapters.
 """
 
 from __future__ import annotations
@@ -231,6 +231,52 @@ def stitch_prompt_embeds(
     out = text_embeds.clone()
     out[slots] = features.to(out.dtype)
     return out
+
+
+def embeds_request(prompt_embeds: torch.Tensor, positions: Sequence[int], vocab_size: int) -> dict[str, Any]:
+    """A vLLM ``EmbedsPrompt`` whose placeholder token ids carry each row's unpruned position.
+
+    Every row comes from ``prompt_embeds`` (``prompt_is_token_ids`` all False), so vLLM never
+    embeds those ids; ``one_d.py`` reads them back as positions. They must stay below the vocab
+    size (vLLM keeps token ids in vocab-sized buffers) and increase strictly.
+    """
+    positions = [int(p) for p in positions]
+    if prompt_embeds.ndim != 2 or len(positions) != prompt_embeds.shape[0]:
+        raise ValueError(
+            f"{len(positions)} positions for prompt_embeds of shape {tuple(prompt_embeds.shape)}"
+        )
+    if any(b <= a for a, b in zip(positions, positions[1:])) or (positions and positions[0] < 0):
+        raise ValueError("positions must be non-negative and strictly increasing")
+    if positions and positions[-1] >= vocab_size:
+        raise ValueError(
+            f"unpruned prompt length {positions[-1] + 1} exceeds the vocabulary size {vocab_size}: "
+            "positions cannot ride in placeholder token ids"
+        )
+    return {
+        "prompt_embeds": prompt_embeds,
+        "prompt_token_ids": positions,
+        "prompt_is_token_ids": [False] * len(positions),
+    }
+
+
+def mrope_overrides(
+    rope_parameters: dict[str, Any] | None, head_dim: int, rope_theta: float | None = None
+) -> dict[str, Any]:
+    """``rope_parameters`` plus an ``mrope_section`` (three parts summing to head_dim / 2).
+
+    With the three position rows equal, M-RoPE computes exactly the 1D RoPE of that position
+    (each frequency takes its angle from one row), whatever the split.
+    """
+    params = dict(rope_parameters or {})
+    if "mrope_section" in params:
+        raise ValueError("this text config already uses M-RoPE")
+    params.setdefault("rope_type", "default")
+    if rope_theta is not None:
+        params.setdefault("rope_theta", rope_theta)
+    half = head_dim // 2
+    params["mrope_section"] = [half - 2 * (half // 3), half // 3, half // 3]
+    params["mrope_interleaved"] = False
+    return params
 
 
 def video_metadata(num_frames: int, fps: float, height: int, width: int) -> dict[str, Any]:
