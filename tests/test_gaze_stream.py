@@ -13,6 +13,17 @@ from safetensors.torch import load_file
 
 from harness.gaze import AutoGaze, GazeOutput
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: the greedy loop's many small ops make two OpenMP threads spin-wait (and
+    run several times slower) whenever the shared machine's other core is busy."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 FRAMES = 5
 ARGS = {"gazing_ratio": 0.5, "task_loss_requirement": -4.0}
 

@@ -10,6 +10,16 @@ from harness.gaze import AutoGaze, AutoGazeImageProcessor, VideoGaze, gaze_video
 from harness.video.types import FrameChunk
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: the greedy loop's many small ops make two OpenMP threads spin-wait (and
+    run several times slower) whenever the shared machine's other core is busy."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _synthetic(masks: list[torch.Tensor]) -> VideoGaze:
     t = masks[0].shape[0]
     return VideoGaze(
