@@ -15,8 +15,8 @@ runs the transformers half in a child process with ``--transformers-python`` (de
 main venv) and ``--backend transformers`` there. Without ``--model`` a tiny random model is
 built (heads of dim 32, which vLLM's CPU attention needs): on CPU it measures overheads, not
 what a real checkpoint gains; meant for a GPU with a real checkpoint. Each backend is timed
-after one warm-up call. Also reported: the fraction of samples whose greedy ids agree (1D-RoPE
-families with pruning use compacted positions in vLLM, see docs/vllm.md, so they may differ).
+after one warm-up call. Also reported: the fraction of samples whose greedy ids agree (the
+backends feed the LLM the same input, so 1.0 up to float noise; bf16 on a GPU may flip ties).
 Last line: one JSON object.
 """
 
