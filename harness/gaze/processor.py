@@ -104,9 +104,40 @@ class AutoGazeImageProcessor:
         self, frames: np.ndarray | torch.Tensor | Sequence[np.ndarray], size: Size | None = None
     ) -> torch.Tensor:
         """uint8 RGB frames (T, H, W, 3) or (H, W, 3) -> float32 (T, 3, H', W')."""
+        return self.normalize(self.resize(frames, size))
+
+    def resize(
+        self, frames: np.ndarray | torch.Tensor | Sequence[np.ndarray], size: Size | None = None
+    ) -> np.ndarray:
+        """The geometric half: resize (and crop) uint8 frames -> uint8 (T, H', W', 3).
+
+        Split from ``normalize`` so callers can cut tiles from the small uint8 frames and
+        normalize only the tiles they are about to use (per-pixel ops: same numbers)."""
         arr = _as_frames(frames)
-        out = [self._one(frame, size) for frame in arr]
-        return torch.from_numpy(np.stack(out))
+        out = []
+        for frame in arr:
+            image = frame
+            if self.do_resize:
+                h, w = self.output_size(frame.shape[0], frame.shape[1], size)
+                image = np.asarray(Image.fromarray(frame).resize((w, h), resample=_RESAMPLE[self.resample]))
+            if self.do_center_crop:
+                image = _center_crop(image, self.crop_size["height"], self.crop_size["width"])
+            out.append(image)
+        return np.stack(out)
+
+    def normalize(self, frames: np.ndarray) -> torch.Tensor:
+        """The per-pixel half: uint8 (..., H, W, 3) -> rescale (+offset) -> normalize -> float32 (..., 3, H, W)."""
+        image = np.asarray(frames)
+        if self.do_rescale:
+            image = (image.astype(np.float64) * self.rescale_factor).astype(np.float32)
+            if self.offset:
+                image = image - 1
+        image = image.astype(np.float32, copy=False)
+        if self.do_normalize:
+            mean = np.array(self.image_mean, dtype=np.float32)
+            std = np.array(self.image_std, dtype=np.float32)
+            image = (image - mean) / std
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, -3), dtype=np.float32))
 
     def __call__(
         self, videos: Any, size: Size | None = None, return_tensors: str = "pt"
@@ -119,24 +150,6 @@ class AutoGazeImageProcessor:
         else:
             batch = [self.preprocess(videos, size)]
         return {"pixel_values": torch.stack(batch)}
-
-    def _one(self, frame: np.ndarray, size: Size | None) -> np.ndarray:
-        image = frame
-        if self.do_resize:
-            h, w = self.output_size(frame.shape[0], frame.shape[1], size)
-            image = np.asarray(Image.fromarray(frame).resize((w, h), resample=_RESAMPLE[self.resample]))
-        if self.do_center_crop:
-            image = _center_crop(image, self.crop_size["height"], self.crop_size["width"])
-        if self.do_rescale:
-            image = (image.astype(np.float64) * self.rescale_factor).astype(np.float32)
-            if self.offset:
-                image = image - 1
-        if self.do_normalize:
-            image = image.astype(np.float32, copy=False)
-            mean = np.array(self.image_mean, dtype=image.dtype)
-            std = np.array(self.image_std, dtype=image.dtype)
-            image = (image - mean) / std
-        return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
 
 
 def _check_size(size: Size, name: str) -> Size:
