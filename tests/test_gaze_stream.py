@@ -122,3 +122,16 @@ def test_stream_rejects_other_batch_size(model, video):
     stream = model.stream(batch_size=1, gazing_ratio=0.1)
     with pytest.raises(ValueError, match="batch"):
         stream.gaze(video[:, :1])
+
+
+def test_budget_rules(model, video):
+    """Per-frame ratios cap each frame; with neither budget the config's fixed defaults apply."""
+    clip = video[:1, :2]
+    per_frame = model.gaze(clip, gazing_ratio=[0.04, 0.1])
+    assert per_frame.num_gazing_each_frame.tolist() == [10, 26]  # int(0.04*265), int(0.1*265)
+    default = model.gaze(clip)
+    explicit = model.gaze(clip, gazing_ratio=0.5, task_loss_requirement=0.7)
+    assert torch.equal(default.gazing_pos, explicit.gazing_pos)
+    assert default.task_loss_requirement == 0.7
+    with pytest.raises(ValueError, match="2 per-frame values but frame 2"):
+        model.gaze(video[:1, :3], gazing_ratio=[0.1, 0.1])

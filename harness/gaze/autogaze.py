@@ -261,13 +261,13 @@ def _resolve_budget(
 def _masks_from_ids(
     ids_per_frame: list[torch.Tensor], eos: int, n_tok: int, per_scale: list[int]
 ) -> list[torch.Tensor]:
-    """Per-scale float 0/1 masks (B, T, cells) of the real gazes of each frame."""
+    """Per-scale float 0/1 masks (B, T, cells) of the real gazes of each frame (float like the original)."""
     b = ids_per_frame[0].shape[0]
     dev = ids_per_frame[0].device
     mask = torch.zeros(b, len(ids_per_frame), n_tok + 1, device=dev)
     for t, ids in enumerate(ids_per_frame):
-        mask[:, t].scatter_(1, ids, 1.0)  # EOS lands in the extra last column, dropped below
-    mask = mask[:, :, :n_tok]
+        mask[:, t].scatter_(1, ids.clamp(max=eos), 1.0)  # padding (EOS) lands in the extra last column
+    mask = mask[:, :, :n_tok]  # ... which is dropped
     return list(mask.split(per_scale, dim=-1))
 
 
