@@ -260,3 +260,15 @@ def test_hub_id_resolves_from_cache(parity_dir, tmp_path, monkeypatch):
 def test_bad_inputs_get_clear_errors(model, video, kwargs, match):
     with pytest.raises(ValueError, match=match):
         model.gaze(video, **kwargs)
+
+
+def test_bfloat16_path_runs_and_stays_consistent(parity_dir):
+    """The GPU-style bf16 path is not bit-identical to the float32 original, but must be coherent."""
+    model = AutoGaze.from_pretrained(parity_dir / "model", dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    assert (
+        model.gazing_model.gaze_decoder.rope(torch.arange(3)[None], torch.bfloat16)[0].dtype == torch.bfloat16
+    )
+    out = model.gaze(torch.randn(1, 2, 3, 224, 224), gazing_ratio=0.1)
+    assert out.num_gazing_each_frame.tolist() == [26, 26]
+    assert int(sum(m.sum() for m in out.gazing_mask)) == 52

@@ -262,10 +262,18 @@ class GazeDecoder(nn.Module):
         self.model = DecoderBody(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size * cfg.num_multi_token_pred, bias=False)
         self.task_loss_prediction_head = nn.Linear(cfg.hidden_size, cfg.num_multi_token_pred, bias=False)
+        self._inv_freq_f32: dict[torch.device, torch.Tensor] = {}
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin (B, 1, q, head_dim) for integer positions (B, q); float32 math as the original."""
-        freqs = positions[:, :, None].float() * self.model.inv_freq.float()[None, None, :]
+        """cos/sin (B, 1, q, head_dim) for integer positions (B, q); float32 math as the original.
+
+        Frequencies come from a float32 copy per device, so ``model.to(torch.bfloat16)`` (which
+        also casts buffers) cannot degrade them."""
+        inv = self._inv_freq_f32.get(positions.device)
+        if inv is None:
+            inv = rope_inv_freq(self.cfg).to(positions.device)
+            self._inv_freq_f32[positions.device] = inv
+        freqs = positions[:, :, None].float() * inv[None, None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
 
