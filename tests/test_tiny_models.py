@@ -109,3 +109,21 @@ def test_command_line_builds_a_loadable_dir(tmp_path, capsys):
     assert main(["qwen3_vl", str(tmp_path / "m"), "--seed", "1"]) == 0
     assert "random weights" in capsys.readouterr().out
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == "qwen3_vl"
+
+
+def test_favour_letters_makes_the_random_model_answer_with_an_option_letter(tmp_path):
+    """The demo/CI tiny model must emit scoreable letters, and which letter must depend on the input."""
+    import numpy as np
+
+    from harness.models.qwen2_5_vl import Qwen25VLAdapter
+
+    out = build_tiny_model("qwen2_5_vl", tmp_path / "letters", seed=0, answer_letters=True)
+    adapter = Qwen25VLAdapter.from_pretrained(str(out))
+    rng = np.random.default_rng(0)
+    answers = set()
+    for i in range(6):
+        frames = rng.integers(0, 255, size=(4, 112, 112, 3), dtype=np.uint8)
+        text = adapter.generate(frames, None, f"Question {i}: which option?", fps=2.0, max_new_tokens=1).text
+        assert text.strip() in {"A", "B", "C", "D"}
+        answers.add(text.strip())
+    assert len(answers) > 1

@@ -118,13 +118,13 @@ def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
         return str(model.path)
     from harness.models.tiny import build_tiny_model
 
-    out = cache_dir() / "tiny-models" / f"{model.family}-seed{seed}"
+    out = cache_dir() / "tiny-models" / f"{model.family}-seed{seed}-letters"
     if not (out / ".complete").exists():
         # build beside the target and rename: ranks starting together never see half a model
         print(f"building the tiny {model.family} model ({TINY_LABEL}) into {out}", flush=True)
         tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        build_tiny_model(model.family, tmp, seed=seed)
+        build_tiny_model(model.family, tmp, seed=seed, answer_letters=True)
         (tmp / ".complete").write_text("ok\n")
         try:
             if out.exists() and not (out / ".complete").exists():  # a stale, incomplete build
