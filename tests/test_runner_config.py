@@ -133,7 +133,9 @@ def test_models_list_overrides_sections():
     assert len(plans[0].pruners) == 4 and [p.name for p in plans[1].pruners] == ["none"]
 
 
-@pytest.mark.parametrize("name", ["demo", "videomme_qwen2_5_vl_autogaze", "hlvid_reproduce", "ci_regression"])
+@pytest.mark.parametrize(
+    "name", ["demo", "videomme_qwen2_5_vl_autogaze", "hlvid_reproduce", "hlvid_defaults", "ci_regression"]
+)
 def test_shipped_configs_parse_and_expand(name):
     from pathlib import Path
 
