@@ -7,6 +7,9 @@ next call, which are exactly the places a streaming implementation can go wrong.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -102,6 +105,29 @@ def test_requirement_early_stop_quirk_is_reproduced(model, video, whole):
     alone = model.gaze(video[1:2], **ARGS)
     assert _real_gazes(alone, 0)[0] == _real_gazes(whole, 1)[0]
     assert _real_gazes(alone, 0)[1] != _real_gazes(whole, 1)[1]
+
+
+# SHA-256 of json.dumps([gazing_pos, if_padded_gazing, num_gazing_each_frame]) (as .tolist()) from
+# the ORIGINAL implementation (NVlabs/AutoGaze on transformers 4.51.3, sdpa, float32, 1 thread) run
+# on the fixture's video[:, :5] with ARGS: at batch 2 ("b2") and each row alone at batch 1. Row 1
+# stops before row 0 in frame 0, so the original's batch-2 and batch-1 gazes of row 1 differ from
+# frame 1 on: the batch effect is the original's, and independent_rows reproduces its batch 1.
+ORIGINAL_SHA256 = {
+    "b2": "089232c124c91af73fbdb415a41acd3e9ba2648bda03220ff0dc0f176baf373e",
+    "b1_0": "72668a8fd21cf37337f11a24fe221cc7161c10070dee5bfc49e6629d6237c0f8",
+    "b1_1": "253540e3c2854817b0026cae2a1493140ef656be37b539845c6414bac2b95e73",
+}
+
+
+def _sha(out: GazeOutput) -> str:
+    fields = [out.gazing_pos.tolist(), out.if_padded_gazing.tolist(), out.num_gazing_each_frame.tolist()]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+def test_batch_1_and_batch_2_match_the_original_run(model, video, whole):
+    assert _sha(whole) == ORIGINAL_SHA256["b2"]
+    for i in range(video.shape[0]):
+        assert _sha(model.gaze(video[i : i + 1], **ARGS)) == ORIGINAL_SHA256[f"b1_{i}"]
 
 
 def test_independent_rows_gaze_exactly_as_alone(model, video, whole):
