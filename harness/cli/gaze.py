@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tile-size", type=int, default=224, help="tile size in px (the model sees 224 px tiles)"
     )
-    parser.add_argument("--clip-len", type=int, default=16, help="frames per clip (the model is trained on 16)")
+    parser.add_argument(
+        "--clip-len", type=int, default=16, help="frames per clip (the model is trained on 16)"
+    )
 
 
 def _chunks(path: str, indices: np.ndarray, size: int | None) -> Iterator:
