@@ -363,3 +363,13 @@ def test_vllm_backend_without_vllm_says_how_to_install():
         pytest.skip("vLLM is installed here: the missing-package message cannot be shown")
     with pytest.raises(ConfigError, match=r"pip install \.\[vllm\]"):
         load_adapter(ModelConfig(path="/models/q"), "vllm", "cpu")
+
+
+def test_one_untimed_warm_up_pass_precedes_the_first_record(tmp_path):
+    """First calls pay lazy set-up costs; the runner warms model and pruners up once, unrecorded."""
+    bench, adapter = FakeBenchmark(3), FakeAdapter()
+    result = Evaluator(_cfg(tmp_path), fake_components(bench, adapter), ShardInfo(), progress=False).run()
+    assert result.written == 3 * 5
+    assert len(adapter.calls) == result.written + 1  # + the warm-up
+    assert adapter.calls[0][0] == "warm-up"
+    assert all(prompt != "warm-up" for prompt, _ in adapter.calls[1:])
