@@ -16,3 +16,18 @@ def parity_dir() -> Path:
     if not (PARITY_DIR / "model" / "model.safetensors").exists():
         pytest.skip(f"AutoGaze parity fixture not found at {PARITY_DIR} (it lives in ../shared beside the repo)")
     return PARITY_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a whole module (opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): the gaze greedy loop's many small
+    ops make two OpenMP threads spin-wait (and run several times slower) whenever the shared
+    machine's other core is busy. torch is imported here, not at the top, so test files that never
+    touch torch don't pay for it."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

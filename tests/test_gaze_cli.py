@@ -5,20 +5,12 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-import torch
 
 from harness.cli.main import main
 from harness.video.writer import write_video
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the greedy loop's many small ops make two OpenMP threads spin-wait (and
-    run several times slower) whenever the shared machine's other core is busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# One torch thread per module (fixture in conftest.py): the greedy loop's small ops spin-wait otherwise.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _video(path, frames=6, h=96, w=160):

@@ -20,15 +20,8 @@ from harness.gaze.config import DecoderConfig
 from harness.gaze.generate import _chunk_mask
 from harness.gaze.model import GazeDecoder, KVCache, rope_inv_freq
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the greedy loop's many small ops make two OpenMP threads spin-wait (and
-    run several times slower) whenever the shared machine's other core is busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# One torch thread per module (fixture in conftest.py): the greedy loop's small ops spin-wait otherwise.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ROPE = {

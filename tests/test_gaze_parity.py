@@ -15,15 +15,8 @@ from safetensors.torch import load_file
 
 from harness.gaze import AutoGaze, AutoGazeImageProcessor, GazeOutput
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the greedy loop's many small ops make two OpenMP threads spin-wait (and
-    run several times slower) whenever the shared machine's other core is busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# One torch thread per module (fixture in conftest.py): the greedy loop's small ops spin-wait otherwise.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CASE_NAMES = ["ratio075_tlr-3", "ratio030", "ratio050_tlr-4", "ratio004", "tlr-3.5", "tile448_ratio020"]

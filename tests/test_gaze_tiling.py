@@ -9,15 +9,8 @@ import torch
 from harness.gaze import AutoGaze, AutoGazeImageProcessor, VideoGaze, gaze_video, tile_layout
 from harness.video.types import FrameChunk
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the greedy loop's many small ops make two OpenMP threads spin-wait (and
-    run several times slower) whenever the shared machine's other core is busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# One torch thread per module (fixture in conftest.py): the greedy loop's small ops spin-wait otherwise.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _synthetic(masks: list[torch.Tensor]) -> VideoGaze:
