@@ -147,3 +147,20 @@ class Pruner(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+class RatioPruner(Pruner):
+    """A budgeted pruner whose only parameter is ``ratio`` (uniform_frames, temporal_diff, downsample).
+
+    Those baselines differ only in *which* tokens they keep for a budget, so the constructor
+    (``ratio`` validated by ``check_ratio``), ``params()`` and ``budgeted = True`` live here once;
+    subclasses set ``name`` and implement ``_select`` (where ``budget`` is always an int).
+    """
+
+    budgeted: ClassVar[bool] = True
+
+    def __init__(self, ratio: float | None = None):
+        self.ratio = check_ratio(ratio, self.name)
+
+    def params(self) -> dict[str, Any]:
+        return {"ratio": self.ratio}

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
-from harness.pruning.base import Pruner, check_ratio
+from harness.pruning.base import RatioPruner
 from harness.pruning.selection import Selection, TokenGeometry
 
 
@@ -43,15 +42,8 @@ def downsampled_grid(geometry: TokenGeometry, budget: int) -> tuple[int, int]:
     return best[2], best[3]
 
 
-class DownsamplePruner(Pruner):
+class DownsamplePruner(RatioPruner):
     name = "downsample"
-    budgeted = True
-
-    def __init__(self, ratio: float | None = None):
-        self.ratio = check_ratio(ratio, self.name)
-
-    def params(self) -> dict[str, Any]:
-        return {"ratio": self.ratio}
 
     def _select(
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.pruning.base import Pruner, check_ratio, group_frames
+from harness.pruning.base import RatioPruner, group_frames
 from harness.pruning.selection import Selection, TokenGeometry
 from harness.pruning.uniform_frames import evenly_spaced
 
@@ -54,15 +54,8 @@ def group_change(frames: np.ndarray, geometry: TokenGeometry) -> torch.Tensor:
     return torch.stack([per_frame[idx].amax(0) for idx in groups])
 
 
-class TemporalDiffPruner(Pruner):
+class TemporalDiffPruner(RatioPruner):
     name = "temporal_diff"
-    budgeted = True
-
-    def __init__(self, ratio: float | None = None):
-        self.ratio = check_ratio(ratio, self.name)
-
-    def params(self) -> dict[str, Any]:
-        return {"ratio": self.ratio}
 
     def _select(
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None

@@ -10,12 +10,10 @@ so the kept frames are spread over the whole clip and symmetric about its middle
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from harness.pruning.base import Pruner, check_ratio
+from harness.pruning.base import RatioPruner
 from harness.pruning.selection import Selection, TokenGeometry
 
 
@@ -26,15 +24,8 @@ def evenly_spaced(n: int, total: int) -> list[int]:
     return [(2 * i + 1) * total // (2 * n) for i in range(n)]
 
 
-class UniformFramesPruner(Pruner):
+class UniformFramesPruner(RatioPruner):
     name = "uniform_frames"
-    budgeted = True
-
-    def __init__(self, ratio: float | None = None):
-        self.ratio = check_ratio(ratio, self.name)
-
-    def params(self) -> dict[str, Any]:
-        return {"ratio": self.ratio}
 
     def _select(
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None
