@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.pruning.selection import Selection
 from harness.runner.components import TINY_LABEL, Components, DecodedVideo
 from harness.runner.config import (
     BenchmarkConfig,
@@ -270,7 +271,7 @@ class Evaluator:
                 pruner.select(frames, geometry, budget=max(1, geometry.total_tokens // 2), fps=video.fps)
         if plan.generation.enabled:
             with contextlib.suppress(Exception):
-                adapter.generate(frames, None, "warm-up", fps=video.fps, max_new_tokens=1,
+                adapter.generate(frames, Selection.keep_all(geometry), "warm-up", fps=video.fps, max_new_tokens=1,
                                  prune_stage=plan.model.prune_stage)
 
     def _base_record(self, plan: ModelPlan, sample: Any, benchmark: Any) -> dict[str, Any]:

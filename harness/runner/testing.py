@@ -69,11 +69,15 @@ class FakeAdapter:
     fail_on: set[str] = field(default_factory=set)
     interrupt_after: int | None = None  # raise KeyboardInterrupt on this generate call (a kill)
     calls: list[tuple[str, int]] = field(default_factory=list)
+    warm_ups: int = 0  # the runner's untimed warm-up calls, kept apart from the recorded ones
 
     def token_geometry(self, t, h, w):
         return TokenGeometry(num_frames=t, height=h, width=w, patch_size=8)
 
     def generate(self, frames, selection, prompt, *, fps, max_new_tokens=16, prune_stage="post_vit"):
+        if prompt == "warm-up":
+            self.warm_ups += 1
+            return Generation(text="A", tokens=TokenCounts(0, 0, 0, 1))
         if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
             raise KeyboardInterrupt
         self.calls.append((prompt, selection.num_kept))
