@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    GenerationConfig,
     GotOcr2ImageProcessor,
     InternVLConfig,
     InternVLForConditionalGeneration,
@@ -25,7 +24,7 @@ from transformers import (
     InternVLVideoProcessor,
 )
 
-from harness.models.tiny.tokenizer import train_tokenizer
+from harness.models.tiny.common import chat_tokenizer, greedy_stop_on_either, text_config, vit_config
 
 IMAGE_SIZE = 112
 PATCH_SIZE = 14
@@ -70,40 +69,18 @@ def build(out_dir: Path, seed: int = 0) -> Path:
     """Write the tiny model, tokenizer and processor into ``out_dir``; return ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(
+    tokenizer, ids = chat_tokenizer(
         out,
         special_tokens=SPECIAL_TOKENS,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=NAMED_TOKENS,
         chat_template=CHAT_TEMPLATE,
         seed=seed,
+        extra_special_tokens=NAMED_TOKENS,
     )
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = InternVLConfig(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "initializer_range": INIT_STD,
-            "image_size": IMAGE_SIZE,
-            "patch_size": PATCH_SIZE,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            "initializer_range": INIT_STD,
-            "tie_word_embeddings": False,
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
+        vision_config=vit_config(IMAGE_SIZE, PATCH_SIZE, INIT_STD),
+        text_config=text_config(
+            len(tokenizer), ids, model_type="qwen2", initializer_range=INIT_STD, tie_word_embeddings=False
+        ),
         image_token_id=ids["<IMG_CONTEXT>"],
         image_seq_length=IMAGE_SEQ_LENGTH,
         downsample_ratio=DOWNSAMPLE_RATIO,
@@ -115,11 +92,7 @@ def build(out_dir: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
+    model.generation_config = greedy_stop_on_either(ids)
     model.save_pretrained(out)
 
     size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}

@@ -21,7 +21,14 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-from harness.models.tiny.tokenizer import train_tokenizer
+from harness.models.tiny.common import (
+    chat_tokenizer,
+    qwen_placeholder_ids,
+    round_up,
+    save_greedy_qwen,
+    text_config,
+    write_random_readme,
+)
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -57,39 +64,22 @@ MIN_PIXELS = 56 * 56
 MAX_PIXELS = 224 * 224
 
 
-def _round_up(n: int, multiple: int = 64) -> int:
-    return (n + multiple - 1) // multiple * multiple
-
-
 def build(out_dir: Path, seed: int = 0) -> Path:
     """Write config, weights, tokenizer and processor of a tiny Qwen2.5-VL into ``out_dir``."""
-    tokenizer = train_tokenizer(
-        out_dir,
-        special_tokens=SPECIAL_TOKENS,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
-        seed=seed,
+    tokenizer, ids = chat_tokenizer(
+        out_dir, special_tokens=SPECIAL_TOKENS, chat_template=CHAT_TEMPLATE, seed=seed
     )
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": _round_up(len(tokenizer)),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {
+        text_config=text_config(
+            round_up(len(tokenizer)),
+            ids,
+            rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 1_000_000.0,
                 "mrope_section": [2, 3, 3],
             },
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
+            bos_token_id=ids["<|endoftext|>"],
+        ),
         vision_config={
             "depth": 2,
             "hidden_size": 32,
@@ -103,18 +93,11 @@ def build(out_dir: Path, seed: int = 0) -> Path:
             "out_hidden_size": 64,
             "tokens_per_second": 2,
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **qwen_placeholder_ids(ids),
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.do_sample = False
-    model.save_pretrained(out_dir)
+    save_greedy_qwen(Qwen2_5_VLForConditionalGeneration(config).eval(), ids, out_dir)
 
     size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
     processor = Qwen2_5_VLProcessor(
@@ -126,8 +109,5 @@ def build(out_dir: Path, seed: int = 0) -> Path:
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out_dir)
-    (Path(out_dir) / "README.md").write_text(
-        "Tiny Qwen2.5-VL with RANDOM weights, built by harness.models.tiny for tests and the demo.\n"
-        "Its answers are meaningless.\n"
-    )
+    write_random_readme(out_dir, "Qwen2.5-VL")
     return Path(out_dir)

@@ -24,8 +24,15 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from harness.models.tiny.qwen2_5_vl import CHAT_TEMPLATE, SPECIAL_TOKENS, _round_up
-from harness.models.tiny.tokenizer import train_tokenizer
+from harness.models.tiny.common import (
+    chat_tokenizer,
+    qwen_placeholder_ids,
+    round_up,
+    save_greedy_qwen,
+    text_config,
+    write_random_readme,
+)
+from harness.models.tiny.qwen2_5_vl import CHAT_TEMPLATE, SPECIAL_TOKENS
 
 # Qwen3-VL's smart_resize bounds the pixels of the WHOLE clip (t * h * w), not one frame.
 MIN_PIXELS = 64 * 64 * 2
@@ -34,35 +41,22 @@ MAX_PIXELS = 128 * 128 * 64
 
 def build(out_dir: Path, seed: int = 0) -> Path:
     """Write config, weights, tokenizer and processor of a tiny Qwen3-VL into ``out_dir``."""
-    tokenizer = train_tokenizer(
-        out_dir,
-        special_tokens=SPECIAL_TOKENS,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
-        seed=seed,
+    tokenizer, ids = chat_tokenizer(
+        out_dir, special_tokens=SPECIAL_TOKENS, chat_template=CHAT_TEMPLATE, seed=seed
     )
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     config = Qwen3VLConfig(
-        text_config={
-            "vocab_size": _round_up(len(tokenizer)),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {
+        text_config=text_config(
+            round_up(len(tokenizer)),
+            ids,
+            head_dim=16,
+            rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 5_000_000.0,
                 "mrope_section": [4, 2, 2],
                 "mrope_interleaved": True,
             },
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
+            bos_token_id=ids["<|endoftext|>"],
+        ),
         vision_config={
             "depth": 2,
             "hidden_size": 32,
@@ -75,18 +69,11 @@ def build(out_dir: Path, seed: int = 0) -> Path:
             "num_position_embeddings": 64,
             "deepstack_visual_indexes": [0, 1],
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **qwen_placeholder_ids(ids),
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.do_sample = False
-    model.save_pretrained(out_dir)
+    save_greedy_qwen(Qwen3VLForConditionalGeneration(config).eval(), ids, out_dir)
 
     image_size = {"shortest_edge": 64 * 64, "longest_edge": 256 * 256}
     video_size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
@@ -111,8 +98,5 @@ def build(out_dir: Path, seed: int = 0) -> Path:
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out_dir)
-    (Path(out_dir) / "README.md").write_text(
-        "Tiny Qwen3-VL with RANDOM weights, built by harness.models.tiny for tests and the demo.\n"
-        "Its answers are meaningless.\n"
-    )
+    write_random_readme(out_dir, "Qwen3-VL")
     return Path(out_dir)
