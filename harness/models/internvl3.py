@@ -30,12 +30,17 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, InternVLForConditionalGeneration
 
-from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
-from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
-from harness.models.decoding import greedy_decode
+from harness.models.base import Generation, ModelAdapter, PruneStage
+from harness.models.common import StageTimer, reset_peak_memory
 from harness.models.frames import check_frames, resize_frames
 from harness.models.loading import parse_dtype, resolve_model_dir
-from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence, run_geometry
+from harness.models.rope1d import (
+    PrunedInputs,
+    generate_pruned,
+    processor_square_size,
+    prune_sequence,
+    run_geometry,
+)
 from harness.pruning.selection import Selection, TokenGeometry
 
 
@@ -170,25 +175,15 @@ class InternVL3Adapter(ModelAdapter):
         with timer.stage("vision"):
             features = self.encode_video(inputs["pixel_values"])
         pruned = self.prune(inputs, features, selection)
-        ids = greedy_decode(self.model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer)
-        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
         native = self.token_geometry(len(frames), *frames.shape[1:3])
-        tokens = TokenCounts(
+        return generate_pruned(
+            self.model,
+            self.processor.tokenizer,
+            pruned,
+            geometry,
             visual_before=native.total_tokens,
-            visual_after=pruned.visual_after,
-            prompt=int(pruned.model_kwargs["input_ids"].shape[1]),
-            generated=len(ids),
-        )
-        return Generation(
-            text=text,
-            tokens=tokens,
-            timings=dict(timer.seconds),
-            peak_memory_mb=peak_memory_mb(self.device),
-            extra={
-                "output_ids": ids,
-                "fps": fps,
-                "prune_stage": prune_stage,
-                "model_size": [geometry.height, geometry.width],
-                "token_grid": [geometry.grid_t, geometry.grid_h, geometry.grid_w],
-            },
+            timer=timer,
+            device=self.device,
+            max_new_tokens=max_new_tokens,
+            extra={"fps": fps, "prune_stage": prune_stage},
         )

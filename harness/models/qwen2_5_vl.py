@@ -176,6 +176,35 @@ class Qwen25VLAdapter(ModelAdapter):
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def fit_to_selection(
+        self, frames: np.ndarray, native: TokenGeometry, selection: Selection
+    ) -> tuple[np.ndarray, TokenGeometry, bool]:
+        """Check ``selection`` was made for this model and these frames; resize to its size if it differs.
+
+        ``native`` is ``token_geometry`` of ``frames``. Returns ``(frames, geometry, resized)``:
+        the frames to process (resized for a ``downsample`` selection), the geometry the processor
+        must then produce, and whether a resize happened. Shared with the vLLM backend's M-RoPE
+        route so both accept and refuse exactly the same selections, with the same messages.
+        """
+        t = frames.shape[0]
+        sg = selection.geometry
+        if (sg.patch_size, sg.spatial_merge_size, sg.temporal_patch_size) != (
+            self.patch_size,
+            self.merge_size,
+            self.temporal_patch_size,
+        ):
+            raise ValueError(f"selection geometry {sg} was not made for {self.name} (patch/merge/temporal)")
+        if sg.grid_t != native.grid_t:
+            raise ValueError(
+                f"selection has {sg.grid_t} temporal groups, the {t} frames give {native.grid_t}"
+            )
+        if (sg.height, sg.width) == (native.height, native.width):
+            return frames, native, False
+        factor = self.patch_size * self.merge_size
+        if sg.height % factor or sg.width % factor:
+            raise ValueError(f"selection size {sg.height}x{sg.width} is not a multiple of {factor} px")
+        return resize_frames(frames, sg.height, sg.width), self._geometry(t, sg.height, sg.width), True
+
     def prepare(
         self, frames: np.ndarray, prompt: str, *, fps: float, selection: Selection | None = None
     ) -> PreparedInputs:
@@ -188,28 +217,9 @@ class Qwen25VLAdapter(ModelAdapter):
         video_kwargs: dict[str, Any] = {"do_sample_frames": False}
         geometry = native
         if selection is not None:
-            sg = selection.geometry
-            if (sg.patch_size, sg.spatial_merge_size, sg.temporal_patch_size) != (
-                self.patch_size,
-                self.merge_size,
-                self.temporal_patch_size,
-            ):
-                raise ValueError(
-                    f"selection geometry {sg} was not made for {self.name} (patch/merge/temporal)"
-                )
-            if sg.grid_t != native.grid_t:
-                raise ValueError(
-                    f"selection has {sg.grid_t} temporal groups, the {t} frames give {native.grid_t}"
-                )
-            if (sg.height, sg.width) != (native.height, native.width):
-                factor = self.patch_size * self.merge_size
-                if sg.height % factor or sg.width % factor:
-                    raise ValueError(
-                        f"selection size {sg.height}x{sg.width} is not a multiple of {factor} px"
-                    )
-                frames = resize_frames(frames, sg.height, sg.width)
+            frames, geometry, resized = self.fit_to_selection(frames, native, selection)
+            if resized:
                 video_kwargs["do_resize"] = False  # the processor would smart_resize it back
-                geometry = self._geometry(t, sg.height, sg.width)
         meta = VideoMetadata(
             total_num_frames=t,
             fps=float(fps),

@@ -12,6 +12,9 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from harness.models.base import Generation, TokenCounts
+from harness.models.common import StageTimer, peak_memory_mb
+from harness.models.decoding import greedy_decode
 from harness.pruning.selection import Selection, TokenGeometry
 
 
@@ -106,4 +109,44 @@ def prune_sequence(
         kept_sequence=kept_sequence,
         visual_before=n_visual,
         visual_after=int(keep_visual.sum()),
+    )
+
+
+def generate_pruned(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    pruned: PrunedInputs,
+    geometry: TokenGeometry,
+    *,
+    visual_before: int,
+    timer: StageTimer,
+    device: torch.device | str | None,
+    max_new_tokens: int,
+    extra: dict[str, Any],
+) -> Generation:
+    """Greedy-decode ``pruned`` and account for it: the common end of both 1D-RoPE adapters' ``generate``.
+
+    Why shared: LLaVA-OV and InternVL3 must count tokens and time the same way for their records
+    to compare. ``visual_before`` is the native model's count (LLaVA-OV adds its newline token);
+    ``geometry`` the one the model ran at. ``extra`` holds the family's own facts; it lands between
+    ``output_ids`` and ``model_size``/``token_grid`` in ``Generation.extra``.
+    """
+    ids = greedy_decode(model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer)
+    tokens = TokenCounts(
+        visual_before=visual_before,
+        visual_after=pruned.visual_after,
+        prompt=int(pruned.model_kwargs["input_ids"].shape[1]),
+        generated=len(ids),
+    )
+    return Generation(
+        text=tokenizer.decode(ids, skip_special_tokens=True),
+        tokens=tokens,
+        timings=dict(timer.seconds),
+        peak_memory_mb=peak_memory_mb(device),
+        extra={
+            "output_ids": ids,
+            **extra,
+            "model_size": [geometry.height, geometry.width],
+            "token_grid": [geometry.grid_t, geometry.grid_h, geometry.grid_w],
+        },
     )

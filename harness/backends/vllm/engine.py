@@ -172,7 +172,7 @@ class VLLMBackend:
     # -- requests ------------------------------------------------------------------------------
 
     def _prepare_mrope(self, item: BatchItem) -> _Prepared:
-        from harness.models.frames import check_frames, resize_frames
+        from harness.models.frames import check_frames
 
         frames = item.frames
         check_frames(frames)
@@ -180,28 +180,8 @@ class VLLMBackend:
         native = self.token_geometry(t, h, w)
         geometry, resized = native, False
         if item.selection is not None:
-            sg = item.selection.geometry
-            a = self.adapter
-            if (sg.patch_size, sg.spatial_merge_size, sg.temporal_patch_size) != (
-                a.patch_size,
-                a.merge_size,
-                a.temporal_patch_size,
-            ):
-                raise ValueError(
-                    f"selection geometry {sg} was not made for {self.family} (patch/merge/temporal)"
-                )
-            if sg.grid_t != native.grid_t:
-                raise ValueError(
-                    f"selection has {sg.grid_t} temporal groups, the {t} frames give {native.grid_t}"
-                )
-            if (sg.height, sg.width) != (native.height, native.width):
-                factor = a.patch_size * a.merge_size
-                if sg.height % factor or sg.width % factor:
-                    raise ValueError(
-                        f"selection size {sg.height}x{sg.width} is not a multiple of {factor} px"
-                    )
-                frames, resized = resize_frames(frames, sg.height, sg.width), True
-                geometry = a._geometry(t, sg.height, sg.width)
+            # The transformers adapter's own checks and resize (its name is this family's).
+            frames, geometry, resized = self.adapter.fit_to_selection(frames, native, item.selection)
             if item.selection.num_kept == 0:
                 raise ValueError(
                     f"{self.family}: the selection keeps no visual token (at least one is needed)"
