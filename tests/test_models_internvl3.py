@@ -7,7 +7,6 @@ token must reproduce it exactly; any selection must show the LLM exactly the sel
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from harness.models.internvl3 import InternVL3Adapter
 from harness.models.tiny import build_tiny_model
 from harness.pruning.downsample import DownsamplePruner
 from harness.pruning.selection import Selection, TokenGeometry
+from tests.adapter_helpers import LLMInputRecorder, hf_cache_copy
 
 PROMPT = "What is the person doing? Answer with the option's letter."
 NUM_FRAMES = 6
@@ -56,24 +56,6 @@ def random_selection(adapter: InternVL3Adapter) -> Selection:
     keep[2] = False  # one frame loses every token: its <img></img> wrapper must stay
     keep[0, 0, 0] = True
     return Selection(geometry, keep, pruner="random")
-
-
-class LLMInputRecorder:
-    """Records what enters the language model (inputs_embeds, position_ids) on every call."""
-
-    def __init__(self, adapter: InternVL3Adapter):
-        self.calls: list[dict[str, torch.Tensor]] = []
-        lm = adapter.model.model.language_model
-        self.handle = lm.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs):  # noqa: ANN001 - torch hook signature
-        self.calls.append({k: kwargs[k].detach().clone() for k in ("inputs_embeds", "position_ids")})
-
-    def __enter__(self) -> LLMInputRecorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.handle.remove()
 
 
 def test_geometry_matches_stock_placeholders(adapter, stock_inputs):
@@ -224,11 +206,8 @@ def test_wrong_selection_is_refused(adapter, frames, random_selection):
 
 def test_loads_from_hf_cache_offline(model_dir, adapter, frames, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    repo = tmp_path / "hub" / "models--tiny-org--internvl3-tiny"
     commit = "89abcdef0123456789abcdef0123456789abcdef"
-    shutil.copytree(model_dir, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    hf_cache_copy(model_dir, tmp_path / "hub", "tiny-org/internvl3-tiny", commit)
     cached = InternVL3Adapter.from_pretrained("tiny-org/internvl3-tiny", cache_dir=tmp_path / "hub")
     assert commit in str(cached.model.name_or_path)
     a = cached.generate(frames, None, PROMPT, fps=2.0, max_new_tokens=4)

@@ -7,7 +7,6 @@ selected pooled tokens, at their unpruned positions, otherwise.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from harness.models.llava_onevision import LlavaOnevisionAdapter
 from harness.models.tiny import build_tiny_model
 from harness.pruning.downsample import DownsamplePruner
 from harness.pruning.selection import Selection, TokenGeometry
+from tests.adapter_helpers import LLMInputRecorder, hf_cache_copy
 
 PROMPT = "What is the person doing? Answer with the option's letter."
 NUM_FRAMES = 8
@@ -55,25 +55,6 @@ def random_selection(adapter: LlavaOnevisionAdapter) -> Selection:
     keep = torch.rand(geometry.grid_t, geometry.grid_h, geometry.grid_w, generator=gen) < 0.3
     keep[0, 0, 0] = True  # at least one kept token
     return Selection(geometry, keep, pruner="random")
-
-
-class LLMInputRecorder:
-    """Records what enters the language model (inputs_embeds, position_ids) on every call."""
-
-    def __init__(self, adapter: LlavaOnevisionAdapter):
-        self.calls: list[dict[str, torch.Tensor]] = []
-        self.handle = adapter.model.model.language_model.register_forward_pre_hook(
-            self._hook, with_kwargs=True
-        )
-
-    def _hook(self, module, args, kwargs):  # noqa: ANN001 - torch hook signature
-        self.calls.append({k: kwargs[k].detach().clone() for k in ("inputs_embeds", "position_ids")})
-
-    def __enter__(self) -> LLMInputRecorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.handle.remove()
 
 
 def test_geometry_matches_stock_placeholder_count(adapter, stock_inputs):
@@ -256,18 +237,9 @@ def test_bad_inputs_are_refused_with_a_reason(adapter, frames, random_selection)
         adapter.generate(frames, Selection.keep_all(foreign), PROMPT, fps=4.0)
 
 
-def _hf_cache_copy(model_dir: Path, cache: Path, repo_id: str) -> None:
-    """Lay ``model_dir`` out as the HF hub cache does: refs/main -> snapshots/<commit>/files."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(model_dir, repo / "snapshots" / commit)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-
-
 def test_loads_from_hf_cache_offline(model_dir, adapter, frames, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _hf_cache_copy(model_dir, tmp_path / "hub", "tiny-org/llava-ov-tiny")
+    hf_cache_copy(model_dir, tmp_path / "hub", "tiny-org/llava-ov-tiny")
     cached = LlavaOnevisionAdapter.from_pretrained("tiny-org/llava-ov-tiny", cache_dir=tmp_path / "hub")
     assert "snapshots" in str(cached.model.name_or_path)
     a = cached.generate(frames, None, PROMPT, fps=4.0, max_new_tokens=4)

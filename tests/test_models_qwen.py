@@ -8,7 +8,6 @@ and pre-ViT on whole temporal groups must equal the stock ViT run on those frame
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from harness.models.qwen2_5_vl import Qwen25VLAdapter
 from harness.models.qwen3_vl import Qwen3VLAdapter
 from harness.models.tiny import build_tiny_model
 from harness.pruning.selection import Selection, TokenGeometry
+from tests.adapter_helpers import hf_cache_copy
 
 ADAPTERS = {"qwen2_5_vl": Qwen25VLAdapter, "qwen3_vl": Qwen3VLAdapter}
 PROMPT = "What is the person holding? Answer briefly."
@@ -233,12 +233,7 @@ def test_bad_selection_is_refused(adapter, frames):
 
 def test_loads_from_an_hf_cache_layout_offline(family, model_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / "models--tiny-org--tiny-model"
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(model_dir, snapshot)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    snapshot = hf_cache_copy(model_dir, cache, "tiny-org/tiny-model")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     loaded = ADAPTERS[family].from_pretrained("tiny-org/tiny-model")
