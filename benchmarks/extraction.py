@@ -175,18 +175,48 @@ def mcq_extract(response: str, choices: Sequence[str] | None = None) -> str:
     return best[2] if best is not None else ""
 
 
+# lmms-eval's default pairs when a task opts into stripping reasoning blocks.
+REASONING_TAGS: tuple[tuple[str, str], ...] = (("<think>", "</think>"), ("<thinking>", "</thinking>"))
+
+
+def strip_reasoning(text: str, tag_pairs: Sequence[Sequence[str]] = REASONING_TAGS) -> str:
+    """Remove reasoning blocks (``<think>...</think>``) before the answer is extracted.
+
+    Why: a reasoning model's thoughts mention every option letter, so extracting from the raw
+    output scores the first letter it *considered*. Semantics follow lmms-eval's
+    ``strip_reasoning_tags`` (its tests compare): case-sensitive tags; each complete block is
+    removed; a closing tag with no opening one (templates that prefill ``<think>``) keeps only
+    what follows the last closing tag; an unclosed opening tag is left as is; the result is stripped.
+    """
+    for start_tag, end_tag in tag_pairs:
+        while True:
+            start = text.find(start_tag)
+            end = text.find(end_tag, start) if start != -1 else -1
+            if start == -1 or end == -1:
+                break
+            text = text[:start] + text[end + len(end_tag) :]
+        if end_tag in text and start_tag not in text:
+            text = text.rsplit(end_tag, 1)[-1]
+    return text.strip()
+
+
 def extract(
-    response: str | None, convention: str = DEFAULT_CONVENTION, choices: Sequence[str] | None = None
+    response: str | None,
+    convention: str = DEFAULT_CONVENTION,
+    choices: Sequence[str] | None = None,
+    reasoning_tags: Sequence[Sequence[str]] | None = None,
 ) -> str | None:
     """The letter ``response`` chose under ``convention``, or None when there is none.
 
     ``choices`` are the sample's option letters; None means the convention's own default
     (A-D for the regex scorers and for lmms-eval's videomme task, A-H for the bare ranked
-    extractor).
+    extractor). ``reasoning_tags`` (e.g. ``REASONING_TAGS``) strips reasoning blocks first.
     """
     check_convention(convention)
     if response is None:
         return None
+    if reasoning_tags:
+        response = strip_reasoning(response, reasoning_tags)
     if convention == "lmms-eval-mcq":
         letter = mcq_extract(response, choices if choices else ("A", "B", "C", "D"))
     else:

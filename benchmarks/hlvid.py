@@ -81,8 +81,13 @@ class HLVid(MultipleChoiceBenchmark):
     fixed_choices = None  # scan the letters parsed from each question
     published = PUBLISHED
 
-    def __init__(self, data_dir: str | Path = DATASET_IDS[0], extraction: str | None = None) -> None:
-        super().__init__(extraction)
+    def __init__(
+        self,
+        data_dir: str | Path = DATASET_IDS[0],
+        extraction: str | None = None,
+        reasoning_tags: bool | list | None = None,
+    ) -> None:
+        super().__init__(extraction, reasoning_tags)
         self.root = resolve_dataset_dir(data_dir, DATASET_IDS)
         self.table = read_parquet_checked(self.root / PARQUET, COLUMNS)
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.base import Benchmark, Sample
-from benchmarks.extraction import CONVENTIONS, check_convention, extract
+from benchmarks.extraction import CONVENTIONS, REASONING_TAGS, check_convention, extract
 from benchmarks.scoring import index_predictions, score_output, score_samples
 from benchmarks.stats import SCORE_COLUMNS, accuracy_table
 
@@ -29,8 +29,10 @@ class MultipleChoiceBenchmark(Benchmark):
     # The letters the convention scans for; the published VideoMME scorers hard-code A-D.
     fixed_choices: tuple[str, ...] | None = ("A", "B", "C", "D")
 
-    def __init__(self, extraction: str | None = None) -> None:
+    def __init__(self, extraction: str | None = None, reasoning_tags: bool | list | None = None) -> None:
         self.default_extraction = check_convention(extraction or type(self).default_extraction)
+        # True = lmms-eval's <think>/<thinking> pairs; a list of [start, end] pairs = those; None = off.
+        self.reasoning_tags = REASONING_TAGS if reasoning_tags is True else (reasoning_tags or None)
         self._by_id: dict[str, Sample] | None = None
 
     # -- lookup ---------------------------------------------------------------------------
@@ -42,7 +44,7 @@ class MultipleChoiceBenchmark(Benchmark):
     # -- extraction -----------------------------------------------------------------------
     def extract_answer(self, output: str, sample: Sample, convention: str | None = None) -> str | None:
         choices = self.fixed_choices or sample.letters
-        return extract(output, convention or self.default_extraction, choices)
+        return extract(output, convention or self.default_extraction, choices, self.reasoning_tags)
 
     # -- scoring --------------------------------------------------------------------------
     def score_output(

@@ -245,9 +245,13 @@ class SyntheticNeedle(MultipleChoiceBenchmark):
     fixed_choices = None
 
     def __init__(
-        self, cache_dir: str | Path | None = None, extraction: str | None = None, **config: Any
+        self,
+        cache_dir: str | Path | None = None,
+        extraction: str | None = None,
+        reasoning_tags: bool | list | None = None,
+        **config: Any,
     ) -> None:
-        super().__init__(extraction)
+        super().__init__(extraction, reasoning_tags)
         if "kinds" in config and isinstance(config["kinds"], str):
             config["kinds"] = tuple(k.strip() for k in config["kinds"].split(","))
         self.config = NeedleConfig(**config)

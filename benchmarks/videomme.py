@@ -99,8 +99,9 @@ class VideoMME(MultipleChoiceBenchmark):
         subtitle_frames: int | None = None,
         video_root: str | Path | None = None,
         extraction: str | None = None,
+        reasoning_tags: bool | list | None = None,
     ) -> None:
-        super().__init__(extraction)
+        super().__init__(extraction, reasoning_tags)
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(
                 f"unknown Video-MME prompt_style {prompt_style!r}; valid choices: {', '.join(PROMPT_STYLES)}"

@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="output directory or file prefix (default: beside the predictions)",
     )
+    parser.add_argument(
+        "--strip-reasoning",
+        action="store_true",
+        help="remove <think>...</think> / <thinking>...</thinking> blocks before extraction (as lmms-eval can)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary object as the last line")
 
 
@@ -59,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         kwargs = {"data_dir": args.data_dir} if args.data_dir and args.benchmark != "synthetic_needle" else {}
+        if args.strip_reasoning:
+            kwargs["reasoning_tags"] = True
         bench = get_benchmark(args.benchmark, **kwargs)
         predictions = index_predictions(
             read_predictions(args.predictions), bench.sample_by_id(), str(args.predictions)
