@@ -15,7 +15,7 @@ Layout of a config (every key optional except ``benchmark.name`` and ``pruners``
     models: [ {...model keys..., frames: {...}, generation: {...}, pruners: [...]}, ... ]  # optional
     benchmark: {name, kwargs, limit, extraction, prompt_kwargs}
     frames: {num_frames, fps, max_frames, resolution, keep_aspect, chunk_size}
-    generation: {max_new_tokens, enabled}
+    generation: {max_new_tokens, enabled, batch_size}
     pruners:
       - {name: none}
       - {name: autogaze, params: {model: DIR}, grid: {task_loss_requirement: [0.5, 0.7], gazing_ratio: [0.3]}}
@@ -91,6 +91,8 @@ class FramesConfig:
 class GenerationConfig:
     max_new_tokens: int = 16
     enabled: bool = True  # False: pruner-only scoring (evidence recall/hit), the MLLM is not called
+    # requests per adapter.generate_batch call (backends that have it: vllm); 1 = one generate per record
+    batch_size: int = 1
 
 
 @dataclass
@@ -257,6 +259,8 @@ def _check_values(cfg: EvalConfig) -> None:
             f.resolution = parse_resolution(f.resolution)
         if int(g.max_new_tokens) < 1:
             raise ConfigError(f"generation.max_new_tokens must be >= 1, got {g.max_new_tokens}")
+        if isinstance(g.batch_size, bool) or not isinstance(g.batch_size, int) or g.batch_size < 1:
+            raise ConfigError(f"generation.batch_size must be an integer >= 1, got {g.batch_size!r}")
         for spec in plan.pruners:
             _check_budget(spec)
     if cfg.benchmark.limit is not None and int(cfg.benchmark.limit) < 0:

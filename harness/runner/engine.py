@@ -17,11 +17,14 @@ import datetime as dt
 import json
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.backends.vllm.engine import BatchItem
 from harness.pruning.selection import Selection
+from harness.runner.batching import Outcome, generate_many, supports_batching
 from harness.runner.components import TINY_LABEL, Components, DecodedVideo
 from harness.runner.config import (
     BenchmarkConfig,
@@ -60,6 +63,44 @@ class RunHandle:
     kept: dict[str, int] = field(default_factory=dict)  # sample id -> kept tokens (autogaze runs)
     written: int = 0
     errors: int = 0
+
+
+@dataclass
+class _Entry:
+    """A record on its way to disk; ``item`` is its generation request while that is outstanding."""
+
+    rec: dict[str, Any]
+    handle: RunHandle
+    sample: Any
+    item: BatchItem | None = None
+
+
+@dataclass
+class _PlanState:
+    """One model plan's loop state: the adapter, the ordered record queue and the counters."""
+
+    plan: ModelPlan
+    adapter: Any
+    benchmark: Any
+    bar: Any
+    batch_size: int
+    batched: bool
+    queue: list[_Entry] = field(default_factory=list)
+    written: int = 0
+    errors: int = 0
+
+
+def _batching(plan: ModelPlan, adapter: Any) -> tuple[int, bool]:
+    """(requests held before generating, whether to use ``generate_batch``) for this plan."""
+    size = int(plan.generation.batch_size)
+    if size <= 1:
+        return 1, False
+    if not supports_batching(adapter):
+        warnings.warn(f"generation.batch_size={size} ignored for {plan.model.label}: its adapter "
+                      f"({type(adapter).__name__}) has no generate_batch; generating one request at a time",
+                      RuntimeWarning, stacklevel=2)
+        return 1, False
+    return size, True
 
 
 @dataclass
@@ -213,7 +254,8 @@ class Evaluator:
         adapter = self.components.load_adapter(plan.model, cfg.backend, device, cfg.seed)
         samples, total = self._samples(benchmark)
         bar = _progress(total, len(handles), f"{plan.model.label}", self.progress and self.shard.is_main)
-        written = errors = skipped = 0
+        state = _PlanState(plan, adapter, benchmark, bar, *_batching(plan, adapter))
+        skipped = 0
         warmed = False
         try:
             for sample in samples:
@@ -229,28 +271,69 @@ class Evaluator:
                 if not warmed and decode_error is None:
                     self._warm_up(plan, adapter, [pruners[self._key(h.setting)] for h in todo], video)
                     warmed = True
+                # Pruning stays sequential and in run order (AutoGaze before the baselines matched
+                # to it); only generation waits in the queue to be batched.
                 for h in todo:
                     rec = dict(base, run_id=run_id(plan.model.label, h.setting), pruner=h.setting.name,
                                pruner_label=h.setting.label, pruner_params=h.setting.params,
                                budget=h.setting.budget.to_dict())
+                    entry = _Entry(rec, h, sample)
                     if decode_error is not None:
                         rec["error"] = decode_error
                     else:
-                        self._run_one(rec, h, handles, plan, adapter, pruners[self._key(h.setting)], sample,
-                                      benchmark, video)
-                    rec["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-                    h.writer.write(rec)
-                    h.written += 1
-                    written += 1
-                    if rec.get("error") is not None:
-                        h.errors += 1
-                        errors += 1
-                    bar.update(1)
-                    bar.set_postfix(errors=errors, refresh=False)
+                        entry.item = self._prepare(rec, h, handles, plan, pruners[self._key(h.setting)], adapter,
+                                                   sample, benchmark, video)
+                    self._enqueue(state, entry)
                 del video
+            self._flush(state)
         finally:
             bar.close()
-        return written, errors, skipped
+        return state.written, state.errors, skipped
+
+    # ------------------------------------------------------------ record queue
+
+    def _enqueue(self, state: _PlanState, entry: _Entry) -> None:
+        """Queue a record; generate once ``batch_size`` requests wait, else write what is complete.
+
+        Records leave the queue in the order they entered, so every run file lists its samples in
+        the same order whatever the batch size; at most ``batch_size`` requests (and so the frames
+        of at most ``batch_size`` samples) are held at any time.
+        """
+        state.queue.append(entry)
+        if sum(e.item is not None for e in state.queue) >= state.batch_size:
+            self._flush(state)
+        else:
+            self._write_ready(state)
+
+    def _flush(self, state: _PlanState) -> None:
+        """Generate every waiting request (one batched call when the adapter can), then write all."""
+        waiting = [e for e in state.queue if e.item is not None]
+        if waiting:
+            gen_cfg, model = state.plan.generation, state.plan.model
+            outcomes = generate_many(state.adapter, [e.item for e in waiting],
+                                     max_new_tokens=int(gen_cfg.max_new_tokens), prune_stage=model.prune_stage,
+                                     batched=state.batched)
+            for entry, outcome in zip(waiting, outcomes, strict=True):
+                entry.item = None
+                self._finish(entry.rec, entry.sample, state.benchmark, outcome)
+        self._write_ready(state)
+
+    def _write_ready(self, state: _PlanState) -> None:
+        while state.queue and state.queue[0].item is None:
+            entry = state.queue.pop(0)
+            rec, h = entry.rec, entry.handle
+            latency = rec["latency"]
+            if "decode" in latency:  # the sample was decoded: its stage times add up to the total
+                latency["total"] = sum(v for k, v in latency.items() if k in STAGES and v is not None)
+            rec["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            h.writer.write(rec)
+            h.written += 1
+            state.written += 1
+            if rec.get("error") is not None:
+                h.errors += 1
+                state.errors += 1
+            state.bar.update(1)
+            state.bar.set_postfix(errors=state.errors, refresh=False)
 
     @staticmethod
     def _warm_up(plan: ModelPlan, adapter: Any, pruners: list[Any], video: DecodedVideo) -> None:
@@ -316,8 +399,12 @@ class Evaluator:
             pruners[key] = self.components.build_pruner(setting.name, params)
         return pruners[key]
 
-    def _run_one(self, rec: dict[str, Any], h: RunHandle, handles: list[RunHandle], plan: ModelPlan,
-                 adapter: Any, pruner: Any, sample: Any, benchmark: Any, video: DecodedVideo) -> None:
+    def _prepare(self, rec: dict[str, Any], h: RunHandle, handles: list[RunHandle], plan: ModelPlan,
+                 pruner: Any, adapter: Any, sample: Any, benchmark: Any, video: DecodedVideo) -> BatchItem | None:
+        """Prompt, prune and evidence for one record; returns its generation request (None: nothing to ask).
+
+        A failure here is recorded in ``rec`` and ends the record (no request).
+        """
         sid = rec["sample_id"]
         rec["frames"] = video.to_dict()
         latency = {"decode": video.seconds}
@@ -343,12 +430,24 @@ class Evaluator:
                 h.kept[sid] = int(selection.num_kept)
             stage = "evidence"
             rec["evidence"] = self.components.evidence_scores(benchmark, selection, sample, video)
-            if not plan.generation.enabled:
-                return
-            stage = "generate"
-            gen = adapter.generate(frames, selection, prompt, fps=video.fps,
-                                   max_new_tokens=int(plan.generation.max_new_tokens),
-                                   prune_stage=plan.model.prune_stage)
+        except Exception as exc:  # noqa: BLE001 - one sample's failure must not end the run
+            rec["error"] = _error(stage, exc)
+            _free_accelerator_memory()
+            return None
+        if not plan.generation.enabled:
+            return None
+        return BatchItem(frames, selection, prompt, video.fps)
+
+    def _finish(self, rec: dict[str, Any], sample: Any, benchmark: Any, outcome: Outcome) -> None:
+        """Fill a record from its generation outcome and score it (the same fields on every path)."""
+        latency = rec["latency"]
+        if outcome.error is not None:
+            rec["error"] = _error("generate", outcome.error)
+            _free_accelerator_memory()
+            return
+        stage = "generate"
+        try:
+            gen = outcome.generation
             rec["output"] = gen.text
             tok = gen.tokens
             rec["tokens"] = {"visual_before": tok.visual_before, "visual_after": tok.visual_after,
@@ -358,6 +457,11 @@ class Evaluator:
                     latency["gaze"] += float(seconds)
                 else:
                     latency[name] = float(seconds)
+            if outcome.batch_size > 1:
+                rec["latency_batched"] = outcome.batch_size
+                if outcome.amortized_seconds is not None:  # no per-request model time from the backend
+                    latency["generate"] = latency.get("generate", 0.0) + outcome.amortized_seconds
+                    rec["latency_amortized"] = True
             rec["peak_memory_mb"] = gen.peak_memory_mb
             if gen.extra:
                 rec["generation_extra"] = {k: v for k, v in gen.extra.items() if _is_small(v)}
@@ -366,8 +470,6 @@ class Evaluator:
         except Exception as exc:  # noqa: BLE001 - one sample's failure must not end the run
             rec["error"] = _error(stage, exc)
             _free_accelerator_memory()
-        finally:
-            rec["latency"]["total"] = sum(v for k, v in latency.items() if k in STAGES and v is not None)
 
     def _score(self, rec: dict[str, Any], sample: Any, benchmark: Any, text: str) -> None:
         """Extract the letter and decide ``correct``/``counted`` the way the benchmark's scorer does."""
@@ -397,13 +499,15 @@ def _fingerprint(run: dict[str, Any]) -> dict[str, Any]:
     """What decides a run's numbers: resuming under a different value would mix two experiments.
 
     Left out on purpose: names, device (``cuda`` vs ``cuda:3`` under torchrun), ``benchmark.limit``
-    (extending a run to more samples is a resume).
+    (extending a run to more samples is a resume), ``generation.batch_size`` and the decoder's
+    chunking (throughput knobs: a run may resume with another batch size).
     """
     model = {k: v for k, v in (run.get("model") or {}).items() if k not in ("device", "name", "label")}
     bench = {k: v for k, v in (run.get("benchmark") or {}).items() if k != "limit"}
     frames = {k: v for k, v in (run.get("frames") or {}).items() if k not in ("chunk_size", "max_decoded_gb")}
+    generation = {k: v for k, v in (run.get("generation") or {}).items() if k != "batch_size"}
     return json.loads(json.dumps({"model": model, "backend": run.get("backend"), "benchmark": bench,
-                                  "frames": frames, "generation": run.get("generation"),
+                                  "frames": frames, "generation": generation,
                                   "pruner": run.get("pruner")}, default=str))
 
 
