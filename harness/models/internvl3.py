@@ -1,6 +1,9 @@
 """InternVL3 adapter (transformers ``InternVLForConditionalGeneration``, the ``-hf`` checkpoints).
 
-Where tokens are pruned: AFTER the pixel shuffle + MLP projector. transformers 5.24 treats a
+Where tokens are pruned: AFTER the pixel shuffle + MLP projector (``post_vit``), or BEFORE
+InternViT (``pre_vit``: the ViT runs only on the 2x2 patch blocks the kept tokens read, frame by
+frame, CLS token included; see ``encode_kept`` and ``harness/models/internvit_kept.py`` for what
+differs from stock and why). transformers 5.24 treats a
 video as one image per frame: ``InternVLProcessor`` resizes every frame to the video
 processor's square size and writes ``FrameN: <img>`` + ``image_seq_length`` x ``<IMG_CONTEXT>``
 + ``</img>`` per frame; ``InternVLModel.get_image_features`` runs InternViT per frame, drops the
@@ -18,7 +21,10 @@ How the LLM sees the kept tokens: as for LLaVA-OV (see ``harness/models/llava_on
 unkept placeholders removed from ``input_ids``, kept features through the stock
 ``mm_encoder_outputs={"image": ...}`` route, explicit 1D ``position_ids`` of the unpruned prompt
 (the LM is Qwen2), all-ones ``attention_mask``, and our own greedy prefill/decode loop so that
-prefill (TTFT) and decode are timed apart.
+prefill (TTFT) and decode are timed apart. Both stages feed the LLM the same way; only where the
+kept tokens' features come from differs. ``Generation.extra["vit_tokens"]`` is the number of
+patches InternViT ran on (pre_vit; the per-frame CLS tokens, one per frame with any kept patch,
+are in ``extra["vit_cls_tokens"]``); None for post_vit, where it ran on every patch.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from transformers import AutoProcessor, InternVLForConditionalGeneration
 from harness.models.base import Generation, ModelAdapter, PruneStage
 from harness.models.common import StageTimer, reset_peak_memory
 from harness.models.frames import check_frames, resize_frames
+from harness.models.internvit_kept import shuffled_features_pre_vit
 from harness.models.loading import parse_dtype, resolve_model_dir
 from harness.models.rope1d import (
     PrunedInputs,
@@ -45,7 +52,7 @@ from harness.pruning.selection import Selection, TokenGeometry
 
 
 class InternVL3Adapter(ModelAdapter):
-    """InternVL3: pruning after the pixel shuffle + MLP, one temporal group per frame."""
+    """InternVL3: pruning after the pixel shuffle + MLP or before InternViT, one temporal group per frame."""
 
     name = "internvl3"
 
@@ -128,11 +135,22 @@ class InternVL3Adapter(ModelAdapter):
         out = self.model.model.get_image_features(pixel_values=pixel_values, return_dict=True)
         return out.pooler_output.flatten(0, 1)
 
-    def prune(
-        self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
-    ) -> PrunedInputs:
-        """The LLM inputs seeing only ``selection``'s tokens; frame wrappers stay."""
-        frames, _, height, width = inputs["pixel_values"].shape
+    @torch.inference_mode()
+    def encode_kept(self, pixel_values: torch.Tensor, selection: Selection) -> tuple[torch.Tensor, int, int]:
+        """Pre-ViT pruning: projected features of the kept tokens only (K, D), raster order.
+
+        InternViT runs on the patches the kept tokens read (their 2x2 shuffle blocks) plus each
+        such frame's CLS token, frame-independently; then the stock shuffle on a zero-filled grid
+        and the stock projector (``harness/models/internvit_kept.py``). Returns the features, the
+        number of patches the ViT ran on and the number of CLS tokens it ran with them.
+        """
+        self._check_selection_grid(pixel_values, selection)
+        features, vit_keep = shuffled_features_pre_vit(self.model.model, pixel_values, selection.keep)
+        cls_tokens = int(vit_keep.flatten(1).any(1).sum())
+        return features, int(vit_keep.sum()), cls_tokens
+
+    def _check_selection_grid(self, pixel_values: torch.Tensor, selection: Selection) -> None:
+        frames, _, height, width = pixel_values.shape
         cell = self.patch_size * self.merge
         grid = (selection.geometry.grid_t, selection.geometry.grid_h, selection.geometry.grid_w)
         if grid != (frames, height // cell, width // cell):
@@ -140,8 +158,24 @@ class InternVL3Adapter(ModelAdapter):
                 f"selection grid {grid} does not match the token grid {(frames, height // cell, width // cell)} "
                 "of these inputs"
             )
+
+    def prune(
+        self,
+        inputs: dict[str, torch.Tensor],
+        features: torch.Tensor,
+        selection: Selection,
+        *,
+        only_kept: bool = False,
+    ) -> PrunedInputs:
+        """The LLM inputs seeing only ``selection``'s tokens; frame wrappers stay.
+
+        ``features`` covers every token (post_vit), or with ``only_kept`` just the kept ones in
+        raster order (what ``encode_kept`` returns for pre_vit).
+        """
+        self._check_selection_grid(inputs["pixel_values"], selection)
         keep = selection.keep.flatten().to(features.device)
-        return prune_sequence(inputs["input_ids"], self.image_token_id, keep, features[keep], "image")
+        kept = features if only_kept else features[keep]
+        return prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
 
     def generate(
         self,
@@ -158,12 +192,7 @@ class InternVL3Adapter(ModelAdapter):
         ``visual_before`` counts the native model's tokens even when a ``downsample`` selection
         makes it run smaller; ``visual_after`` what the LLM saw.
         """
-        if prune_stage == "pre_vit":
-            raise NotImplementedError(
-                "internvl3: pre-ViT pruning is not implemented yet (InternViT would have to run on kept "
-                "patches only); use prune_stage='post_vit'"
-            )
-        if prune_stage != "post_vit":
+        if prune_stage not in ("pre_vit", "post_vit"):
             raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
         check_frames(frames)
         geometry = self.model_geometry(frames, selection)
@@ -172,9 +201,13 @@ class InternVL3Adapter(ModelAdapter):
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         inputs = self.preprocess(frames, prompt, geometry)
+        vit_tokens = vit_cls_tokens = None
         with timer.stage("vision"):
-            features = self.encode_video(inputs["pixel_values"])
-        pruned = self.prune(inputs, features, selection)
+            if prune_stage == "pre_vit":
+                features, vit_tokens, vit_cls_tokens = self.encode_kept(inputs["pixel_values"], selection)
+            else:
+                features = self.encode_video(inputs["pixel_values"])
+        pruned = self.prune(inputs, features, selection, only_kept=prune_stage == "pre_vit")
         native = self.token_geometry(len(frames), *frames.shape[1:3])
         return generate_pruned(
             self.model,
@@ -185,5 +218,10 @@ class InternVL3Adapter(ModelAdapter):
             timer=timer,
             device=self.device,
             max_new_tokens=max_new_tokens,
-            extra={"fps": fps, "prune_stage": prune_stage},
+            extra={
+                "fps": fps,
+                "prune_stage": prune_stage,
+                "vit_tokens": vit_tokens,
+                "vit_cls_tokens": vit_cls_tokens,
+            },
         )
