@@ -67,15 +67,19 @@ def generate_many(adapter: Any, items: Sequence[BatchItem], *, max_new_tokens: i
     if not batched or len(items) < 2:
         return [generate_one(adapter, it, max_new_tokens=max_new_tokens, prune_stage=prune_stage) for it in items]
     start = time.perf_counter()
+    failure: str | None = None
     try:
         gens = list(adapter.generate_batch(list(items), max_new_tokens=max_new_tokens, prune_stage=prune_stage))
         if len(gens) != len(items):
-            raise RuntimeError(f"generate_batch returned {len(gens)} generations for {len(items)} requests")
+            failure = f"it returned {len(gens)} generations for {len(items)} requests"
     except Exception as exc:  # noqa: BLE001 - retried one by one below
-        warnings.warn(f"generate_batch failed on a batch of {len(items)} ({type(exc).__name__}: {exc}); "
-                      "retrying each request alone", RuntimeWarning, stacklevel=2)
-        return [generate_one(adapter, it, max_new_tokens=max_new_tokens, prune_stage=prune_stage) for it in items]
+        failure = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
+    if failure is not None:
+        # Retried outside the except block: a request's own error must not carry the batch's as context.
+        warnings.warn(f"generate_batch failed on a batch of {len(items)} ({failure}); retrying each request alone",
+                      RuntimeWarning, stacklevel=2)
+        return [generate_one(adapter, it, max_new_tokens=max_new_tokens, prune_stage=prune_stage) for it in items]
     return [Outcome(generation=g, batch_size=len(items), amortized_seconds=share)
             for g, share in zip(gens, _amortized(gens, seconds), strict=True)]
 

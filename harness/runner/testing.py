@@ -70,6 +70,8 @@ class FakeAdapter:
     interrupt_after: int | None = None  # raise KeyboardInterrupt on this generate call (a kill)
     calls: list[tuple[str, int]] = field(default_factory=list)
     warm_ups: int = 0  # the runner's untimed warm-up calls, kept apart from the recorded ones
+    batches: list[int] = field(default_factory=list)  # size of each generate_batch call
+    batch_timings: bool = True  # False: generate_batch reports no per-request stage times (amortised)
 
     def token_geometry(self, t, h, w):
         return TokenGeometry(num_frames=t, height=h, width=w, patch_size=8)
@@ -89,6 +91,20 @@ class FakeAdapter:
         return Generation(text=f"The answer is {letter}.", tokens=TokenCounts(total, selection.num_kept,
                           selection.num_kept + 5, 3), timings={"vision": 0.01, "prefill": 0.02, "generate": 0.03},
                           peak_memory_mb=100.0)
+
+
+    def generate_batch(self, items, *, max_new_tokens=16, prune_stage="post_vit"):
+        """Like the vLLM backend's: one call for many requests; one bad request fails the whole call."""
+        self.batches.append(len(items))
+        bad = [it.prompt for it in items if it.prompt.split()[-1] in self.fail_on]
+        if bad:
+            raise RuntimeError(f"batch failed on {bad}")
+        gens = [self.generate(it.frames, it.selection, it.prompt, fps=it.fps, max_new_tokens=max_new_tokens,
+                              prune_stage=prune_stage) for it in items]
+        if not self.batch_timings:
+            for g in gens:
+                g.timings = {}
+        return gens
 
 
 def fake_components(bench: FakeBenchmark, adapter: FakeAdapter, decoded: list[str] | None = None,
