@@ -88,7 +88,7 @@ def test_eval_cli_bad_input_lists_choices(tmp_path, capsys):
     assert main(base + ["--benchmark", "mmlu"]) == 2
     assert "unknown benchmark 'mmlu'; valid choices: " in capsys.readouterr().err
     assert main(base + ["--set", "generation.temperature=0"]) == 2
-    assert "valid keys of generation: enabled, max_new_tokens" in capsys.readouterr().err
+    assert "valid keys of generation: batch_size, enabled, max_new_tokens" in capsys.readouterr().err
     assert main(base + ["--pruners", "gazer"]) == 2
     assert "valid choices: autogaze" in capsys.readouterr().err
     assert main(base) == 0
