@@ -119,3 +119,105 @@ def test_vllm_answers_equal_the_transformers_backend(family, frames, tmp_path):
         assert out.extra["positions"] == "unpruned"
     # the selections differ enough to change the model's output distribution
     assert not np.allclose(outputs[0].extra["logprobs"], outputs[1].extra["logprobs"], atol=ATOL)
+
+
+class _Bench:
+    """A benchmark of ``n`` two-option questions (duck-typed: the runner reads these attributes only)."""
+
+    name = "vllm-runner"
+    split_keys: list[str] = []
+
+    def __init__(self, n: int):
+        from types import SimpleNamespace
+
+        self.items = [SimpleNamespace(id=f"s{i}", video_path=f"v{i}.mp4", question=f"question {i}",
+                                      options=["yes", "no"], answer="A", metadata={}) for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def samples(self, limit=None):
+        yield from self.items[:limit]
+
+    def build_prompt(self, sample, **kw):
+        return f"{PROMPT} ({sample.question})"
+
+    def extract_answer(self, output, sample, convention=None):
+        letters = [c for c in output if c in "AB"]
+        return letters[0] if letters else None
+
+
+def _load_frames(path, frames_cfg):
+    from harness.runner.components import DecodedVideo
+
+    seed = int(Path(path).stem[1:])  # a different clip per sample
+    n = int(frames_cfg.num_frames)
+    frames = np.random.default_rng(seed).integers(0, 255, (n, 112, 112, 3), dtype=np.uint8)
+    return DecodedVideo(frames=frames, indices=np.arange(n), timestamps=np.arange(n) / FPS, fps=FPS,
+                        source_fps=FPS, source_size=(112, 112), decoder="synthetic", seconds=0.001)
+
+
+def _run_batch_sizes(backend, family: str, model_dir: Path, out: Path, labels: list[str]):
+    """Run the runner at batch_size 1 then 3 on one engine; records per batch size and call sizes."""
+    from harness.runner.components import Components
+    from harness.runner.config import load_config
+    from harness.runner.engine import Evaluator
+    from harness.runner.records import read_run_records
+    from harness.runner.sharding import ShardInfo
+
+    sizes: list[int] = []
+    batch = backend.generate_batch
+    backend.generate_batch = lambda items, **kw: sizes.append(len(items)) or batch(items, **kw)
+    records = {}
+    for size in (1, 3):
+        cfg = load_config(data={
+            "output_dir": str(out / f"b{size}"), "backend": "vllm",
+            "model": {"family": family, "path": str(model_dir), "name": "m"},
+            "benchmark": {"name": "vllm-runner"}, "frames": {"num_frames": 8},
+            "generation": {"max_new_tokens": MAX_NEW, "batch_size": size},
+            "pruners": ["none", {"name": "random", "budget": 0.4, "label": labels[1]}],
+        })
+        comps = Components(load_benchmark=lambda c: _Bench(3), load_adapter=lambda m, b, d, s: backend,
+                           load_frames=_load_frames, evidence_scores=lambda *a: None)
+        result = Evaluator(cfg, comps, ShardInfo(), progress=False).run()
+        assert result.written == 6 and result.errors == 0
+        records[size] = {lab: read_run_records(out / f"b{size}" / "m" / lab) for lab in labels}
+    del backend.generate_batch
+    return records, sizes
+
+
+def _untimed(rec: dict, timing: set[str]) -> dict:
+    """A record without its timing fields (the pruner's own ``selection.info.seconds`` included)."""
+    out = {k: v for k, v in rec.items() if k not in timing}
+    out["selection"] = {**rec["selection"], "info": {k: v for k, v in rec["selection"]["info"].items()
+                                                     if k != "seconds"}}
+    return out
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision"])
+def test_runner_batched_generation_gives_the_records_of_one_by_one(family, tmp_path):
+    """generation.batch_size through the real backend: same records as batch_size 1 (timings aside)."""
+    model_dir = build_vllm_tiny_model(family, tmp_path / "model")
+    backend = VLLMBackend.from_pretrained(family, str(model_dir), dtype="float32", max_model_len=1024,
+                                          enforce_eager=True, max_num_seqs=4, max_num_batched_tokens=1024)
+    labels = ["none", "random_b0.4"]
+    try:
+        records, sizes = _run_batch_sizes(backend, family, model_dir, tmp_path, labels)
+    finally:
+        del backend
+        gc.collect()
+
+    # generate() is generate_batch() of one: batch_size 1 makes 1 warm-up + 6 single calls; then
+    # batch_size 3: 1 warm-up + 2 calls of 3 (3 samples x 2 runs)
+    assert sizes == [1] * 8 + [3, 3]
+    timing = {"latency", "finished", "latency_batched", "latency_amortized", "generation_extra"}
+    for lab in labels:
+        for one, three in zip(records[1][lab], records[3][lab], strict=True):
+            assert three["latency_batched"] == 3 and "latency_batched" not in one
+            assert _untimed(one, timing) == _untimed(three, timing), (family, lab, one["sample_id"])
+            e1, e3 = one["generation_extra"], three["generation_extra"]
+            assert e1["output_ids"] == e3["output_ids"]
+            np.testing.assert_allclose(e1["logprobs"], e3["logprobs"], atol=ATOL)
+    pruned = records[3][labels[1]]
+    assert all(r["selection"]["kept"] < r["selection"]["total"] for r in pruned)
+    assert all(r["tokens"]["visual_after"] < r["tokens"]["visual_before"] for r in pruned)
