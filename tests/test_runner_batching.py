@@ -168,3 +168,14 @@ def test_batch_size_defaults_to_one(tmp_path):
     cfg = load_config(data={"output_dir": str(tmp_path), "benchmark": {"name": "fake"}})
     assert cfg.generation.batch_size == 1
     assert _cfg(tmp_path, 8, models=[{"name": "a", "generation": {"batch_size": 2}}]).plans()[0].generation.batch_size == 2
+
+
+def test_pruner_only_runs_write_at_once_and_never_generate(tmp_path):
+    out = tmp_path / "out"
+    adapter = FakeAdapter()
+    comps = fake_components(FakeBenchmark(3), adapter)
+    result = Evaluator(_cfg(out, 4, generation={"enabled": False, "batch_size": 4}), comps, ShardInfo(),
+                       progress=False).run()
+    assert result.written == 15 and adapter.calls == adapter.batches == []
+    assert [r["sample_id"] for r in _records(out, "none")] == ["s0", "s1", "s2"]
+    assert all("latency_batched" not in r and r["output"] is None for r in _records(out, "autogaze_gr0.25"))

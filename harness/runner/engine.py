@@ -5,6 +5,11 @@ sample reuses the frames, and the AutoGaze settings run before the baselines mat
 so a matched budget (AutoGaze's kept count on this very sample) is known when a baseline needs
 it. On resume the kept count comes from the AutoGaze record already on disk.
 
+With ``generation.batch_size`` > 1 and an adapter that has ``generate_batch`` (vLLM), records
+wait in an ordered queue after pruning and their generation requests go out in batches
+(``batching.py``); pruning itself stays sequential, so matched budgets are unchanged, and the
+records written are those of the one-by-one path apart from timing fields.
+
 Failures are data: an exception while decoding, pruning, generating or scoring one sample
 becomes a record with ``error`` (stage, type, message) and the loop goes on.
 """
