@@ -109,6 +109,9 @@ def test_vllm_answers_equal_the_transformers_backend(family, frames, tmp_path):
         gc.collect()
 
     assert single.extra["output_ids"] == outputs[1].extra["output_ids"]
+    # a lone request always carries the LLM's time (vLLM's metrics, or the call's wall time)
+    assert single.timings.get("generate", 0.0) > 0.0, single.timings
+    assert single.extra["llm_timing"] in {"vllm_metrics", "wall_prefill_plus_decode"}
     for selection, out, ref in zip(selections, outputs, reference):
         assert out.extra["output_ids"] == ref["ids"], (family, selection is not None)
         np.testing.assert_allclose(out.extra["logprobs"], ref["logprobs"], atol=ATOL, err_msg=family)

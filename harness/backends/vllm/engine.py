@@ -269,9 +269,13 @@ class VLLMBackend:
         params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, logprobs=1 if logprobs else None)
         outputs = self.llm.generate([p.request for p in prepared], params, use_tqdm=False)
         total_s = time.perf_counter() - start
-        return [self._generation(p, out, prepare_s, total_s) for p, out in zip(prepared, outputs)]
+        # A lone request's LLM wall time is its own; a batch's cannot be split honestly here.
+        single_llm_s = total_s - prepare_s if len(items) == 1 else None
+        return [self._generation(p, out, prepare_s, total_s, single_llm_s) for p, out in zip(prepared, outputs)]
 
-    def _generation(self, prepared: _Prepared, out: Any, prepare_s: float, total_s: float) -> Generation:
+    def _generation(
+        self, prepared: _Prepared, out: Any, prepare_s: float, total_s: float, single_llm_s: float | None = None
+    ) -> Generation:
         completion = out.outputs[0]
         ids = [int(i) for i in completion.token_ids]
         logprobs = None
@@ -286,9 +290,18 @@ class VLLMBackend:
         if prepared.vision_s:
             timings["vision"] = prepared.vision_s
         metrics = getattr(out, "metrics", None)
+        llm_timing = "vllm_metrics"
         if metrics is not None and getattr(metrics, "first_token_ts", 0.0):
             timings["prefill"] = max(0.0, metrics.first_token_ts - metrics.scheduled_ts)
             timings["generate"] = max(0.0, metrics.last_token_ts - metrics.first_token_ts)
+        elif single_llm_s is not None:
+            # vLLM gave no per-request metrics (seen on CPU): without this the LLM's time would be
+            # missing from every total. Prefill and decode cannot be told apart, so both go to
+            # "generate" and extra["llm_timing"] says so.
+            timings["generate"] = max(0.0, single_llm_s)
+            llm_timing = "wall_prefill_plus_decode"
+        else:
+            llm_timing = "none_per_request"  # a batch without metrics: the runner amortises the call
         g = prepared.geometry
         return Generation(
             text=completion.text,
@@ -311,5 +324,6 @@ class VLLMBackend:
                 "token_grid": [g.grid_t, g.grid_h, g.grid_w],
                 "prepare_seconds": prepare_s,
                 "batch_seconds": total_s,
+                "llm_timing": llm_timing,
             },
         )
