@@ -19,6 +19,7 @@ SHORTCUTS = {  # flag -> config key
     "limit": "benchmark.limit",
     "num_frames": "frames.num_frames",
     "max_new_tokens": "generation.max_new_tokens",
+    "batch_size": "generation.batch_size",
     "output": "output_dir",
     "backend": "backend",
 }
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="= --set benchmark.limit=N (first N samples)")
     parser.add_argument("--num-frames", type=int, help="= --set frames.num_frames=N")
     parser.add_argument("--max-new-tokens", type=int, help="= --set generation.max_new_tokens=N")
+    parser.add_argument("--batch-size", type=int,
+                        help="= --set generation.batch_size=N (requests per generate_batch call; vLLM backend)")
     parser.add_argument("--output", help="= --set output_dir=DIR")
     parser.add_argument("--backend", help="= --set backend=... (transformers, vllm)")
     parser.add_argument("--pruners", help="comma-separated pruner names to keep from the config's list")
