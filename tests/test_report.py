@@ -37,6 +37,7 @@ def write_run(root: Path, label: str, pruner: str, rows: list[dict], model: str 
                             "total": 0.1 + row.get("gaze", 0.0) + 0.2 + row.get("prefill", 0.4) + 0.3},
                 "evidence": {"recall": row.get("recall", 1.0), "hit": row.get("recall", 1.0) > 0},
                 "peak_memory_mb": 10.0 + i,
+                **({"latency_batched": row["batched"]} if "batched" in row else {}),
             })
     return run_dir
 
@@ -174,3 +175,13 @@ def test_scorer_view_counts_failures_as_wrong(runs):
     assert overall.loc["autogaze_gr0.25", "no_prediction"] == 1
     assert overall.loc["none", "accuracy"] == pytest.approx(60.0)
     assert set(table.split) == {"overall", "duration"}
+
+
+def test_batched_latency_is_flagged_in_the_summary(tmp_path):
+    """Runs whose LLM time is a batch's time shared out must say so beside their latency."""
+    root = tmp_path / "exp"
+    write_run(root, "none", "none", [{"id": f"s{i}", "correct": True} for i in range(3)])
+    write_run(root, "batched", "none", [{"id": f"s{i}", "correct": True, "batched": 4} for i in range(3)])
+    summary = summary_table(load_records([root])).set_index("pruner_label")
+    assert summary.loc["none", "latency_batched"] == 1
+    assert summary.loc["batched", "latency_batched"] == 4

@@ -77,6 +77,8 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
     for stage in STAGES:
         row[f"lat_{stage}"] = latency.get(stage)
     row["lat_total"] = latency.get("total")
+    # batched generation (vLLM): >1 means the LLM stages are that call's time shared out, not per request
+    row["latency_batched"] = rec.get("latency_batched") or 1
     ev = rec.get("evidence") or {}
     row["evidence_recall"] = ev.get("recall")
     row["evidence_hit"] = ev.get("hit")

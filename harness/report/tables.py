@@ -70,6 +70,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         for stage in STAGES:
             row[f"lat_{stage}_s"] = _mean(ok[f"lat_{stage}"])
         row["lat_total_s"] = _mean(ok["lat_total"])
+        row["latency_batched"] = int(pd.to_numeric(ok["latency_batched"], errors="coerce").max()) \
+            if "latency_batched" in ok and ok["latency_batched"].notna().any() else 1
         row["peak_memory_mb"] = float(pd.to_numeric(ok["peak_memory_mb"], errors="coerce").max()) \
             if ok["peak_memory_mb"].notna().any() else math.nan
         row["evidence_recall"] = _mean(ok["evidence_recall"])
