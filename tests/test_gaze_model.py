@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from harness.gaze import AutoGaze, AutoGazeConfig, CheckpointError, ConfigError, resolve_checkpoint
 from harness.gaze.config import DecoderConfig
 from harness.gaze.generate import _chunk_mask
-from harness.gaze.model import GazeDecoder, KVCache, rope_inv_freq
+from harness.gaze.model import EXACT_MIN_ROWS, GazeDecoder, KVCache, rope_inv_freq
 
 # One torch thread per module (fixture in conftest.py): the greedy loop's small ops spin-wait otherwise.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -103,6 +103,35 @@ def test_causal_no_cache_path_matches_masked_path():
 @pytest.fixture(scope="module")
 def model(parity_dir):
     return AutoGaze.from_pretrained(parity_dir / "model")
+
+
+@torch.no_grad()
+def test_last_rows_only_is_bit_identical_to_full_pass(model):
+    """``forward_chunk(last=EXACT_MIN_ROWS)`` (the greedy loop's final-layer shortcut) gives the
+    full pass's last rows and cache bit for bit, at the checkpoint's real shapes: plain causal
+    first chunk, then masked chunks with padded keys, as the loop feeds them."""
+    dec = model.gazing_model.gaze_decoder
+    c = dec.cfg
+    torch.manual_seed(3)
+    chunks, b = [196, 10, 10, 205, 10], 2
+    n = sum(chunks)
+    x = torch.randn(b, n, c.hidden_size)
+    keep = torch.ones(b, n, dtype=torch.bool)
+    keep[1, 200:203] = False
+    pos = keep.long().cumsum(1) - 1
+    caches = [KVCache(c.num_layers, b, c.num_kv_heads, c.head_dim, n, torch.float32, "cpu") for _ in "ab"]
+    start = 0
+    for q in chunks:
+        key_mask = keep[:, : start + q].clone()
+        mask = None if start == 0 else _chunk_mask(key_mask, start, q)
+        args = (x[:, start : start + q], pos[:, start : start + q])
+        full = dec.forward_chunk(*args, caches[0], start, mask)
+        last = dec.forward_chunk(*args, caches[1], start, mask, last=EXACT_MIN_ROWS)
+        assert last.shape[1] == EXACT_MIN_ROWS
+        assert torch.equal(last, full[:, -EXACT_MIN_ROWS:]), (start, q)
+        start += q
+        assert torch.equal(caches[0].k[:, :, :, :start], caches[1].k[:, :, :, :start])
+        assert torch.equal(caches[0].v[:, :, :, :start], caches[1].v[:, :, :, :start])
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.gaze.model import GazeDecoder, KVCache
+from harness.gaze.model import EXACT_MIN_ROWS, GazeDecoder, KVCache
 
 
 @dataclass
@@ -123,7 +123,7 @@ def gaze_frame(
     state.ensure(start + q + steps_max * k)
     state.key_mask[:, start : start + q] = new_mask
     mask = None if start == 0 and bool(new_mask.all()) else _chunk_mask(state.key_mask, start, q, x.dtype)
-    h = decoder.forward_chunk(x, pos, state.cache, start, mask)
+    h = decoder.forward_chunk(x, pos, state.cache, start, mask, last=EXACT_MIN_ROWS)
     state.length = start + q
     step_pos = pos[:, -k:]
     logits, task_loss = decoder.heads(h[:, -1:])
@@ -164,7 +164,7 @@ def gaze_frame(
         fed.append(toks)
         h = decoder.forward_chunk(
             embed(torch.from_numpy(toks).to(dev)), step_pos, state.cache, start,
-            _chunk_mask(state.key_mask, start, k, vision.dtype), rope=rope,
+            _chunk_mask(state.key_mask, start, k, vision.dtype), rope=rope, last=EXACT_MIN_ROWS,
         )  # fmt: skip
         state.length = start + k
         logits, task_loss = decoder.heads(h[:, -1:])

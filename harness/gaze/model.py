@@ -172,6 +172,21 @@ class KVCache:
         self.k, self.v = k, v
 
 
+# Rows the final decoder layer computes when the caller reads only the last hidden state. Not 1:
+# on CPU (MKL) a 1- or 2-row GEMM / attention block takes a different kernel whose sums round
+# differently from the same row inside a bigger block; from 4 rows on the rows match the full
+# pass bit for bit (checked on every GEMM shape of the decoder). 8 leaves margin.
+EXACT_MIN_ROWS = 8
+
+
+def _causal_rows(start: int, q: int, keep: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """Additive mask (1, 1, keep, start+q) of the last ``keep`` queries of a causal chunk at ``start``."""
+    end = start + q
+    qpos = start + q - keep + torch.arange(keep, device=device)
+    future = torch.arange(end, device=device)[None, :] > qpos[:, None]
+    return torch.zeros(1, 1, keep, end, dtype=dtype, device=device).masked_fill_(future, float("-inf"))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
@@ -190,9 +205,13 @@ class Attention(nn.Module):
         cache_v: torch.Tensor | None,
         start: int,
         mask: torch.Tensor | None,
+        keep: int | None = None,
     ) -> torch.Tensor:
         """x (B, q, hidden). With a cache, keys/values land at [start, start+q) and attention covers
-        [0, start+q) under ``mask`` (bool (B, 1, q, start+q)); ``mask=None`` means plain causal."""
+        [0, start+q) under ``mask`` (bool (B, 1, q, start+q)); ``mask=None`` means plain causal.
+
+        ``keep``: keys/values for all q tokens, but queries (and the output) only for the last
+        ``keep`` of them (see ``GazeDecoder.forward_chunk``)."""
         b, q, _ = x.shape
         weight, bias = _fused_linear(self, [self.q_proj, self.k_proj, self.v_proj])
         nq, nkv = self.heads * self.head_dim, self.kv_heads * self.head_dim
@@ -200,8 +219,15 @@ class Attention(nn.Module):
         qs = qs.view(b, q, self.heads, self.head_dim).transpose(1, 2)
         ks = ks.view(b, q, self.kv_heads, self.head_dim).transpose(1, 2)
         vs = vs.view(b, q, self.kv_heads, self.head_dim).transpose(1, 2)
-        qs = qs * cos + _rotate_half(qs) * sin
         ks = ks * cos + _rotate_half(ks) * sin
+        rows = q
+        if keep is not None and keep < q:
+            rows, qs, cos, sin = keep, qs[:, :, -keep:], cos[:, :, -keep:], sin[:, :, -keep:]
+            if mask is None:  # plain causal over [start, start+q): spell out the kept rows' part
+                mask = _causal_rows(start, q, keep, x.dtype, x.device)
+            else:
+                mask = mask[:, :, -keep:]
+        qs = qs * cos + _rotate_half(qs) * sin
         if cache_k is not None:
             end = start + q
             cache_k[:, :, start:end] = ks
@@ -213,7 +239,7 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             qs, ks, vs, attn_mask=mask, is_causal=mask is None and q > 1, scale=self.head_dim**-0.5
         )
-        return self.o_proj(out.transpose(1, 2).reshape(b, q, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(b, rows, -1))
 
 
 class MLP(nn.Module):
@@ -237,8 +263,12 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, cache_k, cache_v, start, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache_k, cache_v, start, mask)
+    def forward(self, x, cos, sin, cache_k, cache_v, start, mask, keep: int | None = None):
+        """``keep``: compute the output for the last ``keep`` tokens only (their keys/values are all cached)."""
+        a = self.self_attn(self.input_layernorm(x), cos, sin, cache_k, cache_v, start, mask, keep)
+        if keep is not None and keep < x.shape[1]:
+            x = x[:, -keep:]
+        x = x + a
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -285,16 +315,24 @@ class GazeDecoder(nn.Module):
         start: int = 0,
         mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        last: int | None = None,
     ) -> torch.Tensor:
         """Run embeddings ``x`` (B, q, hidden) at rope ``positions`` (B, q); return final-norm hidden states.
 
         ``rope``: precomputed ``self.rope(positions, x.dtype)`` (the greedy loop reuses it for every
-        step of a frame, whose positions do not change)."""
+        step of a frame, whose positions do not change).
+
+        ``last``: return only the last ``last`` tokens' states (B, min(last, q), hidden). The final
+        layer's keys/values come from its input, so every token is still cached, but its queries,
+        attention, o_proj and MLP run for those rows only: the greedy loop reads one row, and a
+        196-token prefill then skips most of a layer. Rows come out bit-identical to the full pass
+        as long as ``last`` >= ``EXACT_MIN_ROWS`` (CPU BLAS takes another path for 1-2-row GEMMs)."""
         cos, sin = rope if rope is not None else self.rope(positions, x.dtype)
+        n = len(self.model.layers)
         for i, layer in enumerate(self.model.layers):
             ck = cache.k[i] if cache is not None else None
             cv = cache.v[i] if cache is not None else None
-            x = layer(x, cos, sin, ck, cv, start, mask)
+            x = layer(x, cos, sin, ck, cv, start, mask, last if i == n - 1 else None)
         return self.model.norm(x)
 
     def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
