@@ -66,17 +66,33 @@ class GazeState:
         self.key_mask = mask
 
 
+_FUTURE: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _future(q: int, device: torch.device) -> torch.Tensor:
+    """(q, q) bool, True above the diagonal: a chunk's own keys in each query's future (cached per size)."""
+    key = (q, torch.device(device))
+    tri = _FUTURE.get(key)
+    if tri is None:
+        tri = torch.ones(q, q, dtype=torch.bool, device=device).triu_(1)
+        _FUTURE[key] = tri
+    return tri
+
+
 def _chunk_mask(
     key_mask: torch.Tensor, start: int, q: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Additive attention mask (B, 1, q, start+q): 0 where the key is attended and not in the
     query's future, -inf elsewhere. Built once per decoder call and shared by every layer (sdpa
-    would otherwise convert a bool mask to this in each layer); same result as the bool mask."""
+    would otherwise convert a bool mask to this in each layer); same result as the bool mask.
+    Keys before ``start`` are never in a query's future, so the causal part is only the chunk's
+    own (q, q) corner: two fills instead of building a (q, start+q) causal comparison."""
     end = start + q
-    dev = key_mask.device
-    causal = torch.arange(end, device=dev)[None, :] <= (start + torch.arange(q, device=dev))[:, None]
-    allowed = key_mask[:, None, None, :end] & causal[None, None]
-    return torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(~allowed, float("-inf"))
+    b = key_mask.shape[0]
+    mask = torch.zeros(b, 1, q, end, dtype=dtype, device=key_mask.device)
+    mask.masked_fill_(~key_mask[:, None, None, :end], float("-inf"))
+    mask[..., start:].masked_fill_(_future(q, key_mask.device), float("-inf"))
+    return mask
 
 
 def capacity_for(frames: int, vision_tokens: int, cap: int, k: int) -> int:

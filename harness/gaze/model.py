@@ -140,11 +140,6 @@ def _fused_linear(owner: nn.Module, parts: list[nn.Linear]) -> tuple[torch.Tenso
     return cached[1], cached[2]
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class KVCache:
     """Preallocated keys/values for every layer: (layers, B, kv_heads, capacity, head_dim).
 
@@ -214,20 +209,21 @@ class Attention(nn.Module):
         ``keep`` of them (see ``GazeDecoder.forward_chunk``)."""
         b, q, _ = x.shape
         weight, bias = _fused_linear(self, [self.q_proj, self.k_proj, self.v_proj])
-        nq, nkv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        qs, ks, vs = F.linear(x, weight, bias).split([nq, nkv, nkv], dim=-1)
-        qs = qs.view(b, q, self.heads, self.head_dim).transpose(1, 2)
-        ks = ks.view(b, q, self.kv_heads, self.head_dim).transpose(1, 2)
-        vs = vs.view(b, q, self.kv_heads, self.head_dim).transpose(1, 2)
-        ks = ks * cos + _rotate_half(ks) * sin
+        h, kv, d = self.heads, self.kv_heads, self.head_dim
+        qkv = F.linear(x, weight, bias).view(b, q, h + 2 * kv, d)
+        # Rope on queries and keys in one go, rotate-half as a roll against a sign-folded sin
+        # (``rope``): -a * s == a * -s exactly, so same bits as the original's rotate_half.
+        qk = qkv[:, :, : h + kv]
+        qk = (qk * cos + torch.roll(qk, d // 2, -1) * sin).transpose(1, 2)
+        qs, ks = qk[:, :h], qk[:, h:]
+        vs = qkv[:, :, h + kv :].transpose(1, 2)
         rows = q
         if keep is not None and keep < q:
-            rows, qs, cos, sin = keep, qs[:, :, -keep:], cos[:, :, -keep:], sin[:, :, -keep:]
+            rows, qs = keep, qs[:, :, -keep:]
             if mask is None:  # plain causal over [start, start+q): spell out the kept rows' part
                 mask = _causal_rows(start, q, keep, x.dtype, x.device)
             else:
                 mask = mask[:, :, -keep:]
-        qs = qs * cos + _rotate_half(qs) * sin
         if cache_k is not None:
             end = start + q
             cache_k[:, :, start:end] = ks
@@ -295,7 +291,9 @@ class GazeDecoder(nn.Module):
         self._inv_freq_f32: dict[torch.device, torch.Tensor] = {}
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin (B, 1, q, head_dim) for integer positions (B, q); float32 math as the original.
+        """cos and sign-folded sin (B, q, 1, head_dim) for integer positions (B, q); float32 math as
+        the original. The sin's first half is negated so that ``Attention`` can rotate with a roll
+        (x * cos + roll(x) * sin == the original's x * cos + rotate_half(x) * sin, bit for bit).
 
         Frequencies come from a float32 copy per device, so ``model.to(torch.bfloat16)`` (which
         also casts buffers) cannot degrade them."""
@@ -305,7 +303,10 @@ class GazeDecoder(nn.Module):
             self._inv_freq_f32[positions.device] = inv
         freqs = positions[:, :, None].float() * inv[None, None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+        sin = emb.sin().to(dtype)
+        half = sin.shape[-1] // 2
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        return emb.cos().to(dtype)[:, :, None], sin[:, :, None]
 
     def forward_chunk(
         self,
