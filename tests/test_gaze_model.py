@@ -105,6 +105,33 @@ def model(parity_dir):
     return AutoGaze.from_pretrained(parity_dir / "model")
 
 
+def test_chunk_mask_is_padding_and_causal_mask():
+    """The two-fill mask equals the plain definition: key attended and not in the query's future."""
+    torch.manual_seed(2)
+    for b, start, q in ((1, 0, 196), (2, 300, 10), (3, 1000, 205), (1, 7, 1)):
+        key_mask = torch.rand(b, start + q + 5) > 0.2
+        causal = torch.arange(start + q)[None, :] <= (start + torch.arange(q))[:, None]
+        allowed = key_mask[:, None, None, : start + q] & causal
+        want = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf"))
+        assert torch.equal(_chunk_mask(key_mask, start, q), want), (b, start, q)
+
+
+@torch.no_grad()
+def test_rope_roll_is_bit_identical_to_rotate_half(model):
+    """Our rope (roll against a sign-folded sin) == the original's x*cos + rotate_half(x)*sin."""
+    dec = model.gazing_model.gaze_decoder
+    pos = torch.tensor([[0, 5, 17, 4000], [3, 3, 9, 250]])
+    cos, sin = dec.rope(pos, torch.float32)
+    freqs = pos[:, :, None].float() * rope_inv_freq(dec.cfg)[None, None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    ref_cos, ref_sin = emb.cos()[:, :, None], emb.sin()[:, :, None]
+    x = torch.randn(2, 4, 12, dec.cfg.head_dim)
+    half = dec.cfg.head_dim // 2
+    want = x * ref_cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * ref_sin
+    assert torch.equal(cos, ref_cos)
+    assert torch.equal(x * cos + torch.roll(x, half, -1) * sin, want)
+
+
 @torch.no_grad()
 def test_last_rows_only_is_bit_identical_to_full_pass(model):
     """``forward_chunk(last=EXACT_MIN_ROWS)`` (the greedy loop's final-layer shortcut) gives the
