@@ -133,10 +133,15 @@ def test_rope_roll_is_bit_identical_to_rotate_half(model):
 
 
 @torch.no_grad()
-def test_last_rows_only_is_bit_identical_to_full_pass(model):
+def test_last_rows_only_matches_full_pass(model):
     """``forward_chunk(last=EXACT_MIN_ROWS)`` (the greedy loop's final-layer shortcut) gives the
-    full pass's last rows and cache bit for bit, at the checkpoint's real shapes: plain causal
-    first chunk, then masked chunks with padded keys, as the loop feeds them."""
+    full pass's last rows and the same cache, at the checkpoint's real shapes: plain causal
+    first chunk, then masked chunks with padded keys, as the loop feeds them.
+
+    The cache must be bit-identical (same ops on the same input). The rows are compared to 1e-5,
+    not bitwise: they were bit-identical on the machine this was built on, but a BLAS may pick
+    another kernel for a different row count on another CPU; gaze exactness itself is what the
+    parity tests check."""
     dec = model.gazing_model.gaze_decoder
     c = dec.cfg
     torch.manual_seed(3)
@@ -155,7 +160,7 @@ def test_last_rows_only_is_bit_identical_to_full_pass(model):
         full = dec.forward_chunk(*args, caches[0], start, mask)
         last = dec.forward_chunk(*args, caches[1], start, mask, last=EXACT_MIN_ROWS)
         assert last.shape[1] == EXACT_MIN_ROWS
-        assert torch.equal(last, full[:, -EXACT_MIN_ROWS:]), (start, q)
+        torch.testing.assert_close(last, full[:, -EXACT_MIN_ROWS:], rtol=0, atol=1e-5, msg=str((start, q)))
         start += q
         assert torch.equal(caches[0].k[:, :, :, :start], caches[1].k[:, :, :, :start])
         assert torch.equal(caches[0].v[:, :, :, :start], caches[1].v[:, :, :, :start])
