@@ -225,26 +225,37 @@ def resolve_autogaze(path_or_id: str, local_files_only: bool = True) -> str:
 
 
 class StageClock:
-    """Accumulates seconds of calls that happen inside a model call we do not control."""
+    """Accumulates seconds of calls that happen inside a model call we do not control.
+
+    ``start``/``stop`` pair up (a stack, so nested calls are safe) for forward hooks, where a
+    context manager cannot span the pre- and post-hook; ``measure`` is the same as a context.
+    """
 
     def __init__(self, device: torch.device | str | None):
         self.device = device
         self.seconds = 0.0
         self.calls = 0
+        self._starts: list[float] = []
+
+    def start(self, *_: Any) -> None:
+        _sync(self.device)
+        self._starts.append(time.perf_counter())
+
+    def stop(self, *_: Any) -> None:
+        _sync(self.device)
+        self.seconds += time.perf_counter() - self._starts.pop()
+        self.calls += 1
 
     @contextmanager
     def measure(self) -> Iterator[None]:
-        _sync(self.device)
-        start = time.perf_counter()
+        self.start()
         try:
             yield
         finally:
-            _sync(self.device)
-            self.seconds += time.perf_counter() - start
-            self.calls += 1
+            self.stop()
 
     def reset(self) -> None:
-        self.seconds, self.calls = 0.0, 0
+        self.seconds, self.calls, self._starts = 0.0, 0, []
 
 
 class TimedGazeModel(nn.Module):
@@ -615,16 +626,6 @@ class NvilaHDVideoAdapter(ModelAdapter):
 
         vision = StageClock(self.device)
         marks: dict[str, float] = {}
-        vision_start: list[float] = []
-
-        def vis_pre(*_: Any) -> None:
-            _sync(self.device)
-            vision_start.append(time.perf_counter())
-
-        def vis_post(*_: Any) -> None:
-            _sync(self.device)
-            vision.seconds += time.perf_counter() - vision_start.pop()
-            vision.calls += 1
 
         def llm_pre(*_: Any) -> None:
             pass
@@ -636,7 +637,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
 
         _sync(self.device)
         gen_start = time.perf_counter()
-        with _hooked(self.vision, vis_pre, vis_post), _hooked(self.llm, llm_pre, llm_post):
+        with _hooked(self.vision, vision.start, vision.stop), _hooked(self.llm, llm_pre, llm_post):
             output = self.model.generate(**model_inputs, max_new_tokens=max_new_tokens, do_sample=False)
         _sync(self.device)
         gen_end = time.perf_counter()
