@@ -58,7 +58,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.runner.config import ConfigError, load_config, validate_names
+    from harness.runner.config import ConfigError, load_config, preflight
     from harness.runner.sweep import expand
 
     try:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             if unknown:
                 raise ConfigError(f"--pruners {','.join(unknown)}: not in the config; valid choices: {', '.join(known)}")
             cfg.pruners = [p for p in cfg.pruners if p.name in keep]
-        validate_names(cfg)
+        preflight(cfg)
         plans = [(plan, expand(plan.pruners)) for plan in cfg.plans()]
     except ConfigError as exc:
         print(f"run_eval.py eval: config error: {exc}", file=sys.stderr)
