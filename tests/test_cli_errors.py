@@ -116,3 +116,22 @@ def test_a_benchmark_that_fails_to_load_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"benchmark 'fake': /data/videomme: annotation file not found"):
         Evaluator(_fake_cfg(tmp_path), components, progress=False).run()
     assert not (tmp_path / "out").exists()
+
+
+def test_list_names_what_a_config_may_use(capsys):
+    from harness.models.registry import ADAPTERS
+    from harness.pruning.registry import PRUNERS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in [*ADAPTERS, *PRUNERS, "synthetic_needle", "videomme", "lmms-eval-mcq", "configs/demo.yaml"]:
+        assert name in out, name
+    assert "gazing_ratio=0.75" in out and "model='nvidia/AutoGaze'" in out
+    assert main(["list", "extractions"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "lmms-eval-regex (default)"
+
+
+def test_usage_names_the_installed_command(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/venv/bin/harness-eval"])
+    assert main([]) == 0
+    assert capsys.readouterr().out.startswith("usage: harness-eval {")

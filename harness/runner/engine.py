@@ -220,6 +220,7 @@ class Evaluator:
     def run(self) -> EvalResult:
         """Run every plan. Nothing is written until the benchmark, the first plan's pruners and its
         model have loaded, so a bad path or checkpoint leaves no run directory to block the rerun."""
+        self._say(f"loading benchmark {self.cfg.benchmark.name!r}")
         benchmark = self._load_benchmark()
         run_dirs: list[Path] = []
         written = errors = skipped = 0
@@ -227,8 +228,11 @@ class Evaluator:
             settings = expand(plan.pruners)
             self._check_existing_runs(plan, settings)
             device = device_for_rank(plan.model.device, self.shard)
+            self._say(f"{plan.model.label}: loading {len(settings)} pruner run(s) and the model ({plan.model.path})")
             pruners = self._build_pruners(settings, device)
             adapter = self._load_adapter(plan, device)
+            self._say(f"{plan.model.label}: running {len(settings)} run(s) per sample; "
+                      f"the first sample also warms up (untimed)")
             if not run_dirs:
                 self._write_meta()
             handles = self._open_runs(plan, settings)
@@ -242,6 +246,11 @@ class Evaluator:
             del adapter
             _free_accelerator_memory()
         return EvalResult(self.output_dir, run_dirs, written, errors, skipped)
+
+    def _say(self, text: str) -> None:
+        """What the run is doing now, between progress bars (a quiet wait looks like a hang)."""
+        if self.progress and self.shard.is_main:
+            print(text, flush=True)
 
     def _load_benchmark(self) -> Any:
         try:
