@@ -67,11 +67,11 @@ regression: $(STAMP)
 	$(PY) run_eval.py eval --config configs/ci_regression.yaml
 	$(PY) run_eval.py compare --baseline results/ci_regression runs/ci_regression --tolerance 5
 
-# The README's main job: the embedded demo (synthetic needle benchmark, tiny random-weight
-# model, AutoGaze parity checkpoint when ../shared is present) end to end, then the report.
+# The README's first command: the embedded demo (synthetic needle benchmark, tiny random-weight
+# Qwen2.5-VL and AutoGaze built on first use, nothing beside the clone needed) end to end; eval
+# writes the report into runs/demo/report.
 demo: $(STAMP)
 	$(PY) run_eval.py eval --config configs/demo.yaml
-	$(PY) run_eval.py report runs/demo --out runs/demo/report
 
 perf: $(STAMP)
 	$(PY) -m harness.perf.gaze

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 SHORTCUTS = {  # flag -> config key
     "model_path": "model.path",
@@ -98,13 +99,14 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print(f"\n{result.written} records written ({result.errors} failed), {result.skipped} already done, "
           f"in {cfg.output_dir}")
+    report_dir = Path(cfg.output_dir) / "report"
     try:
-        report = build_report([result.output_dir])
+        report = build_report([result.output_dir], out_dir=report_dir)
     except ReportError as exc:
         print(f"no summary: {exc}")
         return 1
     print(console_summary(report))
-    print(f"tables and plots: python run_eval.py report {cfg.output_dir} --out {cfg.output_dir}/report")
+    print(f"report (tables, plots, per-sample view): {report_dir / 'report.html'}")
     if result.written and result.errors == result.written:
         print("every sample failed: see the 'error' field of the records", file=sys.stderr)
         return 1

@@ -138,9 +138,27 @@ def _write(report: Report, out: Path) -> None:
 
 
 def console_summary(report: Report) -> str:
-    """The short text printed at the end of ``eval`` and ``report``."""
-    lines = []
-    if report.tiny:
-        lines.append(f"NOTE: {TINY_LABEL}.")
-    lines.append(to_markdown(_compact(report.summary)))
+    """The short text printed at the end of ``eval``: one line per run, narrow enough for a terminal
+    (model and benchmark said once above it; the full table is in summary.csv / report.html)."""
+    summary = report.summary
+    lines = [f"NOTE: {TINY_LABEL}."] if report.tiny else []
+    for (model, bench), group in summary.groupby(["model", "benchmark"], sort=False):
+        lines.append(f"{model} on {bench}:")
+        lines.append(to_markdown(_console_rows(group)))
     return "\n".join(lines)
+
+
+def _console_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    def pct(v: object) -> str:
+        return "" if pd.isna(v) else f"{float(v):.1f}"
+
+    table = pd.DataFrame({"run": summary["pruner_label"], "n": summary["n"], "failed": summary["errors"]})
+    table["acc % [95% Wilson]"] = [
+        "" if pd.isna(a) else f"{a:.1f} [{lo:.0f}, {hi:.0f}]"
+        for a, lo, hi in zip(summary["accuracy"], summary["ci_low"], summary["ci_high"])]
+    table["tokens"] = [pct(v).removesuffix(".0") for v in summary["visual_tokens"]]
+    table["kept %"] = [pct(100 - v) if not pd.isna(v) else "" for v in summary["token_reduction_pct"]]
+    if "evidence_recall" in summary and summary["evidence_recall"].notna().any():
+        table["evidence recall"] = [("" if pd.isna(v) else f"{v:.2f}") for v in summary["evidence_recall"]]
+    table["s/sample"] = [("" if pd.isna(v) else f"{v:.2f}") for v in summary["lat_total_s"]]
+    return table
