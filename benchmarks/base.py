@@ -12,11 +12,17 @@ import pandas as pd
 
 @dataclass
 class Evidence:
-    """Where the answer lives (synthetic benchmark): frames [start, end) and a pixel box (x0, y0, x1, y1)."""
+    """Where the answer lives (synthetic benchmark): frames [start, end) and a pixel box (x0, y0, x1, y1).
+
+    ``detail_px``: the size in source pixels of the finest detail that must be resolved to read
+    the answer (a glyph stroke). Evidence shrunk below one pixel per detail is illegible, so a
+    pruner that keeps it only at a lower resolution has not kept it. None: always legible.
+    """
 
     frame_start: int
     frame_end: int
     box: tuple[int, int, int, int]
+    detail_px: float | None = None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Drawing for the synthetic needle benchmark: textured moving background, codes and shapes.
+"""Drawing for the synthetic needle benchmark: panning textured background, moving shapes, plates.
 
 Kept apart from the benchmark definition so the pixels can be tested on their own and the
 generator stays readable. Everything is numpy and seeded: the same parameters give the same
@@ -52,34 +52,55 @@ def glyph_bitmap(code: str) -> np.ndarray:
     return np.concatenate(cols, axis=1)
 
 
-def code_box_size(code_len: int, side: int) -> tuple[int, int]:
-    """(width, height) of the plate holding a code whose plate height is about ``side / 2``."""
-    scale = max(1, side // 18)
-    width = (6 * code_len - 1) * scale + 2 * scale
-    height = 7 * scale + 2 * scale
-    return width, height
+# Plate border colours: the question names one, so finding *a* plate is not finding *the* plate.
+# Disjoint from the shape colours, so "the plate with the orange border" never names a shape.
+BORDERS: dict[str, tuple[int, int, int]] = {
+    "magenta": (220, 0, 220),
+    "cyan": (0, 215, 235),
+    "orange": (255, 140, 0),
+    "black": (0, 0, 0),
+}
+PLATE_UNITS = 11  # plate height in units: border, padding, 7-unit glyph, padding, border
 
 
-def draw_code(frame: np.ndarray, box: tuple[int, int, int, int], code: str) -> None:
-    """Black code on a white plate filling ``box`` (x0, y0, x1, y1), in place."""
+def plate_size(kind: str, code_length: int, unit: int) -> tuple[int, int]:
+    """(width, height) of a plate whose finest detail (glyph stroke, border) is ``unit`` pixels.
+
+    Code plates: border + padding + ``6 * len - 1`` glyph columns + padding + border; shape plates
+    are square. Both are ``PLATE_UNITS`` units high.
+    """
+    if unit < 1:
+        raise ValueError(f"plate unit must be >= 1 pixel, got {unit}")
+    if kind == "code":
+        return (6 * code_length + 3) * unit, PLATE_UNITS * unit
+    return PLATE_UNITS * unit, PLATE_UNITS * unit
+
+
+def _bordered(frame: np.ndarray, box: tuple[int, int, int, int], unit: int, border: str, fill: int):
+    """Paint the border colour over ``box`` and ``fill`` inside it; returns the inner view."""
     x0, y0, x1, y1 = box
-    frame[y0:y1, x0:x1] = 255
-    bitmap = glyph_bitmap(code)
-    scale = max(1, (y1 - y0) // 9)
-    big = np.kron(bitmap, np.ones((scale, scale), dtype=bool))
-    h, w = big.shape
-    oy, ox = y0 + scale, x0 + scale
-    region = frame[oy : oy + h, ox : ox + w]
+    frame[y0:y1, x0:x1] = BORDERS[border]
+    inner = frame[y0 + unit : y1 - unit, x0 + unit : x1 - unit]
+    inner[...] = fill
+    return inner
+
+
+def draw_code(frame: np.ndarray, box: tuple[int, int, int, int], code: str, unit: int, border: str) -> None:
+    """Black code on a white plate with a ``border``-coloured rim, filling ``box``, in place."""
+    inner = _bordered(frame, box, unit, border, 255)
+    big = np.kron(glyph_bitmap(code), np.ones((unit, unit), dtype=bool))
+    region = inner[unit : unit + big.shape[0], unit : unit + big.shape[1]]
     region[big[: region.shape[0], : region.shape[1]]] = 0
 
 
-def draw_shape(frame: np.ndarray, box: tuple[int, int, int, int], shape: str, colour: str) -> None:
-    """A coloured shape on a neutral grey plate filling ``box``, in place."""
-    x0, y0, x1, y1 = box
-    frame[y0:y1, x0:x1] = 128
-    h, w = y1 - y0, x1 - x0
+def draw_shape(
+    frame: np.ndarray, box: tuple[int, int, int, int], shape: str, colour: str, unit: int, border: str
+) -> None:
+    """A coloured shape on a grey plate with a ``border``-coloured rim, filling ``box``, in place."""
+    inner = _bordered(frame, box, unit, border, 128)
+    h, w = inner.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]
-    margin = max(1, min(h, w) // 8)
+    margin = unit
     if shape == "circle":
         cy, cx, r = (h - 1) / 2, (w - 1) / 2, min(h, w) / 2 - margin
         inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
@@ -92,28 +113,78 @@ def draw_shape(frame: np.ndarray, box: tuple[int, int, int, int], shape: str, co
         inside = (yy >= top) & (yy < bottom) & (np.abs(xx - (w - 1) / 2) <= half)
     else:
         raise ValueError(f"unknown shape {shape!r}; valid: {SHAPES}")
-    frame[y0:y1, x0:x1][inside] = COLOURS[colour]
+    inner[inside] = COLOURS[colour]
+
+
+def _bounce(start: float, velocity: float, t: int, span: int) -> int:
+    """Position at time t of a point moving at ``velocity`` and bouncing inside [0, span]."""
+    if span <= 0:
+        return 0
+    p = (start + velocity * t) % (2 * span)
+    return int(round(span - abs(p - span)))
 
 
 class MovingTexture:
-    """A seamless random texture that drifts and pulses: a background that is never static.
+    """A random texture seen through a panning camera, with a slow brightness wave.
 
-    One texture of the frame's size is built once (coarse colour blobs plus fine grain);
-    frame t is that texture rolled by ``t * velocity`` (wrapping) with a slow brightness
-    wave, so memory stays at two frames whatever the video length.
+    One texture of the frame's size is built once (coarse colour blobs plus fine grain); frame
+    t is that texture shifted by the camera offset (wrapping): a constant drift plus a sinusoidal
+    sway, so the pan changes speed and direction. Memory stays at two frames whatever the length.
     """
 
-    def __init__(self, rng: np.random.Generator, width: int, height: int, cell: int = 32) -> None:
+    def __init__(self, rng: np.random.Generator, width: int, height: int, cell: int | None = None) -> None:
+        cell = cell or max(8, min(width, height) // 14)  # blobs scale with the frame (32 px at 448)
         coarse = rng.integers(40, 200, size=(height // cell + 2, width // cell + 2, 3), dtype=np.int16)
         blobs = np.repeat(np.repeat(coarse, cell, axis=0), cell, axis=1)[:height, :width]
         grain = rng.integers(-25, 26, size=(height, width, 1), dtype=np.int16)
         self.texture = np.clip(blobs + grain, 0, 255).astype(np.uint8)
-        self.velocity = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        self.drift = (float(rng.uniform(-2, 2)), float(rng.uniform(-3, 3)))
+        self.sway = float(rng.uniform(0.02, 0.06)) * min(width, height)
+        self.sway_period = float(rng.uniform(40, 120))
         self.pulse_period = float(rng.uniform(20, 60))
 
+    def offset(self, t: int) -> tuple[int, int]:
+        sway = self.sway * np.sin(2 * np.pi * t / self.sway_period)
+        return int(round(self.drift[0] * t + 0.5 * sway)), int(round(self.drift[1] * t + sway))
+
     def frame(self, t: int) -> np.ndarray:
-        dy, dx = self.velocity
-        frame = np.roll(self.texture, shift=(t * dy, t * dx), axis=(0, 1))
+        frame = np.roll(self.texture, shift=self.offset(t), axis=(0, 1))
         gain = 0.85 + 0.15 * np.sin(2 * np.pi * t / self.pulse_period)
         lut = (np.arange(256) * gain).astype(np.uint8)  # a lookup keeps 4K frames in uint8
         return lut[frame]
+
+
+class MovingShapes:
+    """Solid discs and rectangles moving in straight lines and bouncing off the frame edges.
+
+    Why: a panning texture alone changes everywhere by the same amount; objects that move
+    independently make temporal change uneven (so temporal-difference pruners are drawn to
+    them, not to the needle) and put plate-like solid rectangles on screen. Each shape's mask is
+    built once; drawing touches only its bounding box.
+    """
+
+    def __init__(self, rng: np.random.Generator, width: int, height: int, count: int = 12) -> None:
+        self.width, self.height = width, height
+        self.shapes = []
+        short = min(width, height)
+        for _ in range(count):
+            h = max(2, int(rng.uniform(0.04, 0.16) * short))
+            w = max(2, int(h * rng.uniform(0.6, 1.8)))
+            w, h = min(w, width), min(h, height)
+            yy, xx = np.mgrid[0:h, 0:w]
+            if rng.random() < 0.5:
+                mask = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 <= 1
+            else:
+                mask = np.ones((h, w), dtype=bool)
+            colour = rng.integers(20, 236, size=3).astype(np.uint8)
+            speed = rng.uniform(0.004, 0.02) * short
+            angle = rng.uniform(0, 2 * np.pi)
+            start = (rng.uniform(0, max(1, width - w)), rng.uniform(0, max(1, height - h)))
+            self.shapes.append((mask, colour, start, (speed * np.cos(angle), speed * np.sin(angle))))
+
+    def draw(self, frame: np.ndarray, t: int) -> None:
+        for mask, colour, (sx, sy), (vx, vy) in self.shapes:
+            h, w = mask.shape
+            x = _bounce(sx, vx, t, self.width - w)
+            y = _bounce(sy, vy, t, self.height - h)
+            frame[y : y + h, x : x + w][mask] = colour

@@ -150,7 +150,12 @@ def build_pruner(name: str, params: dict[str, Any]) -> Any:
 
 
 def evidence_scores(benchmark: Any, selection: Any, sample: Any, video: DecodedVideo) -> dict[str, Any] | None:
-    """Evidence recall/hit of a selection when the sample carries evidence (pruner-only scoring)."""
+    """Evidence scores of a selection when the sample carries evidence (pruner-only scoring).
+
+    The record keeps every scalar the benchmark returns (synthetic needle: recall, coverage,
+    kept_share, chance, skill, hit, findable, reason; benchmarks/evidence.py); NaN becomes None
+    (JSON has no NaN). ``recall`` and ``hit`` are always present.
+    """
     scorer = getattr(benchmark, "evidence_scores", None)
     if not getattr(sample, "evidence", None) or selection is None or not callable(scorer):
         return None
@@ -158,11 +163,16 @@ def evidence_scores(benchmark: Any, selection: Any, sample: Any, video: DecodedV
     indices = list(np.asarray(video.indices).tolist())
     while indices and len(indices) < selection.geometry.num_frames:
         indices.append(indices[-1])
-    scores = scorer(sample, selection, indices[: selection.geometry.num_frames])
-    recall = scores.get("evidence_recall", scores.get("recall"))
-    hit = scores.get("evidence_hit", scores.get("hit"))
-    return {"recall": None if recall is None or recall != recall else float(recall),
-            "hit": None if hit is None else bool(hit)}
+    scores = dict(scorer(sample, selection, indices[: selection.geometry.num_frames]))
+    scores.setdefault("recall", scores.pop("evidence_recall", None))
+    scores.setdefault("hit", scores.pop("evidence_hit", None))
+    out: dict[str, Any] = {}
+    for key, value in scores.items():
+        if isinstance(value, bool | np.bool_) or value is None or isinstance(value, str):
+            out[key] = value if value is None or isinstance(value, str) else bool(value)
+        elif isinstance(value, int | float | np.number):
+            out[key] = None if value != value else float(value)
+    return out
 
 
 @dataclass
