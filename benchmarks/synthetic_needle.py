@@ -82,7 +82,7 @@ class NeedleConfig:
     needle_frames: int = 4
     sizes: tuple[float, ...] = (0.1, 0.06, 0.03)  # plate height / frame height; one drawn per video
     distractors: int = 3
-    moving_shapes: int = 12
+    moving_shapes: int = 24
     code_length: int = 3
     kinds: tuple[str, ...] = KINDS
     seed: int = 0
