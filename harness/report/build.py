@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.evidence_curve import evidence_auc_table, plot_evidence_curve
 from harness.report.extras import extraction_table, provenance_table, published_table, scorer_table
 from harness.report.load import load_records
 from harness.report.plots import plot_latency, plot_pareto
@@ -33,7 +34,8 @@ CONVENTIONS = (
 )
 
 SUMMARY_COLUMNS = ["model", "benchmark", "pruner_label", "n", "errors", "accuracy", "ci_low", "ci_high",
-                   "visual_tokens", "token_reduction_pct", "evidence_recall", "evidence_hit", "lat_total_s",
+                   "visual_tokens", "token_reduction_pct", "evidence_recall", "evidence_hit", "evidence_skill",
+                   "evidence_kept_share", "evidence_unfindable", "lat_total_s",
                    "speedup_total", "speedup_prefill", "peak_memory_mb"]
 
 
@@ -78,9 +80,10 @@ def _write(report: Report, out: Path) -> None:
         "published": published_table(report.records),
         "provenance": provenance_table(report.records),
         "scorer": scorer_table(report.records),
+        "evidence_auc": evidence_auc_table(report.summary),
     }
     for name, table in tables.items():
-        if table.empty and name in ("extraction", "published", "provenance", "scorer"):
+        if table.empty and name in ("extraction", "published", "provenance", "scorer", "evidence_auc"):
             continue
         f[f"{name}.csv"] = out / f"{name}.csv"
         table.to_csv(f[f"{name}.csv"], index=False)
@@ -91,6 +94,7 @@ def _write(report: Report, out: Path) -> None:
     plots = [("pareto.png", lambda s, o: plot_pareto(s, o, f"accuracy vs visual tokens{suffix}")),
              ("evidence.png", lambda s, o: plot_pareto(s, o, "evidence recall vs visual tokens (no model "
                                                        "involved)", metric="evidence_recall")),
+             ("evidence_curve.png", lambda s, o: plot_evidence_curve(s, o)),
              ("latency.png", lambda s, o: plot_latency(s, o, f"latency per stage{suffix}"))]
     for name, fn in plots:
         path = fn(report.summary, out / name)
@@ -102,6 +106,9 @@ def _write(report: Report, out: Path) -> None:
         ("Accuracy per split (%)", tables["splits_pivot"]),
         ("Latency per stage (s) and speed-up vs unpruned", tables["latency"]),
     ]
+    if not tables["evidence_auc"].empty:
+        sections.append(("Evidence recall vs kept share: area under the curve per pruner (no model involved)",
+                         tables["evidence_auc"]))
     if not tables["scorer"].empty:
         sections.append(("Accuracy as the benchmark's scorer counts it (failed samples wrong; 95% CI clustered "
                          "by video)", tables["scorer"]))
@@ -117,7 +124,7 @@ def _write(report: Report, out: Path) -> None:
     md = ["# Evaluation report\n", notice, CONVENTIONS + "\n"]
     for heading, table in sections:
         md += [f"\n## {heading}\n\n", to_markdown(table)]
-    for name in ("pareto.png", "evidence.png", "latency.png"):
+    for name in ("pareto.png", "evidence.png", "evidence_curve.png", "latency.png"):
         if name in f:
             md.append(f"\n![{name[:-4]}]({name})\n")
     f["report.md"] = out / "report.md"
@@ -127,7 +134,7 @@ def _write(report: Report, out: Path) -> None:
             f"<p>{html.escape(CONVENTIONS)}</p>"]
     for heading, table in sections:
         body += [f"<h2>{html.escape(heading)}</h2>", table.to_html(index=False, na_rep="", float_format="%.2f")]
-    for name in ("pareto.png", "evidence.png", "latency.png"):
+    for name in ("pareto.png", "evidence.png", "evidence_curve.png", "latency.png"):
         if name in f:
             body.append(f'<p><img src="{name}" alt="{name[:-4]}"></p>')
     f["report.html"] = out / "report.html"
@@ -160,5 +167,7 @@ def _console_rows(summary: pd.DataFrame) -> pd.DataFrame:
     table["kept %"] = [pct(100 - v) if not pd.isna(v) else "" for v in summary["token_reduction_pct"]]
     if "evidence_recall" in summary and summary["evidence_recall"].notna().any():
         table["evidence recall"] = [("" if pd.isna(v) else f"{v:.2f}") for v in summary["evidence_recall"]]
+    if "evidence_skill" in summary and summary["evidence_skill"].notna().any():  # 0 = random, 1 = oracle
+        table["evidence skill"] = [("" if pd.isna(v) else f"{v:+.2f}") for v in summary["evidence_skill"]]
     table["s/sample"] = [("" if pd.isna(v) else f"{v:.2f}") for v in summary["lat_total_s"]]
     return table

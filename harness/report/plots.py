@@ -29,7 +29,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-METRICS = {"accuracy": "accuracy (%)", "evidence_recall": "evidence recall (share of answer tokens kept)"}
+METRICS = {"accuracy": "accuracy (%)", "evidence_recall": "evidence recall (share of answer pixels legibly kept)"}
 
 
 def plot_pareto(summary: pd.DataFrame, out: Path, title: str = "", metric: str = "accuracy") -> Path | None:

@@ -77,10 +77,26 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         row["evidence_recall"] = _mean(ok["evidence_recall"])
         row["evidence_hit"] = _mean(ok["evidence_hit"].astype("Float64")) if ok["evidence_hit"].notna().any() \
             else math.nan
+        row.update(_evidence_budget(ok))
         row["tiny_model"] = bool(group["tiny_model"].any())
         rows.append(row)
     table = pd.DataFrame(rows)
     return _add_speedups(order_runs(table))
+
+
+def _evidence_budget(ok: pd.DataFrame) -> dict[str, float]:
+    """Mean skill over findable samples, mean kept share, and how many samples nothing could find.
+
+    Skill is NaN on a sample whose needle no pruner could find (missed by the sampled frames or
+    illegible at the model's resolution); those are counted in ``evidence_unfindable``, not dropped
+    silently (their recall, 0, is already in ``evidence_recall``).
+    """
+    if "evidence_skill" not in ok:
+        return {}
+    findable = ok["evidence_findable"].dropna().astype(bool)
+    return {"evidence_skill": _mean(ok["evidence_skill"]),
+            "evidence_kept_share": _mean(ok["evidence_kept_share"]),
+            "evidence_unfindable": int((~findable).sum()) if len(findable) else math.nan}
 
 
 def order_runs(table: pd.DataFrame) -> pd.DataFrame:
