@@ -61,7 +61,7 @@ def test_summary_numbers(runs):
     none, gaze = summary.loc["none"], summary.loc["autogaze_gr0.25"]
     assert none["n"] == 10 and none["errors"] == 0 and none["accuracy"] == pytest.approx(60.0)
     lo, hi = wilson_interval(6, 10)
-    assert none["ci_low"] == pytest.approx(100 * lo) and none["ci_high"] == pytest.approx(100 * hi)
+    assert none["wilson95_low"] == pytest.approx(100 * lo) and none["wilson95_high"] == pytest.approx(100 * hi)
     # the failed sample is not scored: 3 of 9
     assert gaze["errors"] == 1 and gaze["n_scored"] == 9 and gaze["accuracy"] == pytest.approx(100 * 3 / 9)
     assert gaze["visual_tokens"] == 25 and gaze["token_reduction_pct"] == pytest.approx(75.0)
@@ -185,3 +185,43 @@ def test_batched_latency_is_flagged_in_the_summary(tmp_path):
     summary = summary_table(load_records([root])).set_index("pruner_label")
     assert summary.loc["none", "latency_batched"] == 1
     assert summary.loc["batched", "latency_batched"] == 4
+
+
+def test_dodge_spreads_coincident_points_only():
+    from harness.report.plots import dodge
+
+    xs = [100.0, 100.0, 100.0, 300.0, 101.0]
+    out = dodge(xs, step=4.0)
+    assert out[3] == 300.0  # alone: its true x
+    cluster = sorted(out[i] for i in (0, 1, 2, 4))
+    assert all(b - a == pytest.approx(4.0) for a, b in zip(cluster, cluster[1:]))  # all visible, step apart
+    assert sum(cluster) / 4 == pytest.approx(sum(xs[i] for i in (0, 1, 2, 4)) / 4)  # centred on the cluster
+    assert dodge([1.0, 50.0], step=4.0) == [1.0, 50.0]
+
+
+def test_intervals_name_their_method(runs, tmp_path):
+    """Wilson (summary, splits), clustered (scorer view), Student t (evidence recall): never a bare 'ci'."""
+    report = build_report([runs], tmp_path / "rep")
+    for name in ["summary.csv", "splits.csv", "scorer.csv"]:
+        cols = pd.read_csv(tmp_path / "rep" / name).columns
+        assert not [c for c in cols if c.startswith("ci")], (name, list(cols))
+    assert {"wilson95_low", "wilson95_high", "evidence_recall_t95_low"} <= set(report.summary.columns)
+    assert {"clustered95_low", "clustered95_high"} <= set(pd.read_csv(tmp_path / "rep" / "scorer.csv").columns)
+    gaze = report.summary.set_index("pruner_label").loc["autogaze_gr0.25"]
+    # every recall is 0.5 -> zero-width t interval
+    assert gaze["evidence_recall_t95_low"] == pytest.approx(0.5) == gaze["evidence_recall_t95_high"]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<th>column</th>" not in page  # the split pivot's axis name used to show as a blank column
+    assert "Wilson" in page and "clustered" in page
+
+
+def test_t_interval_matches_scipy():
+    from scipy import stats
+
+    from harness.report.tables import t_interval
+
+    x = [0.2, 0.5, 0.9, 1.0]
+    lo, hi = t_interval(x)
+    ref = stats.t.interval(0.95, len(x) - 1, loc=sum(x) / 4, scale=stats.sem(x))
+    assert (lo, hi) == (pytest.approx(ref[0]), pytest.approx(ref[1]))
+    assert all(math.isnan(v) for v in t_interval([0.3]))

@@ -27,13 +27,15 @@ from harness.runner.components import TINY_LABEL
 
 CONVENTIONS = (
     "Accuracy (%) over samples that completed and that the extraction convention counts, with a 95% "
-    "Wilson interval [ci_low, ci_high]; failed samples are counted in `errors`, not scored. "
+    "Wilson score interval [wilson95_low, wilson95_high]; failed samples are counted in `errors`, not "
+    "scored. The scorer's view below counts failures as wrong and gives a 95% interval clustered by video "
+    "[clustered95_low, clustered95_high]; evidence recall's interval is Student's t over samples. "
     "Token reduction = 1 - mean visual tokens after / before pruning. Speed-up = the unpruned run's "
     "mean latency / this run's (same model and benchmark). Latencies are mean seconds per sample."
 )
 
-SUMMARY_COLUMNS = ["model", "benchmark", "pruner_label", "n", "errors", "accuracy", "ci_low", "ci_high",
-                   "visual_tokens", "token_reduction_pct", "evidence_recall", "evidence_hit", "lat_total_s",
+SUMMARY_COLUMNS = ["model", "benchmark", "pruner_label", "n", "errors", "accuracy", "wilson95_low",
+                   "wilson95_high", "visual_tokens", "token_reduction_pct", "evidence_recall", "evidence_hit", "lat_total_s",
                    "speedup_total", "speedup_prefill", "peak_memory_mb"]
 
 
