@@ -29,6 +29,10 @@ def write_run(root: Path, label: str, pruner: str, rows: list[dict], model: str 
                 "sample_id": row["id"], "run_id": f"{model}/{label}", "model": model, "benchmark": "b",
                 "pruner": pruner, "pruner_label": label, "tiny_model": tiny,
                 "correct": row.get("correct"), "counted": row.get("counted", True),
+                "question": f"Which shape is in {row['id']}?", "options": ["red | square", "blue, circle"],
+                "prompt": f"Question about {row['id']}\nA. red | square\nB. blue, circle", "answer": "A",
+                "output": None if row.get("error") else ("A" if row.get("correct") else "B"),
+                "extracted": None if row.get("error") else ("A" if row.get("correct") else "B"),
                 "error": row.get("error"), "splits": {"duration": row.get("duration", "short")},
                 "tokens": {"visual_before": 100, "visual_after": row.get("tokens", 100), "prompt": 120,
                            "generated": 2},
@@ -105,7 +109,11 @@ def test_report_files_loadable(runs, tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary.pruner_label) == {"none", "autogaze_gr0.25"}
     pd.testing.assert_frame_equal(summary, pd.read_csv(out / "summary.csv"))
-    assert pd.read_csv(out / "records.csv").shape[0] == 20
+    recs = pd.read_csv(out / "records.csv")
+    assert recs.shape[0] == 20
+    row = recs.set_index(["run_id", "sample_id"]).loc[("m/none", "s3")]
+    assert row["question"] == "Which shape is in s3?" and row["prompt"].startswith("Question about s3\nA.")
+    assert json.loads(row["options"]) == ["red | square", "blue, circle"]
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "report.md").read_text()
     assert "| m | b | autogaze_gr0.25 |" in md and "Failed samples" in md and "OOM" in md

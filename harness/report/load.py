@@ -53,11 +53,15 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
         "budget_match": (rec.get("budget") or {}).get("match"),
         "sample_id": str(rec.get("sample_id")),
         "video": rec.get("video"),
+        "question": rec.get("question"),
+        # a JSON list in one cell: options may hold any separator character
+        "options": None if rec.get("options") is None else json.dumps(list(rec["options"]), ensure_ascii=False),
         "answer": rec.get("answer"),
         "extracted": rec.get("extracted"),
         "correct": rec.get("correct"),
         "counted": rec.get("counted", True),
         "extraction": rec.get("extraction"),
+        "prompt": rec.get("prompt"),
         "output": rec.get("output"),
         "ok": rec.get("error") is None,
         "error": None if rec.get("error") is None else
