@@ -233,3 +233,40 @@ def test_t_interval_matches_scipy():
     ref = stats.t.interval(0.95, len(x) - 1, loc=sum(x) / 4, scale=stats.sem(x))
     assert (lo, hi) == (pytest.approx(ref[0]), pytest.approx(ref[1]))
     assert all(math.isnan(v) for v in t_interval([0.3]))
+
+
+def test_html_per_sample_rows_thumbnails_and_failures(tmp_path):
+    from tests.report_fixtures import write_runs
+
+    exp = write_runs(tmp_path)
+    out = tmp_path / "rep"
+    report = build_report([exp], out)
+    page = (out / "report.html").read_text()
+    assert page.count("<tr class=") == 9  # 3 runs x 3 samples
+    assert 'data-status="failed"' in page and "generate: RuntimeError: out of memory" in page
+    assert "A. red &lt;b&gt;" in page and "B. green &amp; blue" in page  # options lettered and escaped
+    assert "http" not in page.split("<body>")[1]  # nothing fetched from the network
+    # strips for the 2 pruned runs x 2 readable videos; none for `none`; the moved video says why
+    strips = sorted(p.relative_to(out).as_posix() for p in (out / "thumbs").rglob("*.png"))
+    assert len(strips) == 4 and all(f'src="{s}"' in page for s in strips)
+    assert page.count("thumbnail unavailable: VideoError") == 2
+    from PIL import Image
+
+    strip = Image.open(out / strips[0])
+    assert strip.size[1] > 80 and strip.size[0] > 8 * 100  # 8 frames of 96x64 scaled to 80 px high
+    assert set(report.files) >= {f"thumbs/{s.removeprefix('thumbs/')}" for s in strips}
+    recs = pd.read_csv(out / "records.csv")
+    assert "sel_masks" not in recs.columns and recs.shape[0] == 9
+
+
+def test_thumbnail_limit_keeps_autogaze_first(tmp_path):
+    from tests.report_fixtures import write_runs
+
+    out = tmp_path / "rep"
+    build_report([write_runs(tmp_path)], out, max_thumbnails=2)
+    drawn = [p.parent.name for p in (out / "thumbs").rglob("*.png")]
+    # AutoGaze's s0 and s1 (failed in generation, but its gaze was recorded) before any baseline
+    assert len(drawn) == 2 and all(d.startswith("m_autogaze") for d in drawn)
+    assert (out / "report.html").read_text().count("over the report&#x27;s limit of 2 strips") == 4
+    build_report([tmp_path / "exp"], tmp_path / "none", max_thumbnails=0)
+    assert not (tmp_path / "none" / "thumbs").exists()

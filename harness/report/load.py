@@ -16,6 +16,7 @@ import pandas as pd
 from harness.runner.records import RUN_FILE, latest_by_sample, read_run_records
 
 STAGES = ("decode", "gaze", "vision", "prefill", "generate")
+OBJECT_COLUMNS = ("sel_masks",)  # nested values: in the frame for the report, not in records.csv
 TOKEN_KEYS = ("visual_before", "visual_after", "prompt", "generated")
 
 
@@ -77,6 +78,9 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
         row[f"tok_{key}"] = tokens.get(key)
     sel = rec.get("selection") or {}
     row["sel_kept"], row["sel_total"] = sel.get("kept"), sel.get("total")
+    row["sel_masks"] = sel.get("masks")  # a dict (harness.runner.masks); left out of records.csv
+    frames = rec.get("frames") or {}
+    row["frames_height"], row["frames_width"] = frames.get("height"), frames.get("width")
     latency = rec.get("latency") or {}
     for stage in STAGES:
         row[f"lat_{stage}"] = latency.get(stage)

@@ -25,24 +25,39 @@ def _cell_index(n_px: int, n_cells: int) -> np.ndarray:
     return (np.arange(n_px) * n_cells) // n_px
 
 
-def _near_edge(n_px: int, n_cells: int, thickness: int) -> np.ndarray:
-    """True for pixels within ``thickness`` px of their cell's first or last pixel along one axis."""
+def _edge_distances(n_px: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel along one axis: distance to its cell's first pixel and to its last pixel."""
     cell = _cell_index(n_px, n_cells)
     start = np.searchsorted(cell, cell, side="left")  # first pixel of each pixel's cell
     stop = np.searchsorted(cell, cell, side="right") - 1  # last pixel
     pos = np.arange(n_px)
-    return (pos - start < thickness) | (stop - pos < thickness)
+    return pos - start, stop - pos
 
 
-def outline_mask(height: int, width: int, mask: np.ndarray, thickness: int | None = None) -> np.ndarray:
-    """Bool (height, width): the borders of the True cells of ``mask`` (rows, cols) over the frame."""
+def outline_mask(height: int, width: int, mask: np.ndarray, thickness: int | None = None,
+                 regions: bool = False) -> np.ndarray:
+    """Bool (height, width): the borders of the True cells of ``mask`` (rows, cols) over the frame.
+
+    ``regions``: only the borders between kept and not-kept cells (one outline around each kept
+    area), for masks where most cells are kept and a box per cell would hide the picture.
+    """
     rows, cols = mask.shape
     if thickness is None:  # 1 px on small cells, 2 px once a cell is big enough to hold it
         thickness = 1 if min(height / rows, width / cols) < 14 else 2
+    m = np.asarray(mask, dtype=bool)
     ys, xs = _cell_index(height, rows), _cell_index(width, cols)
-    inside = np.asarray(mask, dtype=bool)[ys][:, xs]
-    edge = _near_edge(height, rows, thickness)[:, None] | _near_edge(width, cols, thickness)[None, :]
-    return inside & edge
+    to_top, to_bottom = (d < thickness for d in _edge_distances(height, rows))
+    to_left, to_right = (d < thickness for d in _edge_distances(width, cols))
+    if not regions:
+        edge = (to_top | to_bottom)[:, None] | (to_left | to_right)[None, :]
+        return m[ys][:, xs] & edge
+    # a side counts when the cell across it is not kept (or lies outside the frame)
+    pad = np.pad(m, 1)
+    open_up, open_down = ~pad[:-2, 1:-1], ~pad[2:, 1:-1]
+    open_left, open_right = ~pad[1:-1, :-2], ~pad[1:-1, 2:]
+    edge = ((open_up[ys][:, xs] & to_top[:, None]) | (open_down[ys][:, xs] & to_bottom[:, None])
+            | (open_left[ys][:, xs] & to_left[None, :]) | (open_right[ys][:, xs] & to_right[None, :]))
+    return m[ys][:, xs] & edge
 
 
 def covered(height: int, width: int, masks: Sequence[np.ndarray]) -> np.ndarray:
@@ -56,15 +71,16 @@ def covered(height: int, width: int, masks: Sequence[np.ndarray]) -> np.ndarray:
 
 def outline_overlay(frame: np.ndarray, masks: Sequence[np.ndarray],
                     colours: Sequence[tuple[int, int, int]] = COLOURS, dim: float = 0.55,
-                    thickness: int | None = None) -> np.ndarray:
+                    thickness: int | None = None, regions: bool = False) -> np.ndarray:
     """``frame`` (H, W, 3) uint8 with area outside every mask dimmed and each mask's cells outlined
-    in its colour (``masks`` coarse -> fine; finer outlines drawn over coarser ones)."""
+    in its colour (``masks`` coarse -> fine; finer outlines drawn over coarser ones; ``regions``: see
+    ``outline_mask``)."""
     h, w = frame.shape[:2]
     out = frame.astype(np.float32)
     out[~covered(h, w, masks)] *= dim
     out = out.astype(np.uint8)
     for s, mask in enumerate(masks):
-        out[outline_mask(h, w, mask, thickness)] = colours[s % len(colours)]
+        out[outline_mask(h, w, mask, thickness, regions)] = colours[s % len(colours)]
     return out
 
 
