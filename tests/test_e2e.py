@@ -84,6 +84,11 @@ def test_demo_config_end_to_end(tmp_path, cache, parity_dir, capsys):
     md = (report / "report.md").read_text()
     assert "tiny random-weight" in md
     assert "Provenance" in md and meta["git"]["commit"][:12] in md  # the commit the numbers came from
+    # report.html: one row per record, and strips drawn from the recorded masks on re-decoded frames
+    page = (report / "report.html").read_text()
+    assert page.count("<tr class=") == 6 and "thumbnail unavailable" not in page
+    strips = list((report / "thumbs").rglob("*.png"))
+    assert len(strips) == 4  # AutoGaze and the matched random baseline, 2 samples each; `none`: nothing kept out
 
 
 def test_eval_cli_bad_input_lists_choices(tmp_path, capsys):

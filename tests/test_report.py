@@ -132,6 +132,8 @@ def test_tiny_model_is_labelled(tmp_path):
 def test_report_cli_and_errors(runs, tmp_path, capsys):
     assert main(["report", str(runs), "--out", str(tmp_path / "o")]) == 0
     assert "autogaze_gr0.25" in capsys.readouterr().out
+    assert main(["report", str(runs), "--out", str(tmp_path / "o0"), "--max-thumbnails", "0"]) == 0
+    capsys.readouterr()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
