@@ -121,7 +121,8 @@ def _write(report: Report, out: Path, max_thumbnails: int = 1000) -> None:
     if not tables["provenance"].empty:
         sections.append(("Provenance (run_meta.json)", tables["provenance"]))
     notice = f"**NOTE: {TINY_LABEL}.**\n\n" if report.tiny else ""
-    md = ["# Evaluation report\n", notice, CONVENTIONS + "\n"]
+    md = ["# Evaluation report\n", notice, CONVENTIONS + "\n",
+          "\nPer-sample view (filters, outputs, errors, thumbnail strips of what was kept): report.html.\n"]
     for heading, table in sections:
         md += [f"\n## {heading}\n\n", to_markdown(table)]
     for name in ("pareto.png", "evidence.png", "latency.png"):
