@@ -291,3 +291,12 @@ def test_score_output_for_runner_records(bench):
     assert bench.score_output(s, wrong)["correct"] is False
     assert bench.score_output(s, None)["status"] == "no_prediction"
     assert bench.score_output(s, "no idea", "videomme-official")["counted"] is False
+
+
+@pytest.mark.parametrize("path", ["configs/demo.yaml", "configs/ci_regression.yaml", "configs/needle_sweep_4k.yaml"])
+def test_shipped_configs_build_the_benchmark(path):
+    from harness.runner.config import load_config
+
+    cfg = load_config(path)
+    bench = get_benchmark(cfg.benchmark.name, **cfg.benchmark.kwargs)
+    assert isinstance(bench.config, NeedleConfig) and bench.config.distractors == 3

@@ -157,9 +157,9 @@ def split_pivot(splits: pd.DataFrame) -> pd.DataFrame:
         return splits
     view = splits.assign(column=np.where(splits["split"] == "overall", "overall",
                                          splits["split"] + "=" + splits["value"]))
-    # dropna=False: pruner-only runs have no accuracy at all, and must still get their (empty) row
-    pivot = view.pivot_table(index=RUN_KEYS, columns="column", values="accuracy", aggfunc="first", sort=False,
-                             dropna=False)
+    pivot = view.pivot_table(index=RUN_KEYS, columns="column", values="accuracy", aggfunc="first", sort=False)
+    if "overall" not in pivot.columns:  # pruner-only runs (generation disabled): no accuracy anywhere
+        return view[RUN_KEYS].drop_duplicates().assign(overall=math.nan).reset_index(drop=True)
     cols = ["overall"] + [c for c in pivot.columns if c != "overall"]
     out = pivot[cols].reset_index()
     out.columns.name = None  # else to_html prints the pivot's axis name as a stray blank column
