@@ -300,3 +300,24 @@ def test_shipped_configs_build_the_benchmark(path):
     cfg = load_config(path)
     bench = get_benchmark(cfg.benchmark.name, **cfg.benchmark.kwargs)
     assert isinstance(bench.config, NeedleConfig) and bench.config.distractors == 3
+
+
+def test_runner_records_every_score_and_counts_misses(bench):
+    """components.evidence_scores: the record gets every score; a needle between sampled frames is a miss."""
+    from harness.runner.components import DecodedVideo, evidence_scores
+
+    s = next(bench.samples())
+    (ev,) = s.evidence
+    geo = TokenGeometry(num_frames=4, height=96, width=160, patch_size=8, temporal_patch_size=2)
+
+    def video(indices):
+        return DecodedVideo(frames=np.zeros((len(indices), 96, 160, 3), np.uint8), indices=np.array(indices),
+                            timestamps=np.array(indices) / 8.0, fps=8.0, source_fps=8.0, source_size=(96, 160))
+
+    seen = evidence_scores(bench, Selection.keep_all(geo), s, video([ev.frame_start] * 4))
+    assert seen == {"recall": 1.0, "coverage": 1.0, "kept_share": 1.0, "chance": 1.0, "skill": 0.0,
+                    "hit": True, "findable": True, "reason": None}
+    outside = [f for f in range(12) if not ev.frame_start <= f < ev.frame_end][:3]  # 3 frames: padded to 4
+    missed = evidence_scores(bench, Selection.keep_all(geo), s, video(outside))
+    assert missed["recall"] == 0.0 and missed["hit"] is False and missed["findable"] is False
+    assert missed["skill"] is None and missed["coverage"] is None and missed["reason"] == "missed"
