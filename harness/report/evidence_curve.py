@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.report.plots import pruner_style  # noqa: E402
+
 X, Y = "evidence_kept_share", "evidence_recall"
 
 
@@ -61,8 +63,14 @@ def plot_evidence_curve(summary: pd.DataFrame, out: Path, title: str = "") -> Pa
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     several = len({(c[0], c[1]) for c in curves}) > 1
+    others = sorted({c[2] for c in curves})
     for model, bench, pruner, xs, ys, _full in curves:
-        ax.plot(xs, ys, marker="o", label=f"{model}/{bench}: {pruner}" if several else pruner)
+        marker, colour = pruner_style(pruner, others)
+        ax.plot(xs, ys, marker=marker, color=None if several else colour,
+                label=f"{model}/{bench}: {pruner}" if several else pruner)
+    fulls = {c[5] for c in curves if not math.isnan(c[5])}
+    if len(fulls) == 1:
+        ax.axhline(fulls.pop(), color="black", linestyle=":", label="unpruned")
     ax.set_xlabel("kept share of visual tokens")
     ax.set_ylabel("evidence recall (share of answer pixels legibly kept)")
     ax.set_xlim(0, 1)
