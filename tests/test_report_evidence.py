@@ -25,14 +25,17 @@ def _run(root, label, pruner, evidence):
 
 
 def test_summary_counts_unfindable_and_averages_skill_over_findable(tmp_path):
-    ev = [{"recall": 1.0, "hit": True, "skill": 1.0, "kept_share": 0.1, "findable": True},
-          {"recall": 0.2, "hit": False, "skill": 0.0, "kept_share": 0.1, "findable": True},
-          {"recall": 0.0, "hit": False, "skill": None, "kept_share": 0.1, "findable": False, "reason": "missed"}]
+    ev = [{"recall": 1.0, "hit": True, "chance": 0.2, "skill": 1.0, "kept_share": 0.1, "findable": True},
+          {"recall": 0.2, "hit": False, "chance": 0.2, "skill": 0.0, "kept_share": 0.1, "findable": True},
+          {"recall": 1.0, "hit": True, "chance": 0.99, "skill": 1.0, "kept_share": 0.1, "findable": True},
+          {"recall": 0.0, "hit": False, "chance": 0.0, "skill": None, "kept_share": 0.1, "findable": False,
+           "reason": "missed"}]
     _run(tmp_path, "r", "random", ev)
     df = load_records([tmp_path])
     row = summary_table(df).iloc[0]
-    assert row["evidence_recall"] == pytest.approx(0.4)  # the miss counts as 0
-    assert row["evidence_skill"] == pytest.approx(0.5)  # over the two findable samples
+    assert row["evidence_recall"] == pytest.approx(2.2 / 4)  # the miss counts as 0
+    # pooled over the three findable samples: (0.8 + 0 + 0.01) / (0.8 + 0.8 + 0.01)
+    assert row["evidence_skill"] == pytest.approx(0.81 / 1.61)
     assert row["evidence_unfindable"] == 1 and row["evidence_kept_share"] == pytest.approx(0.1)
     # a pruner-only run has no accuracy: the split pivot still has its row
     pivot = split_pivot(split_table(df))

@@ -93,6 +93,7 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
     # budget-aware evidence scores (synthetic needle; benchmarks/evidence.py), absent for other benchmarks
     row["evidence_skill"] = ev.get("skill")
     row["evidence_kept_share"] = ev.get("kept_share")
+    row["evidence_chance"] = ev.get("chance")
     row["evidence_findable"] = ev.get("findable")
     for key, value in (rec.get("splits") or {}).items():
         row[f"split_{key}"] = value

@@ -102,18 +102,29 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _evidence_budget(ok: pd.DataFrame) -> dict[str, float]:
-    """Mean skill over findable samples, mean kept share, and how many samples nothing could find.
+    """Pooled skill over findable samples, mean kept share, and how many samples nothing could find.
 
-    Skill is NaN on a sample whose needle no pruner could find (missed by the sampled frames or
-    illegible at the model's resolution); those are counted in ``evidence_unfindable``, not dropped
-    silently (their recall, 0, is already in ``evidence_recall``).
+    ``evidence_skill`` = sum(recall - chance) / sum(1 - chance) over findable samples: 0 for
+    random masks in expectation, 1 when every needle was kept, 0 for keep-everything. Pooled
+    rather than a mean of per-sample skills, which explode when a sample's chance is near 1 (a
+    large budget on a needle spread over many frame groups). Samples no pruner could find (missed
+    by the sampled frames, illegible at the model's resolution) are counted in
+    ``evidence_unfindable``, not dropped silently (their recall, 0, is in ``evidence_recall``).
     """
     if "evidence_skill" not in ok:
         return {}
-    findable = ok["evidence_findable"].dropna().astype(bool)
-    return {"evidence_skill": _mean(ok["evidence_skill"]),
+    findable = ok["evidence_findable"].astype("boolean").fillna(False).astype(bool)
+    scored = ok[findable]
+    recall = pd.to_numeric(scored["evidence_recall"], errors="coerce")
+    chance = pd.to_numeric(scored["evidence_chance"], errors="coerce")
+    both = recall.notna() & chance.notna()
+    room = float((1.0 - chance[both]).sum())
+    skill = math.nan if not both.any() else (float((recall[both] - chance[both]).sum()) / room if room > 1e-12
+                                              else 0.0)
+    known = ok["evidence_findable"].notna()
+    return {"evidence_skill": skill,
             "evidence_kept_share": _mean(ok["evidence_kept_share"]),
-            "evidence_unfindable": int((~findable).sum()) if len(findable) else math.nan}
+            "evidence_unfindable": int((~findable[known]).sum()) if known.any() else math.nan}
 
 
 def order_runs(table: pd.DataFrame) -> pd.DataFrame:
