@@ -81,7 +81,10 @@ def test_block_causal_equals_authors(authors: dict, attn: str) -> None:
         _real(emb, authors), _real(ref["outputs.block_causal.hidden_states.0"], authors), atol=ATOL, rtol=0
     )
     torch.testing.assert_close(
-        _real(pre_norm, authors), _real(ref["outputs.block_causal.hidden_states.-1"], authors), atol=ATOL, rtol=0
+        _real(pre_norm, authors),
+        _real(ref["outputs.block_causal.hidden_states.-1"], authors),
+        atol=ATOL,
+        rtol=0,
     )
     torch.testing.assert_close(
         _real(last, authors), _real(ref["outputs.block_causal.last_hidden_state"], authors), atol=ATOL, rtol=0
@@ -98,7 +101,10 @@ def test_frame_independent_equals_authors(authors: dict) -> None:
         rtol=0,
     )
     torch.testing.assert_close(
-        _real(last, authors), _real(ref["outputs.frame_independent.last_hidden_state"], authors), atol=ATOL, rtol=0
+        _real(last, authors),
+        _real(ref["outputs.frame_independent.last_hidden_state"], authors),
+        atol=ATOL,
+        rtol=0,
     )
 
 
@@ -130,7 +136,9 @@ def test_wrong_scale_order_breaks_the_match(authors: dict) -> None:
     assert sum(sizes) == n
     enc = GazedSiglipVisionEncoder(_tower(authors), scales="14+28+42+56")
     with torch.no_grad():
-        out = enc(authors["t"]["pixel_values"], GazingInfo(swapped, g.if_padded_gazing, g.num_gazing_each_frame))
+        out = enc(
+            authors["t"]["pixel_values"], GazingInfo(swapped, g.if_padded_gazing, g.num_gazing_each_frame)
+        )
     # the remapped ids now point at other cells (the swap is not an identity on these gazes)
     assert _max_diff(authors, out.last_hidden_state) > 1e-2
 
