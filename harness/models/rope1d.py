@@ -112,6 +112,38 @@ def prune_sequence(
     )
 
 
+def native_sequence(
+    full_input_ids: torch.Tensor, placeholder_id: int, features: torch.Tensor, modality: str
+) -> PrunedInputs:
+    """The prompt with its one run of visual placeholders replaced by exactly ``len(features)``.
+
+    For the native AutoGaze route, whose token count is AutoGaze's gaze count (it can exceed
+    the stock placeholder count). Positions are consecutive (0..L-1): the visual tokens sit
+    where the placeholders began, in ``features`` order, and the text after them follows
+    directly, as in any prompt of that length.
+    """
+    ids = full_input_ids[0]
+    where = (ids == placeholder_id).nonzero().squeeze(-1)
+    if where.numel() == 0 or int(where[-1] - where[0]) + 1 != where.numel():
+        raise ValueError(f"the prompt must hold one contiguous run of visual placeholders, found {where.numel()}")
+    start, end = int(where[0]), int(where[-1]) + 1
+    visual = torch.full((features.shape[0],), placeholder_id, dtype=ids.dtype, device=ids.device)
+    input_ids = torch.cat([ids[:start], visual, ids[end:]])[None]
+    model_kwargs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "position_ids": torch.arange(input_ids.shape[1], device=ids.device)[None],
+        "mm_encoder_outputs": {modality: BaseModelOutputWithPooling(pooler_output=features[None])},
+    }
+    return PrunedInputs(
+        model_kwargs=model_kwargs,
+        full_input_ids=input_ids,
+        kept_sequence=torch.ones(input_ids.shape[1], dtype=torch.bool, device=ids.device),
+        visual_before=int(where.numel()),
+        visual_after=int(features.shape[0]),
+    )
+
+
 def generate_pruned(
     model: torch.nn.Module,
     tokenizer: Any,

@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 
 
 BACKENDS = ("transformers", "vllm")
-PRUNE_STAGES = ("post_vit", "pre_vit")
+PRUNE_STAGES = ("post_vit", "pre_vit", "native")
 # Model path that means "build the tiny random-weight model of this family into the cache".
 TINY_PATH = "tiny"
 
