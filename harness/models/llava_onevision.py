@@ -223,7 +223,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return torch.cat([pooled, inner.image_newline[None].to(pooled)], dim=0)
 
     @torch.inference_mode()
-    def encode_kept(self, pixel_values_videos: torch.Tensor, selection: Selection) -> tuple[torch.Tensor, int]:
+    def encode_kept(
+        self, pixel_values_videos: torch.Tensor, selection: Selection
+    ) -> tuple[torch.Tensor, int]:
         """Pre-ViT pruning: SigLIP runs only on the patches the kept pooled tokens read.
 
         Policy (harness/models/gazed_siglip.py ``pooled_features_pre_vit``): for each kept pooled
@@ -285,7 +287,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
             )
         side = gaze.target.scales[-1]
         pixels = pixel_values_videos[:, :, :, :side, :side]  # what the stock patch conv reads
-        encoder = GazedSiglipVisionEncoder(inner.vision_tower, scales=gaze.target.scales, attn_type=self.native_attn)
+        encoder = GazedSiglipVisionEncoder(
+            inner.vision_tower, scales=gaze.target.scales, attn_type=self.native_attn
+        )
         out = encoder(pixels, gaze.gazing.to(pixels.device), feature_layer=config.vision_feature_layer)
         projected = inner.multi_modal_projector(out.real_features()[0])
         return torch.cat([projected, inner.image_newline[None].to(projected)], dim=0)
