@@ -109,12 +109,16 @@ def test_full_finest_generation_feeds_stock_tokens_in_the_stock_prompt(model_dir
     """All finest cells: the native prompt IS the stock prompt, so positions are the stock ones too."""
     adapter = InternVL3Adapter.from_pretrained(str(model_dir), native_attn="frame_independent")
     inputs = adapter.preprocess(frames, PROMPT)
+    gaze = NativeGaze.full_finest(adapter.native_target(), T)
+    geometry = adapter.token_geometry(T, 72, 96)
+    selection = NativeSelection(geometry, coverage_grid(gaze, geometry), pruner="autogaze", native=gaze)
     with LLMInputRecorder(adapter) as rec:
-        result = adapter.generate(frames, None, PROMPT, fps=2.0, max_new_tokens=4, prune_stage="native")
+        result = adapter.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=4, prune_stage="native")
     stock = adapter.generate(frames, None, PROMPT, fps=2.0, max_new_tokens=4, prune_stage="post_vit")
     assert result.extra["output_ids"] == stock.extra["output_ids"]
     assert rec.calls[0]["inputs_embeds"].shape[1] == inputs["input_ids"].shape[1]
     assert result.tokens.visual_after == result.tokens.visual_before == T * adapter.processor.image_seq_length
+    assert result.extra["prune_stage"] == "native" and stock.extra["prune_stage"] == "post_vit"
 
 
 def test_multiscale_gazes_reach_the_llm_inside_their_frames(adapter, frames):

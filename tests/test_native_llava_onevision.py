@@ -65,6 +65,11 @@ def _random_gaze(adapter: LlavaOnevisionAdapter, seed: int = 0) -> NativeGaze:
     return NativeGaze(target, GazingInfo.from_masks(masks, layout))
 
 
+def _native_selection(adapter: LlavaOnevisionAdapter, gaze: NativeGaze) -> NativeSelection:
+    geometry = adapter.token_geometry(gaze.gazing.num_frames, 60, 80)
+    return NativeSelection(geometry, coverage_grid(gaze, geometry), pruner="autogaze", native=gaze)
+
+
 def test_target_is_siglip_patch_at_four_scales(adapter):
     target = adapter.native_target()
     assert target.patch_size == adapter.patch_size == 14
@@ -114,8 +119,9 @@ def test_full_finest_generation_feeds_stock_patches_at_consecutive_positions(mod
     is_video = ids == adapter.video_token_id
     first = int(is_video.nonzero()[0])
     n_video = T * adapter.patches_per_side**2 + 1
+    selection = _native_selection(adapter, NativeGaze.full_finest(adapter.native_target(), T))
     with LLMInputRecorder(adapter) as rec:
-        result = adapter.generate(frames, None, PROMPT, fps=2.0, max_new_tokens=3, prune_stage="native")
+        result = adapter.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=3, prune_stage="native")
     embeds, positions = rec.calls[0]["inputs_embeds"][0], rec.calls[0]["position_ids"][0]
     n_text = int((~is_video).sum())
     assert embeds.shape[0] == n_text + n_video
@@ -149,19 +155,20 @@ def test_multiscale_gazes_reach_the_llm_one_token_each(adapter, frames):
     assert finest_only.count != gaze.count
 
 
-def test_refuses_token_selections_and_foreign_gazes(adapter, frames):
+def test_token_selections_run_the_stock_path_and_foreign_gazes_are_refused(adapter, frames):
+    """In a native run, ``none`` and matched baselines bring token selections: they run as post_vit."""
     geometry = adapter.token_geometry(T, 60, 80)
     keep = torch.zeros(geometry.grid_t, geometry.grid_h, geometry.grid_w, dtype=torch.bool)
-    keep[0, 0, 0] = True
-    with pytest.raises(ValueError, match="native"):
-        adapter.generate(
-            frames, Selection(geometry, keep, pruner="random"), PROMPT, fps=2.0, prune_stage="native"
-        )
-    gaze = _random_gaze(adapter)
-    other = NativeGaze(
-        type(gaze.target)((28, 56, 84, 112), 28, 112),
-        GazingInfo.full(1, T, type(gaze.target)((28, 56, 84, 112), 28, 112).layout),
+    keep[0, 0, 0] = keep[2, 1, 3] = True
+    selection = Selection(geometry, keep, pruner="random")
+    native = adapter.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=3, prune_stage="native")
+    post = adapter.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=3, prune_stage="post_vit")
+    assert (
+        native.extra["output_ids"] == post.extra["output_ids"] and native.extra["prune_stage"] == "post_vit"
     )
+    assert native.tokens.visual_after == 3
+    target = type(adapter.native_target())((28, 56, 84, 112), 28, 112)
+    other = NativeGaze(target, GazingInfo.full(1, T, target.layout))
     with pytest.raises(ValueError, match="were made for"):
         adapter.generate(
             frames, NativeSelection(geometry, keep, native=other), PROMPT, fps=2.0, prune_stage="native"

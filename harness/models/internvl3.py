@@ -196,14 +196,13 @@ class InternVL3Adapter(ModelAdapter):
         return encode_gazed_cells(self.model.model, pixel_values, gaze, self.native_attn)
 
     def _generate_native(
-        self, frames: np.ndarray, selection: Selection | None, prompt: str, *, fps: float, max_new_tokens: int
+        self, frames: np.ndarray, gaze: NativeGaze, prompt: str, *, fps: float, max_new_tokens: int
     ) -> Generation:
         """Each frame's ``<IMG_CONTEXT>`` run holds exactly that frame's gazes; positions consecutive."""
         if self.frame_height != self.frame_width:
             raise ValueError(
                 f"{self.source}: the native route needs square frames, got {self.frame_height}x{self.frame_width}"
             )
-        gaze = native_gaze_of(selection, self.native_target(), len(frames), self.name)
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         inputs = self.preprocess(frames, prompt)
@@ -270,7 +269,10 @@ class InternVL3Adapter(ModelAdapter):
             raise ValueError(f"prune_stage must be 'pre_vit', 'post_vit' or 'native', got {prune_stage!r}")
         check_frames(frames)
         if prune_stage == "native":
-            return self._generate_native(frames, selection, prompt, fps=fps, max_new_tokens=max_new_tokens)
+            gaze = native_gaze_of(selection, self.native_target(), len(frames), self.name)
+            if gaze is not None:
+                return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
+            prune_stage = "post_vit"  # a token selection (other pruners, none): the stock path
         geometry = self.model_geometry(frames, selection)
         if selection is None:
             selection = Selection.keep_all(geometry)

@@ -295,10 +295,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return torch.cat([projected, inner.image_newline[None].to(projected)], dim=0)
 
     def _generate_native(
-        self, frames: np.ndarray, selection: Selection | None, prompt: str, *, fps: float, max_new_tokens: int
+        self, frames: np.ndarray, gaze: NativeGaze, prompt: str, *, fps: float, max_new_tokens: int
     ) -> Generation:
         """One LLM token per AutoGaze gaze (+ the newline), at consecutive positions (see module doc)."""
-        gaze = native_gaze_of(selection, self.native_target(), len(frames), self.name)
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         inputs = self.preprocess(frames, prompt)
@@ -360,7 +359,10 @@ class LlavaOnevisionAdapter(ModelAdapter):
             raise ValueError(f"prune_stage must be 'pre_vit', 'post_vit' or 'native', got {prune_stage!r}")
         check_frames(frames)
         if prune_stage == "native":
-            return self._generate_native(frames, selection, prompt, fps=fps, max_new_tokens=max_new_tokens)
+            gaze = native_gaze_of(selection, self.native_target(), len(frames), self.name)
+            if gaze is not None:
+                return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
+            prune_stage = "post_vit"  # a token selection (other pruners, none): the stock path
         geometry = self.model_geometry(frames, selection)
         if selection is None:
             selection = Selection.keep_all(geometry)

@@ -83,30 +83,22 @@ def native_target_for(finest_grid: int, cell: int, resize: int) -> NativeTarget:
     return NativeTarget(tuple(g * cell for g in grids), cell, resize)
 
 
-def native_gaze_of(
-    selection: Selection | None, target: NativeTarget, num_frames: int, family: str
-) -> NativeGaze:
-    """The gazes an adapter's native route encodes.
+def native_gaze_of(selection: Selection | None, target: NativeTarget, num_frames: int, family: str) -> NativeGaze | None:
+    """The gazes an adapter's native route encodes, checked against its ViT; None if there are none.
 
-    A ``NativeSelection`` brings AutoGaze's gazes (made at ``target``); no selection or a plain
-    keep-all one means every cell of the finest scale (the stock model's patches: what the
-    runner's warm-up and the stock-equivalence tests use). Anything else is refused.
+    Only a ``NativeSelection`` (AutoGaze's ``select_native``) carries gazes. Any other selection
+    (other pruners, the unpruned ``none`` run, the runner's warm-up) has none: the adapter then
+    runs it as ``post_vit``, the family's stock path, so baselines and the unpruned reference stay
+    comparable in a native run.
     """
     native = getattr(selection, "native", None)
-    if native is not None:
-        if native.target != target:
-            raise ValueError(
-                f"{family}: gazes were made for {native.target}, this model's ViT needs {target}"
-            )
-        if native.gazing.num_frames != num_frames:
-            raise ValueError(f"{family}: gazes cover {native.gazing.num_frames} frames, {num_frames} given")
-        return native
-    if selection is None or bool(selection.keep.all()):
-        return NativeGaze.full_finest(target, num_frames)
-    raise ValueError(
-        f"{family}: prune_stage 'native' encodes AutoGaze's gazes; pruner {selection.pruner!r} gave a token "
-        f"selection (use pruner autogaze, or prune_stage post_vit / pre_vit)"
-    )
+    if native is None:
+        return None
+    if native.target != target:
+        raise ValueError(f"{family}: gazes were made for {native.target}, this model's ViT needs {target}")
+    if native.gazing.num_frames != num_frames:
+        raise ValueError(f"{family}: gazes cover {native.gazing.num_frames} frames, {num_frames} given")
+    return native
 
 
 @dataclass

@@ -28,12 +28,13 @@ from harness.runner.components import TINY_LABEL
 CONVENTIONS = (
     "Accuracy (%) over samples that completed and that the extraction convention counts, with a 95% "
     "Wilson interval [ci_low, ci_high]; failed samples are counted in `errors`, not scored. "
-    "Token reduction = 1 - mean visual tokens after / before pruning. Speed-up = the unpruned run's "
+    "Token reduction = 1 - mean visual tokens after / before pruning. autogaze_gazes = AutoGaze's own "
+    "mean gaze count beside visual_tokens (the LLM's); route = native or STAGE/POLICY. Speed-up = the unpruned run's "
     "mean latency / this run's (same model and benchmark). Latencies are mean seconds per sample."
 )
 
-SUMMARY_COLUMNS = ["model", "benchmark", "pruner_label", "n", "errors", "accuracy", "ci_low", "ci_high",
-                   "visual_tokens", "token_reduction_pct", "evidence_recall", "evidence_hit", "lat_total_s",
+SUMMARY_COLUMNS = ["model", "benchmark", "pruner_label", "route", "n", "errors", "accuracy", "ci_low", "ci_high",
+                   "visual_tokens", "autogaze_gazes", "token_reduction_pct", "evidence_recall", "evidence_hit", "lat_total_s",
                    "speedup_total", "speedup_prefill", "peak_memory_mb"]
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from harness.runner.records import RUN_FILE, latest_by_sample, read_run_records
 
 STAGES = ("decode", "gaze", "vision", "prefill", "generate")
-TOKEN_KEYS = ("visual_before", "visual_after", "prompt", "generated")
+TOKEN_KEYS = ("visual_before", "visual_after", "prompt", "generated", "gazes")
 
 
 class ReportError(ValueError):
@@ -73,6 +73,9 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
         row[f"tok_{key}"] = tokens.get(key)
     sel = rec.get("selection") or {}
     row["sel_kept"], row["sel_total"] = sel.get("kept"), sel.get("total")
+    if row["tok_gazes"] is None:  # pruner-only runs and records older than the field
+        row["tok_gazes"] = (sel.get("info") or {}).get("gazed_total")
+    row["route"] = _route(rec, run)
     latency = rec.get("latency") or {}
     for stage in STAGES:
         row[f"lat_{stage}"] = latency.get(stage)
@@ -85,6 +88,16 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
     for key, value in (rec.get("splits") or {}).items():
         row[f"split_{key}"] = value
     return row
+
+
+def _route(rec: dict[str, Any], run: dict[str, Any]) -> str | None:
+    """How an AutoGaze run's gazes became LLM tokens: ``native`` or ``STAGE/POLICY`` (e.g.
+    ``post_vit/expand``); for other pruners just the prune stage."""
+    stage = (rec.get("generation_extra") or {}).get("prune_stage") or (run.get("model") or {}).get("prune_stage")
+    if stage == "native":
+        return "native"
+    policy = (rec.get("pruner_params") or {}).get("policy") if rec.get("pruner") == "autogaze" else None
+    return f"{stage}/{policy}" if policy and stage else (policy or stage)
 
 
 def load_records(paths: list[str | Path], include_failed: bool = True) -> pd.DataFrame:

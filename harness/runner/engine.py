@@ -135,13 +135,16 @@ def _split_values(sample: Any, benchmark: Any) -> dict[str, Any]:
     return {k: meta.get(k) for k in keys if k in meta}
 
 
-def _select_native(pruner: Any, adapter: Any, frames: Any, geometry: Any, fps: float | None) -> Any:
-    """``prune_stage: native``: AutoGaze gazes at the adapter's own ViT scales (pruning/native_gaze.py)."""
+def _select_native(pruner: Any, adapter: Any, frames: Any, geometry: Any, budget: int | None,
+                   fps: float | None) -> Any:
+    """``prune_stage: native``: AutoGaze gazes at the adapter's own ViT scales (pruning/native_gaze.py).
+
+    Other pruners (``none``, baselines at AutoGaze's matched count) select tokens as usual; the
+    adapter runs those selections on its stock (``post_vit``) path, so one native run's records
+    compare with the unpruned model and with baselines at the same LLM token count.
+    """
     if not hasattr(pruner, "select_native"):
-        raise ValueError(
-            f"prune_stage 'native' needs the autogaze pruner (it gazes at the ViT's scales); "
-            f"pruner {getattr(pruner, 'name', pruner)!r} has no native route"
-        )
+        return pruner.select(frames, geometry, budget=budget, fps=fps)
     if not hasattr(adapter, "native_target"):
         raise ValueError(f"prune_stage 'native' is not available for model family {getattr(adapter, 'name', '?')!r}")
     return pruner.select_native(frames, adapter.native_target(), geometry, fps=fps)
@@ -449,7 +452,7 @@ class Evaluator:
             budget = resolve_budget(h.setting.budget, geometry.total_tokens, matched)
             start = time.perf_counter()
             if plan.model.prune_stage == "native":
-                selection = _select_native(pruner, adapter, frames, geometry, video.fps)
+                selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
             else:
                 selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             latency["gaze"] = time.perf_counter() - start
