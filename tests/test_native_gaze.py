@@ -109,7 +109,7 @@ class _NativePruner(_Pruner):
 def test_runner_dispatch_in_a_native_run():
     frames = np.zeros((2, 8, 8, 3), dtype=np.uint8)
     geometry = TokenGeometry(num_frames=2, height=112, width=112, patch_size=14, spatial_merge_size=2)
-    adapter = type("A", (), {"name": "fam", "native_target": lambda self: "T"})()
+    adapter = type("A", (), {"name": "fam", "native_target": lambda self, t, h, w: "T"})()
     plain = _Pruner()
     assert isinstance(_select_native(plain, adapter, frames, geometry, 5, 1.0), Selection)
     assert plain.calls == [5]  # a baseline keeps its matched budget

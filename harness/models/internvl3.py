@@ -184,8 +184,10 @@ class InternVL3Adapter(ModelAdapter):
 
     # -- the native AutoGaze route (prune_stage "native") --------------------------------------
 
-    def native_target(self) -> NativeTarget:
-        """AutoGaze gazes at 28-px cells (one pixel-shuffled LLM token = 2x2 patches of 14) at four
+    def native_target(self, num_frames: int = 0, height: int = 0, width: int = 0) -> NativeTarget:
+        """Every frame is resized to one square size, so the frames' shape does not matter.
+
+        AutoGaze gazes at 28-px cells (one pixel-shuffled LLM token = 2x2 patches of 14) at four
         scales: 56/140/224/448 px for the 448 checkpoints (rule in harness/models/internvit_gazed.py)."""
         cell = self.patch_size * self.merge
         return native_target_for(self.frame_height // cell, cell, self.frame_height)

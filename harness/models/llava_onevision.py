@@ -253,8 +253,10 @@ class LlavaOnevisionAdapter(ModelAdapter):
 
     # -- the native AutoGaze route (prune_stage "native") --------------------------------------
 
-    def native_target(self) -> NativeTarget:
+    def native_target(self, num_frames: int = 0, height: int = 0, width: int = 0) -> NativeTarget:
         """What AutoGaze gazes at for this tower: SigLIP patches (14 px) at four scales.
+
+        Frames are resized to one square size, so their shape does not matter here.
 
         The finest scale is the area SigLIP's patch grid covers: P x P patches of the processor's
         frame (27 x 14 = 378 px of the 384 px frame for the 384 checkpoints; a ``valid`` patch

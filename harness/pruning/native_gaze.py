@@ -14,7 +14,8 @@ from the top-left of the resized frame exactly like a ``valid`` patch convolutio
 gaze cell size (``patch_size``, the ViT patch or, for towers that merge patches into one LLM
 token, the merged footprint). This module gazes the frames at that target:
 
-- frames -> AutoGaze's processor resize to ``resize`` px (its resample), top-left crop to the
+- every ``temporal_stride``-th frame (1; Qwen: 2, the first of each fused pair)
+  -> AutoGaze's processor resize to ``resize`` px (its resample), top-left crop to the
   finest scale, AutoGaze normalisation;
 - ``clip_len``-frame clips (the last padded by repeating its last frame; padded frames' gazes are
   dropped), ``batch_size`` clips per call, ``AutoGaze.gaze(..., target_scales, target_patch_size,
@@ -47,6 +48,7 @@ class NativeTarget:
     scales: tuple[int, ...]  # ascending; scales[-1] = the finest = the side the patch grid covers
     patch_size: int  # side of one gaze cell at every scale (px)
     resize: int  # the processor's square frame size, >= scales[-1]
+    temporal_stride: int = 1  # gaze every n-th frame (Qwen: the first frame of each fused pair)
 
     def __post_init__(self) -> None:
         if self.resize < self.scales[-1]:
@@ -165,7 +167,10 @@ def coverage_grid(gaze: NativeGaze, geometry: TokenGeometry) -> torch.Tensor:
     ]
     side = layout.scales[-1]
     video = VideoGaze(np.arange(t), side, side, list(layout.scales), masks, np.zeros(t), 0, 0.0)
-    return temporal_union(video.to_grid(geometry.grid_h, geometry.grid_w, "expand"), geometry)
+    grid = video.to_grid(geometry.grid_h, geometry.grid_w, "expand")
+    if gaze.target.temporal_stride > 1:  # one gazed frame per temporal group already
+        return grid
+    return temporal_union(grid, geometry)
 
 
 def native_frames(frames: np.ndarray, target: NativeTarget, processor: Any) -> torch.Tensor:
@@ -192,7 +197,7 @@ def gaze_native(
     start = time.perf_counter()
     if processor is None:
         processor = _default_processor(model)
-    video = native_frames(frames, target, processor).to(model.device, model.dtype)
+    video = native_frames(frames[:: target.temporal_stride], target, processor).to(model.device, model.dtype)
     t = video.shape[0]
     clips = []
     for s in range(0, t, clip_len):

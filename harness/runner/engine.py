@@ -147,7 +147,7 @@ def _select_native(pruner: Any, adapter: Any, frames: Any, geometry: Any, budget
         return pruner.select(frames, geometry, budget=budget, fps=fps)
     if not hasattr(adapter, "native_target"):
         raise ValueError(f"prune_stage 'native' is not available for model family {getattr(adapter, 'name', '?')!r}")
-    return pruner.select_native(frames, adapter.native_target(), geometry, fps=fps)
+    return pruner.select_native(frames, adapter.native_target(*frames.shape[:3]), geometry, fps=fps)
 
 
 def _selection_summary(selection: Any) -> dict[str, Any] | None:
