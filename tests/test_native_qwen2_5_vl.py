@@ -148,3 +148,12 @@ def test_qwen3_vl_native_is_refused_with_the_reason():
 
     with pytest.raises(ValueError, match="not implemented for qwen3_vl"):
         Qwen3VLAdapter.native_target(None, T, SIDE, SIDE)
+
+
+def test_token_selections_in_a_native_run_use_the_stock_path_even_on_non_square_frames(adapter, frames):
+    wide = np.concatenate([frames, frames], axis=2)[:, :, :300]  # 224 x 300: not square
+    native = adapter.generate(wide, None, PROMPT, fps=FPS, max_new_tokens=3, prune_stage="native")
+    post = adapter.generate(wide, None, PROMPT, fps=FPS, max_new_tokens=3, prune_stage="post_vit")
+    assert (
+        native.extra["output_ids"] == post.extra["output_ids"] and native.extra["prune_stage"] == "post_vit"
+    )

@@ -419,13 +419,12 @@ class Qwen25VLAdapter(ModelAdapter):
         prune_stage: PruneStage = "post_vit",
     ) -> Generation:
         """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens."""
-        if prune_stage == "native":
+        if prune_stage == "native" and getattr(selection, "native", None) is not None:
             check_frames(frames)
             target = self.native_target(*frames.shape[:3])
-            t = self.token_geometry(*frames.shape[:3]).grid_t
-            gaze = native_gaze_of(selection, target, t, self.name)
-            if gaze is not None:
-                return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
+            gaze = native_gaze_of(selection, target, self.token_geometry(*frames.shape[:3]).grid_t, self.name)
+            return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
+        if prune_stage == "native":
             prune_stage = "post_vit"  # a token selection (other pruners, none): the stock path
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
