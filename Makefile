@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo perf regression test-vllm clean browser
+.PHONY: install test lint demo demo-native perf regression test-vllm clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,12 @@ regression: $(STAMP)
 # writes the report into runs/demo/report.
 demo: $(STAMP)
 	$(PY) run_eval.py eval --config configs/demo.yaml
+
+# How AutoGaze's gazes become LLM tokens: native (the authors' recipe) vs expand / drop, same
+# AutoGaze settings, tiny LLaVA-OV / InternVL3 / Qwen2.5-VL (docs/pruning.md, "The native route").
+demo-native: $(STAMP)
+	$(PY) run_eval.py eval --config configs/native_routes.yaml
+	$(PY) run_eval.py report runs/native_routes --out runs/native_routes/report
 
 perf: $(STAMP)
 	$(PY) -m harness.perf.gaze

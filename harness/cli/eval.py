@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-family", help="= --set model.family=...")
     parser.add_argument("--device", help="= --set model.device=... (cpu, cuda, cuda:1)")
     parser.add_argument("--dtype", help="= --set model.dtype=...")
-    parser.add_argument("--prune-stage", help="= --set model.prune_stage=... (post_vit, pre_vit)")
+    parser.add_argument("--prune-stage", help="= --set model.prune_stage=... (post_vit, pre_vit, native)")
     parser.add_argument("--benchmark", help="= --set benchmark.name=...")
     parser.add_argument("--limit", type=int, help="= --set benchmark.limit=N (first N samples)")
     parser.add_argument("--num-frames", type=int, help="= --set frames.num_frames=N")

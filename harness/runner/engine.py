@@ -135,6 +135,21 @@ def _split_values(sample: Any, benchmark: Any) -> dict[str, Any]:
     return {k: meta.get(k) for k in keys if k in meta}
 
 
+def _select_native(pruner: Any, adapter: Any, frames: Any, geometry: Any, budget: int | None,
+                   fps: float | None) -> Any:
+    """``prune_stage: native``: AutoGaze gazes at the adapter's own ViT scales (pruning/native_gaze.py).
+
+    Other pruners (``none``, baselines at AutoGaze's matched count) select tokens as usual; the
+    adapter runs those selections on its stock (``post_vit``) path, so one native run's records
+    compare with the unpruned model and with baselines at the same LLM token count.
+    """
+    if not hasattr(pruner, "select_native"):
+        return pruner.select(frames, geometry, budget=budget, fps=fps)
+    if not hasattr(adapter, "native_target"):
+        raise ValueError(f"prune_stage 'native' is not available for model family {getattr(adapter, 'name', '?')!r}")
+    return pruner.select_native(frames, adapter.native_target(*frames.shape[:3]), geometry, fps=fps)
+
+
 def _selection_summary(selection: Any) -> dict[str, Any] | None:
     if selection is None:
         return None
@@ -150,6 +165,14 @@ def _selection_summary(selection: Any) -> dict[str, Any] | None:
         "kept_per_group": selection.kept_per_group(),
         "info": info,
     }
+
+
+def _gaze_count(rec: dict[str, Any]) -> int | None:
+    """AutoGaze's own gaze count for this record (None when no AutoGaze ran), to set beside
+    ``visual_after`` so a mapping's inflation (``expand``) or loss (``drop``) is visible."""
+    info = (rec.get("selection") or {}).get("info") or {}
+    gazes = info.get("gazed_total")
+    return None if gazes is None else int(gazes)
 
 
 def _is_small(value: Any) -> bool:
@@ -471,7 +494,10 @@ class Evaluator:
                 matched = source.kept.get(sid) if source else None
             budget = resolve_budget(h.setting.budget, geometry.total_tokens, matched)
             start = time.perf_counter()
-            selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
+            if plan.model.prune_stage == "native":
+                selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
+            else:
+                selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             latency["gaze"] = time.perf_counter() - start
             rec["selection"] = _selection_summary(selection)
             masks = mask_record(selection, video.indices)  # a few frames' masks for the report's strips
@@ -502,7 +528,8 @@ class Evaluator:
             rec["output"] = gen.text
             tok = gen.tokens
             rec["tokens"] = {"visual_before": tok.visual_before, "visual_after": tok.visual_after,
-                             "prompt": tok.prompt, "generated": tok.generated}
+                             "prompt": tok.prompt, "generated": tok.generated,
+                             "gazes": _gaze_count(rec)}
             for name, seconds in (gen.timings or {}).items():
                 if name == "gaze" and "gaze" in latency:  # adapter-side gazing (e.g. NVILA) adds to ours
                     latency["gaze"] += float(seconds)
