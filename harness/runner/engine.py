@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import sys
 import time
 import traceback
 import warnings
@@ -423,6 +424,10 @@ class Evaluator:
         }
 
     def _decode(self, sample: Any, plan: ModelPlan) -> tuple[DecodedVideo | None, dict[str, Any] | None]:
+        refused = getattr(sample, "data_error", None)
+        if refused:  # e.g. a video path that leaves the dataset: fail the sample, open nothing
+            print(f"warning: {refused}", file=sys.stderr, flush=True)
+            return None, {"stage": "data", "type": "DataError", "message": str(refused), "traceback": ""}
         start = time.perf_counter()
         try:
             video = self.components.load_frames(str(sample.video_path), plan.frames)
