@@ -41,6 +41,7 @@ from harness.runner.config import (
     ModelPlan,
     dump_config,
 )
+from harness.runner.lock import RunLock
 from harness.runner.meta import run_meta
 from harness.runner.records import (
     RECORD_SCHEMA,
@@ -219,8 +220,30 @@ class Evaluator:
     # ------------------------------------------------------------ main loop
 
     def run(self) -> EvalResult:
-        """Run every plan. Nothing is written until the benchmark, the first plan's pruners and its
-        model have loaded, so a bad path or checkpoint leaves no run directory to block the rerun."""
+        """Run every plan, holding the output directory's lock (``lock.py``) throughout.
+
+        The lock comes first, before the same-configuration check, so a second run on the directory
+        fails at once and two runs started together cannot both pass the check. Nothing else is
+        written until the benchmark, the first plan's pruners and its model have loaded, and a
+        directory this call created is removed again if it is still empty, so a bad path or
+        checkpoint leaves no run directory to block the rerun.
+        """
+        created = not self.output_dir.exists()
+        try:
+            lock = RunLock(self.output_dir, self.shard.rank, self.shard.world_size).acquire()
+        except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+            raise ConfigError(f"output_dir {self.output_dir}: cannot be used ({exc.strerror})") from exc
+        for note in lock.taken_over:
+            print(f"note: took over the lock of a run that is gone ({note})", file=sys.stderr, flush=True)
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+            if created:
+                with contextlib.suppress(OSError):
+                    self.output_dir.rmdir()  # only succeeds when nothing was written
+
+    def _run_locked(self) -> EvalResult:
         self._say(f"loading benchmark {self.cfg.benchmark.name!r}")
         benchmark = self._load_benchmark()
         run_dirs: list[Path] = []
