@@ -67,6 +67,7 @@ def overlay(frame: np.ndarray, masks: list[np.ndarray], alpha: float = 0.45) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    import av
     import torch
 
     from harness.gaze import AutoGaze, CheckpointError, ConfigError, gaze_video
@@ -101,11 +102,15 @@ def run(args: argparse.Namespace) -> int:
         for chunk in _chunks(args.video, indices, args.size):
             for frame in chunk.frames:
                 drawn = overlay(frame, [m[t] for m in masks])
-                h, w = drawn.shape[:2]
-                yield drawn[: h - h % 2, : w - w % 2]  # H.264 yuv420p needs even sizes
+                h, w = drawn.shape[:2]  # H.264 yuv420p needs even sizes: repeat the last row/column
+                yield np.pad(drawn, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
                 t += 1
 
-    write_video(args.out, frames_out(), fps=meta.fps or 24.0)
+    try:
+        write_video(args.out, frames_out(), fps=meta.fps or 24.0)
+    except (OSError, ValueError, av.FFmpegError) as exc:
+        print(f"run_eval.py gaze: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 2
     total = int(result.gazed_per_frame.sum())
     print(
         f"scales {result.scales} (colours blue, green, yellow, red: coarse -> fine); "
