@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo perf regression test-vllm clean
+.PHONY: install test lint demo perf regression test-vllm clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,16 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP)
+# tests/test_report_browser.py renders report.html in headless Chromium (Debian package `chromium`).
+# Installed here when missing (apt-get, as root or through sudo); if that is impossible the test
+# skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  echo "could not install chromium: tests/test_report_browser.py will skip"
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q --timeout=900
 	$(MAKE) regression

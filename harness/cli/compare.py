@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"MISSING: baseline run {run_id} has no counterpart in the new results", file=sys.stderr)
     for row in result.regressions.itertuples():
         print(f"REGRESSION: {row.run_id} split {row.split}={row.value}: {row.acc_baseline:.1f}% -> "
-              f"{row.acc_new:.1f}% ({row.diff_pts:+.1f} pts, 95% CI [{row.ci_low_pts:+.1f}, {row.ci_high_pts:+.1f}], "
+              f"{row.acc_new:.1f}% ({row.diff_pts:+.1f} pts, paired-bootstrap 95% CI "
+              f"[{row.ci_low_pts:+.1f}, {row.ci_high_pts:+.1f}], "
               f"McNemar p={row.mcnemar_p:.2g}, {row.worse} worse / {row.better} better, n={row.n}) "
               f"beyond tolerance {args.tolerance} pts", file=sys.stderr)
     if result.passed:

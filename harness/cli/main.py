@@ -16,7 +16,8 @@ from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning. Why: on a busy machine, torch's spinning worker
 # threads burned CPU waiting for a core (the demo took 4.5x the CPU time when another job ran).
-# Set before torch is imported by any subcommand; a user's own setting wins.
+# Set before torch is imported by any subcommand; a user's own setting wins. `python -m
+# harness.perf.threads` measures both policies side by side.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SUBCOMMANDS: dict[str, str] = {

@@ -42,6 +42,7 @@ from harness.runner.config import (
     dump_config,
 )
 from harness.runner.lock import RunLock
+from harness.runner.masks import mask_record
 from harness.runner.meta import run_meta
 from harness.runner.records import (
     RECORD_SCHEMA,
@@ -140,7 +141,8 @@ def _selection_summary(selection: Any) -> dict[str, Any] | None:
     if selection is None:
         return None
     g = selection.geometry
-    info = {k: v for k, v in (selection.info or {}).items() if _is_small(v)}
+    # "_"-keys are in-process only (e.g. the autogaze pruner's VideoGaze, drawn by mask_record)
+    info = {k: v for k, v in (selection.info or {}).items() if not k.startswith("_") and _is_small(v)}
     return {
         "kept": int(selection.num_kept),
         "total": int(g.total_tokens),
@@ -500,6 +502,9 @@ class Evaluator:
             selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             latency["gaze"] = time.perf_counter() - start
             rec["selection"] = _selection_summary(selection)
+            masks = mask_record(selection, video.indices)  # a few frames' masks for the report's strips
+            if masks is not None:
+                rec["selection"]["masks"] = masks
             if h.setting.name == MATCH_SOURCE and selection is not None:
                 h.kept[sid] = int(selection.num_kept)
             stage = "evidence"
