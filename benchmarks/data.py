@@ -138,7 +138,7 @@ def contained_path(
     return path
 
 
-def text_cells(row: dict[str, Any], keys: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+def text_cells(row: dict[Any, Any], keys: Sequence[Any]) -> tuple[dict[Any, str], list[str]]:
     """``row[key]`` as ``str`` for each key, and a problem per cell that is not text.
 
     Why: a binary-typed parquet column yields ``bytes``, and ``str(b"...")`` would silently turn a

@@ -135,8 +135,9 @@ class VideoMME(MultipleChoiceBenchmark):
 
     def _sample(self, row: dict[str, Any]) -> Sample:
         cells, refused = text_cells(row, ("question_id", "question", "answer", "videoID"))
-        option_cells, option_problems = text_cells(dict(enumerate(row["options"])), range(len(row["options"])))
-        raw_options = [option_cells[i] for i in range(len(option_cells))]
+        numbered = {i: o for i, o in enumerate(row["options"], start=1)}
+        option_cells, option_problems = text_cells(numbered, list(numbered))
+        raw_options = [option_cells[i] for i in numbered]
         refused += [f"option {p}" for p in option_problems]
         options, problems = [], list(refused)
         for i, text in enumerate(raw_options):

@@ -225,8 +225,11 @@ def test_binary_text_columns_are_decoded_or_refused(tmp_path):
     vrows = videomme_rows()[:3]
     vrows[0]["question"] = vrows[0]["question"].encode("utf-8")
     vrows[1]["question"] = b"\x80abc"
+    vrows[2]["options"] = [o.encode("utf-8") for o in vrows[2]["options"][:3]] + [b"D. \xff"]
     vroot = make_videomme(tmp_path / "vmme", videomme_rows()[:3])
     pd.DataFrame(vrows).to_parquet(vroot / "videomme" / "test-00000-of-00001.parquet")
     vby = VideoMME(vroot).sample_by_id()
     assert vby["001-1"].question == videomme_rows()[0]["question"] and vby["001-1"].invalid_reason is None
     assert "question is binary and not UTF-8" in vby["001-2"].invalid_reason
+    assert vby["001-3"].options[:3] == ["apple 2", "banana 2", "cherry 2"]
+    assert vby["001-3"].invalid_reason == "option 4 is binary and not UTF-8 text (bad byte at 3)"

@@ -162,3 +162,12 @@ def test_sharded_ranks_run_together_under_their_locks(tmp_path):
     assert [p.wait(timeout=300) for p in ranks] == [0, 0]
     ids = [r["sample_id"] for r in read_run_records(out / "fake" / "none")]
     assert Counter(ids) == Counter(f"s{i}" for i in range(100))
+
+
+def test_an_output_dir_that_is_a_file_is_a_config_error(tmp_path):
+    from harness.runner.config import ConfigError
+
+    (tmp_path / "out").write_text("")
+    with pytest.raises(ConfigError, match=r"output_dir .*out: cannot be used or locked \(File exists\)"):
+        Evaluator(_cfg(tmp_path / "out"), fake_components(FakeBenchmark(2), FakeAdapter()), ShardInfo(),
+                  progress=False).run()

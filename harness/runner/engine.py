@@ -233,8 +233,9 @@ class Evaluator:
         created = not self.output_dir.exists()
         try:
             lock = RunLock(self.output_dir, self.shard.rank, self.shard.world_size).acquire()
-        except (FileExistsError, NotADirectoryError, PermissionError) as exc:
-            raise ConfigError(f"output_dir {self.output_dir}: cannot be used ({exc.strerror})") from exc
+        except OSError as exc:  # not a directory, no permission, a file system without flock
+            raise ConfigError(f"output_dir {self.output_dir}: cannot be used or locked "
+                              f"({exc.strerror or exc})") from exc
         for note in lock.taken_over:
             print(f"note: took over the lock of a run that is gone ({note})", file=sys.stderr, flush=True)
         try:
