@@ -29,7 +29,7 @@ DEMO = str(REPO / "configs" / "demo.yaml")
 # One eval of N fake samples, each generate a little slow so that two runs overlap; a refused run
 # prints its one line and exits 2, as run_eval.py eval does.
 _SCRIPT = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from harness.runner.config import load_config
     from harness.runner.engine import Evaluator
     from harness.runner.lock import RunLockedError
@@ -43,6 +43,8 @@ _SCRIPT = textwrap.dedent("""
     cfg = load_config(data={"output_dir": sys.argv[1], "model": {"name": "fake", "path": "/m"},
                             "benchmark": {"name": "fake"}, "frames": {"num_frames": 4}, "pruners": ["none"]})
     print("started", flush=True)
+    while len(sys.argv) > 4 and not os.path.exists(sys.argv[4]):  # a start signal: both runs go at once
+        time.sleep(0.005)
     try:
         Evaluator(cfg, fake_components(FakeBenchmark(int(sys.argv[2])), Slow()), progress=False).run()
     except RunLockedError as exc:
@@ -51,8 +53,9 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def _spawn(out: Path, n: int, delay: float, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(out), str(n), str(delay)], cwd=REPO,
+def _spawn(out: Path, n: int, delay: float, go: Path | None = None, **env: str) -> subprocess.Popen:
+    args = [str(out), str(n), str(delay)] + ([str(go)] if go else [])
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT, *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO), **env})
 
@@ -64,8 +67,11 @@ def _cfg(out: Path, **over):
 
 
 def test_two_runs_started_together_one_wins_records_written_once(tmp_path):
-    out = tmp_path / "out"
-    procs = [_spawn(out, 20, 0.05) for _ in range(2)]
+    out, go = tmp_path / "out", tmp_path / "go"
+    procs = [_spawn(out, 20, 0.05, go) for _ in range(2)]
+    for p in procs:  # both imported and waiting: released together, they race for the directory
+        assert p.stdout.readline().strip() == "started"
+    go.touch()
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     codes = sorted(r[0] for r in results)
     assert codes == [0, 2], results
