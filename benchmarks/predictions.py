@@ -69,15 +69,23 @@ def read_predictions(path: str | Path) -> Iterator[tuple[str, str | None]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: predictions file not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is named, not a bare decode error
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a BOM some editors write
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{where}: not valid JSON ({exc.msg})") from exc
+            except RecursionError:
+                raise ValueError(f"{where}: JSON nested too deeply to be a prediction") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object per line")
             if "doc_id" in obj and ("filtered_resps" in obj or "resps" in obj):

@@ -88,11 +88,15 @@ def run(args: argparse.Namespace) -> int:
     from harness.report.build import build_report, console_summary
     from harness.report.load import ReportError
     from harness.runner.engine import Evaluator
+    from harness.runner.lock import RunLockedError
 
     try:
         result = Evaluator(cfg, retry_failed=not args.no_retry_failed, progress=not args.no_progress).run()
     except ConfigError as exc:
         print(f"run_eval.py eval: config error: {exc}", file=sys.stderr)
+        return 2
+    except RunLockedError as exc:
+        print(f"run_eval.py eval: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished samples are on disk; rerun the same command to resume", file=sys.stderr)

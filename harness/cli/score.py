@@ -44,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=str,  # not Path: Path("DIR/") drops the slash that says DIR is a directory
         default=None,
-        help="output directory or file prefix (default: beside the predictions)",
+        help="output directory (an existing one, or DIR/ which is created) or file prefix "
+        "(default: beside the predictions)",
     )
     parser.add_argument(
         "--strip-reasoning",
@@ -81,10 +82,14 @@ def run(args: argparse.Namespace) -> int:
     table = pd.concat([bench.aggregate(bench.score(predictions, c)) for c in conventions], ignore_index=True)
 
     csv_path, md_path = _output_paths(args.predictions, args.out)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv_path, index=False)
     md = to_markdown(table, getattr(bench, "published", {}))
-    md_path.write_text(md)
+    try:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(csv_path, index=False)
+        md_path.write_text(md)
+    except OSError as exc:
+        print(f"run_eval.py score: cannot write {csv_path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(md)
     overall = table[table["split"] == "overall"].iloc[0]
     for what, note in (
@@ -99,14 +104,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output_paths(predictions: Path, out: Path | None) -> tuple[Path, Path]:
+def _output_paths(predictions: Path, out: str | Path | None) -> tuple[Path, Path]:
+    """``<stem>.score.csv/.md`` beside the predictions, in ``out`` when it is a directory (an
+    existing one, or one written with a trailing slash, created by the caller), else ``out.csv/.md``."""
     stem = predictions.name.removesuffix(".jsonl").removesuffix(".json")
     if out is None:
         base = predictions.parent / f"{stem}.score"
-    elif out.is_dir() or str(out).endswith(("/", "\\")):
-        base = out / f"{stem}.score"
+    elif Path(out).is_dir() or str(out).endswith(("/", "\\")):
+        base = Path(out) / f"{stem}.score"
     else:
-        base = out
+        base = Path(out)
     return base.with_name(base.name + ".csv"), base.with_name(base.name + ".md")
 
 

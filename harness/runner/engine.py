@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import sys
 import time
 import traceback
 import warnings
@@ -40,6 +41,7 @@ from harness.runner.config import (
     ModelPlan,
     dump_config,
 )
+from harness.runner.lock import RunLock
 from harness.runner.masks import mask_record
 from harness.runner.meta import run_meta
 from harness.runner.records import (
@@ -243,8 +245,31 @@ class Evaluator:
     # ------------------------------------------------------------ main loop
 
     def run(self) -> EvalResult:
-        """Run every plan. Nothing is written until the benchmark, the first plan's pruners and its
-        model have loaded, so a bad path or checkpoint leaves no run directory to block the rerun."""
+        """Run every plan, holding the output directory's lock (``lock.py``) throughout.
+
+        The lock comes first, before the same-configuration check, so a second run on the directory
+        fails at once and two runs started together cannot both pass the check. Nothing else is
+        written until the benchmark, the first plan's pruners and its model have loaded, and a
+        directory this call created is removed again if it is still empty, so a bad path or
+        checkpoint leaves no run directory to block the rerun.
+        """
+        created = not self.output_dir.exists()
+        try:
+            lock = RunLock(self.output_dir, self.shard.rank, self.shard.world_size).acquire()
+        except OSError as exc:  # not a directory, no permission, a file system without flock
+            raise ConfigError(f"output_dir {self.output_dir}: cannot be used or locked "
+                              f"({exc.strerror or exc})") from exc
+        for note in lock.taken_over:
+            print(f"note: took over the lock of a run that is gone ({note})", file=sys.stderr, flush=True)
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+            if created:
+                with contextlib.suppress(OSError):
+                    self.output_dir.rmdir()  # only succeeds when nothing was written
+
+    def _run_locked(self) -> EvalResult:
         self._say(f"loading benchmark {self.cfg.benchmark.name!r}")
         benchmark = self._load_benchmark()
         run_dirs: list[Path] = []
@@ -448,6 +473,10 @@ class Evaluator:
         }
 
     def _decode(self, sample: Any, plan: ModelPlan) -> tuple[DecodedVideo | None, dict[str, Any] | None]:
+        refused = getattr(sample, "data_error", None)
+        if refused:  # e.g. a video path that leaves the dataset: fail the sample, open nothing
+            print(f"warning: {refused}", file=sys.stderr, flush=True)
+            return None, {"stage": "data", "type": "DataError", "message": str(refused), "traceback": ""}
         start = time.perf_counter()
         try:
             video = self.components.load_frames(str(sample.video_path), plan.frames)
