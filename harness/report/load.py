@@ -73,6 +73,8 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
         row[f"tok_{key}"] = tokens.get(key)
     sel = rec.get("selection") or {}
     row["sel_kept"], row["sel_total"] = sel.get("kept"), sel.get("total")
+    # per frame group: what the exact regression check compares (a random pruner keeps as many, elsewhere)
+    row["sel_kept_per_group"] = None if sel.get("kept_per_group") is None else json.dumps(sel["kept_per_group"])
     latency = rec.get("latency") or {}
     for stage in STAGES:
         row[f"lat_{stage}"] = latency.get(stage)
