@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import Sample
-from benchmarks.data import read_parquet_checked, resolve_dataset_dir
+from benchmarks.data import check_unique_ids, read_parquet_checked, resolve_dataset_dir
 from benchmarks.mcq import MultipleChoiceBenchmark
 
 DATASET_IDS = ("bfshi/HLVid",)
@@ -90,6 +90,7 @@ class HLVid(MultipleChoiceBenchmark):
         super().__init__(extraction, reasoning_tags)
         self.root = resolve_dataset_dir(data_dir, DATASET_IDS)
         self.table = read_parquet_checked(self.root / PARQUET, COLUMNS)
+        check_unique_ids(self.table, "question_id", self.root / PARQUET)
 
     def samples(self, limit: int | None = None) -> Iterator[Sample]:
         rows = self.table if limit is None else self.table.head(limit)

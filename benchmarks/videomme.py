@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import Sample
-from benchmarks.data import find_video, read_parquet_checked, resolve_dataset_dir
+from benchmarks.data import check_unique_ids, find_video, read_parquet_checked, resolve_dataset_dir
 from benchmarks.mcq import MultipleChoiceBenchmark
 from benchmarks.subtitles import subtitle_text
 
@@ -118,6 +118,7 @@ class VideoMME(MultipleChoiceBenchmark):
         if subtitles:
             self.name = "videomme_w_subtitle"
         self.table = read_parquet_checked(self.root / PARQUET, COLUMNS)
+        check_unique_ids(self.table, "question_id", self.root / PARQUET)
 
     def samples(self, limit: int | None = None) -> Iterator[Sample]:
         rows = self.table if limit is None else self.table.head(limit)

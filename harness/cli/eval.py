@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
 
+    from benchmarks.data import DataNotFoundError, DatasetError
     from harness.report.build import build_report, console_summary
     from harness.report.load import ReportError
     from harness.runner.engine import Evaluator
@@ -92,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         result = Evaluator(cfg, retry_failed=not args.no_retry_failed, progress=not args.no_progress).run()
     except ConfigError as exc:
         print(f"run_eval.py eval: config error: {exc}", file=sys.stderr)
+        return 2
+    except (DataNotFoundError, DatasetError) as exc:  # the benchmark's data: missing, or unusable as is
+        print(f"run_eval.py eval: benchmark data: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished samples are on disk; rerun the same command to resume", file=sys.stderr)
