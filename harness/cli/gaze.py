@@ -22,7 +22,7 @@ COLOURS = [(40, 110, 255), (40, 220, 80), (255, 220, 0), (255, 40, 40)]  # coars
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="input video file")
     parser.add_argument(
-        "--model", required=True, help="AutoGaze checkpoint dir or HF cache id (e.g. nvidia/AutoGaze)"
+        "--model", required=True, help="AutoGaze checkpoint dir, HF cache id (e.g. nvidia/AutoGaze), or tiny (random weights)"
     )
     parser.add_argument("--out", required=True, help="output video (.mp4)")
     parser.add_argument(

@@ -29,6 +29,7 @@ from harness.gaze.generate import GazeState, capacity_for, gaze_frame
 from harness.gaze.loader import CONFIG_NAME, WEIGHTS_NAME, load_weights_strict, resolve_checkpoint
 from harness.gaze.model import GazingModel
 from harness.gaze.output import GazeOutput
+from harness.gaze.tiny import resolve_gaze_checkpoint
 
 Ratio = float | Sequence[float] | None
 
@@ -47,8 +48,11 @@ class AutoGaze(nn.Module):
     def from_pretrained(
         cls, path_or_id: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> AutoGaze:
-        """Local checkpoint dir or HF cache id (``nvidia/AutoGaze``); strict keys; never downloads."""
-        directory = resolve_checkpoint(path_or_id)
+        """Local checkpoint dir or HF cache id (``nvidia/AutoGaze``); strict keys; never downloads.
+
+        ``"tiny"`` builds (once) and loads the random-weight AutoGaze of ``harness.gaze.tiny``.
+        """
+        directory = resolve_checkpoint(resolve_gaze_checkpoint(str(path_or_id)))
         config = AutoGazeConfig.from_file(directory / CONFIG_NAME)
         model = cls(config)
         load_weights_strict(model, directory / WEIGHTS_NAME)

@@ -11,7 +11,6 @@ the process, so a grid of ratios does not reload the checkpoint.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,9 +19,9 @@ from harness.pruning.base import Pruner, PruningError
 from harness.pruning.gaze_mapping import GazeLike, check_policy, temporal_union
 from harness.pruning.selection import Selection, TokenGeometry
 
-REPO = Path(__file__).resolve().parents[2]
-#: The parity checkpoint beside the repo (same layout as the published nvidia/AutoGaze).
-DEFAULT_MODEL = str(REPO.parent / "shared" / "fixtures" / "autogaze-parity" / "model")
+#: The published checkpoint, looked up in the local HF cache (never downloaded). ``tiny`` builds a
+#: random-weight one (``harness.gaze.tiny``) for demos and CI.
+DEFAULT_MODEL = "nvidia/AutoGaze"
 
 _MODELS: dict[tuple[str, str], Any] = {}
 

@@ -8,16 +8,14 @@ check never pays for torch + transformers imports, and one missing piece names i
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.cache import build_once, cache_dir
 from harness.runner.config import BenchmarkConfig, ConfigError, FramesConfig, ModelConfig
 
 TINY_LABEL = "tiny random-weight model: numbers are plumbing checks, not accuracy"
@@ -106,12 +104,6 @@ def load_benchmark(cfg: BenchmarkConfig) -> Any:
     return get_benchmark(cfg.name, **cfg.kwargs)
 
 
-def cache_dir() -> Path:
-    """Where built artefacts live (tiny models; the benchmarks use the same root): $HARNESS_CACHE_DIR,
-    else ~/.cache/harness, outside the repository."""
-    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness").expanduser()
-
-
 def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
     """A real path as given; ``tiny`` builds the family's tiny random-weight model on first use."""
     if not model.is_tiny:
@@ -119,21 +111,8 @@ def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
     from harness.models.tiny import build_tiny_model
 
     out = cache_dir() / "tiny-models" / f"{model.family}-seed{seed}-letters"
-    if not (out / ".complete").exists():
-        # build beside the target and rename: ranks starting together never see half a model
-        print(f"building the tiny {model.family} model ({TINY_LABEL}) into {out}", flush=True)
-        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_tiny_model(model.family, tmp, seed=seed, answer_letters=True)
-        (tmp / ".complete").write_text("ok\n")
-        try:
-            if out.exists() and not (out / ".complete").exists():  # a stale, incomplete build
-                shutil.rmtree(out, ignore_errors=True)
-            os.rename(tmp, out)
-        except OSError:
-            if not (out / ".complete").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: use its build
+    build_once(out, lambda tmp: build_tiny_model(model.family, tmp, seed=seed, answer_letters=True),
+               f"the tiny {model.family} model ({TINY_LABEL})")
     return str(out)
 
 
