@@ -4,7 +4,8 @@
 line JSON); tests/test_compare.py runs the same functions with fewer repetitions.
 
 Model of a paired rerun: each sample independently turns worse (right -> wrong) with probability
-``flip / 2 + drop``, better with ``flip / 2``, else stays the same; its split values are fixed
+``flip / 2 + drop``, better with ``flip / 2``, else stays the same (or, with ``base_accuracy``,
+the issue's model: flips drawn given a baseline, see :func:`simulate`); its split values are fixed
 (sample i has value ``i % k`` of a column with k values, then shuffled once). ``flip`` is the
 nondeterminism of a rerun (a different GPU kernel, batch composition), ``drop`` a real regression.
 """
@@ -27,20 +28,36 @@ def _labels(n: int, splits: dict[str, int], rng: np.random.Generator) -> list[np
     return [rng.permutation(np.arange(n) % k) for k in splits.values()]
 
 
+def _outcomes(rng: np.random.Generator, n: int, flip: float, drop: float,
+              base_accuracy: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: turned worse, turned better."""
+    if base_accuracy is None:
+        outcome = rng.choice(3, size=n, p=[flip / 2 + drop, flip / 2, 1 - flip - drop])
+        return outcome == 0, outcome == 1
+    base = rng.random(n) < base_accuracy
+    u = rng.random(n)
+    worse = base & (u < (flip / 2 + drop) / base_accuracy)
+    better = ~base & (u < flip / 2 / (1 - base_accuracy))
+    return worse, better
+
+
 def simulate(n: int, splits: dict[str, int], flip: float, drop: float, reps: int, tolerance: float,
              alpha: float = 0.05, target_power: float = 0.8, seed: int = 0,
-             corrected: bool = True) -> dict[str, float]:
+             corrected: bool = True, base_accuracy: float | None = None) -> dict[str, float]:
     """Share of simulated comparisons per verdict (OK / REGRESSION / UNDERPOWERED).
 
     ``corrected=False`` judges each split at ``alpha`` with no correction: the rule the gate
     replaced, kept here so a test can show the simulation tells a bad rule from a good one.
+    ``base_accuracy`` switches to the flip model of issue 17: a baseline is drawn at that
+    accuracy and its right answers turn wrong at rate ``(flip/2 + drop) / acc``, its wrong ones
+    right at ``flip/2 / (1 - acc)`` (balanced overall, not within a split: a split whose baseline
+    was lucky drops, as real reruns regress to the mean).
     """
     rng = np.random.default_rng(seed)
     labels = _labels(n, splits, rng)
     counts = {"OK": 0, "REGRESSION": 0, "UNDERPOWERED": 0}
     for _ in range(reps):
-        outcome = rng.choice(3, size=n, p=[flip / 2 + drop, flip / 2, 1 - flip - drop])  # 0 worse, 1 better
-        worse_s, better_s = outcome == 0, outcome == 1
+        worse_s, better_s = _outcomes(rng, n, flip, drop, base_accuracy)
         worse, better, size = [int(worse_s.sum())], [int(better_s.sum())], [n]
         for lab, k in zip(labels, splits.values()):
             worse += np.bincount(lab, weights=worse_s, minlength=k).astype(int).tolist()
@@ -57,21 +74,26 @@ def simulate(n: int, splits: dict[str, int], flip: float, drop: float, reps: int
     return {k: v / reps for k, v in counts.items()}
 
 
-def figures(reps: int = 400, seed: int = 0, scenarios: Sequence[tuple[int, str, float, float, float]] | None = None
-            ) -> list[dict[str, float | int | str]]:
-    """The docs' table: (n, splits, flip, drop, tolerance) -> verdict shares."""
+Scenario = tuple[int, str, float, float, float, float | None]
+
+
+def figures(reps: int = 400, seed: int = 0, scenarios: Sequence[Scenario] | None = None
+            ) -> list[dict[str, float | int | str | None]]:
+    """The docs' table: (n, splits, flip, drop, tolerance, base accuracy or None) -> verdict shares."""
     scenarios = scenarios or [
-        (2700, "videomme", 0.15, 0.0, 5.0), (2700, "videomme", 0.15, 0.02, 5.0),
-        (2700, "videomme", 0.15, 0.03, 5.0), (2700, "videomme", 0.15, 0.05, 5.0),
-        (300, "duration", 0.15, 0.0, 10.0), (300, "duration", 0.15, 0.05, 10.0),
-        (300, "duration", 0.15, 0.10, 10.0), (300, "duration", 0.0, 0.0, 5.0),
-        (300, "duration", 0.0, 0.05, 5.0),
+        (2700, "videomme", 0.15, 0.0, 5.0, None), (2700, "videomme", 0.15, 0.0, 5.0, 0.6),
+        (2700, "videomme", 0.15, 0.02, 5.0, None), (2700, "videomme", 0.15, 0.03, 5.0, None),
+        (2700, "videomme", 0.15, 0.05, 5.0, None), (2700, "videomme", 0.15, 0.05, 5.0, 0.6),
+        (300, "duration", 0.15, 0.0, 10.0, None), (300, "duration", 0.15, 0.05, 10.0, None),
+        (300, "duration", 0.15, 0.10, 10.0, None), (300, "duration", 0.15, 0.10, 10.0, 0.6),
+        (300, "duration", 0.0, 0.0, 5.0, None), (300, "duration", 0.0, 0.05, 5.0, None),
     ]
     out = []
-    for n, name, flip, drop, tol in scenarios:
+    for n, name, flip, drop, tol, acc in scenarios:
         splits = VIDEOMME_SPLITS if name == "videomme" else {"duration": 3}
-        shares = simulate(n, splits, flip, drop, reps, tol, seed=seed)
-        out.append({"n": n, "splits": name, "flip": flip, "drop_pts": 100 * drop, "tolerance": tol, **shares})
+        shares = simulate(n, splits, flip, drop, reps, tol, seed=seed, base_accuracy=acc)
+        out.append({"n": n, "splits": name, "flip": flip, "drop_pts": 100 * drop, "tolerance": tol,
+                    "base_accuracy": acc, **shares})
     return out
 
 
@@ -81,10 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rows = figures(args.reps, args.seed)
-    print("| n | splits | flip | drop (pts) | tolerance | OK | REGRESSION | UNDERPOWERED |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| n | splits | flip model | flip | drop (pts) | tolerance | OK | REGRESSION | UNDERPOWERED |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {r['splits']} | {r['flip']:.2f} | {r['drop_pts']:.0f} | {r['tolerance']:.0f} | "
+        model = "per sample" if r["base_accuracy"] is None else f"issue 17 (acc {r['base_accuracy']:.1f})"
+        print(f"| {r['n']} | {r['splits']} | {model} | {r['flip']:.2f} | {r['drop_pts']:.0f} | {r['tolerance']:.0f} | "
               f"{r['OK']:.3f} | {r['REGRESSION']:.3f} | {r['UNDERPOWERED']:.3f} |")
     print(json.dumps({"reps": args.reps, "seed": args.seed, "rows": rows}))
 
