@@ -28,7 +28,7 @@ def build_once(out: Path, build: Callable[[Path], object], what: str) -> Path:
     print(f"building {what} into {out} (once; later runs reuse it)", flush=True)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     build(tmp)
     (tmp / COMPLETE_MARKER).write_text("ok\n")
     try:

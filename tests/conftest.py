@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# As run_eval.py does: idle OpenMP threads sleep instead of spinning (harness.perf.threads measured
+# the gaze loop 13x slower with spinning threads when another process held a core).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 

@@ -62,6 +62,11 @@ def test_demo_config_end_to_end(tmp_path, cache, parity_dir, capsys):
         # the baseline saw exactly as many tokens as AutoGaze kept on the same sample
         assert by_id["random_match-autogaze_gr0.1"][sid]["tokens"]["visual_after"] == kept
         assert by_id["none"][sid]["tokens"]["visual_after"] == rec["tokens"]["visual_before"]
+        # a few frames' masks for the report's thumbnail strips (harness.runner.masks)
+        masks = rec["selection"]["masks"]
+        assert masks["kind"] == "gaze" and len(masks["frames"]) == 8 and masks["scales"] == [32, 64, 112, 224]
+        assert by_id["random_match-autogaze_gr0.1"][sid]["selection"]["masks"]["kind"] == "tokens"
+        assert "masks" not in by_id["none"][sid]["selection"]  # keeps everything: nothing to draw
     meta = json.loads((out / "run_meta.json").read_text())
     assert meta["git"]["commit"] and meta["notice"].startswith("tiny random-weight")
 
@@ -79,6 +84,11 @@ def test_demo_config_end_to_end(tmp_path, cache, parity_dir, capsys):
     md = (report / "report.md").read_text()
     assert "tiny random-weight" in md
     assert "Provenance" in md and meta["git"]["commit"][:12] in md  # the commit the numbers came from
+    # report.html: one row per record, and strips drawn from the recorded masks on re-decoded frames
+    page = (report / "report.html").read_text()
+    assert page.count("<tr class=") == 6 and "thumbnail unavailable" not in page
+    strips = list((report / "thumbs").rglob("*.png"))
+    assert len(strips) == 4  # AutoGaze and the matched random baseline, 2 samples each; `none`: nothing kept out
 
 
 def test_eval_cli_bad_input_lists_choices(tmp_path, capsys):

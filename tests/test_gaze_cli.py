@@ -41,7 +41,7 @@ def test_cli_gaze_writes_video_and_reports_tokens(parity_dir, tmp_path, capsys):
     assert "total: 65/1325 tokens kept" in text
     written, source = _decode(out), _decode(src)
     assert len(written) == 5 and written[0].shape == source[0].shape
-    # Highlighting changes the picture: un-gazed area is dimmed, gazed cells are tinted.
+    # Highlighting changes the picture: un-gazed area is dimmed, gazed cells outlined, text bands drawn.
     assert np.abs(written[0].astype(int) - source[0].astype(int)).mean() > 10
 
 
@@ -52,3 +52,19 @@ def test_cli_gaze_reports_bad_model_dir(tmp_path, capsys):
     )
     assert rc == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_cli_gaze_side_by_side_puts_the_original_left(parity_dir, tmp_path, capsys):
+    src = _video(tmp_path / "in.mp4", frames=2)
+    out = tmp_path / "sbs.mp4"
+    rc = main(["gaze", "--video", str(src), "--model", str(parity_dir / "model"), "--out", str(out),
+               "--gazing-ratio", "0.05", "--clip-len", "2", "--side-by-side"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    written, source = _decode(out), _decode(src)
+    h, w = source[0].shape[:2]
+    assert written[0].shape == (h, 2 * w, 3)
+    # left half: the original (codec noise only) below the top band; right half: the overlay
+    band = 16
+    left = np.abs(written[0][band:, :w].astype(int) - source[0][band:].astype(int)).mean()
+    right = np.abs(written[0][band:, w:].astype(int) - source[0][band:].astype(int)).mean()
+    assert left < 6 < right, (left, right)

@@ -29,6 +29,10 @@ def write_run(root: Path, label: str, pruner: str, rows: list[dict], model: str 
                 "sample_id": row["id"], "run_id": f"{model}/{label}", "model": model, "benchmark": "b",
                 "pruner": pruner, "pruner_label": label, "tiny_model": tiny,
                 "correct": row.get("correct"), "counted": row.get("counted", True),
+                "question": f"Which shape is in {row['id']}?", "options": ["red | square", "blue, circle"],
+                "prompt": f"Question about {row['id']}\nA. red | square\nB. blue, circle", "answer": "A",
+                "output": None if row.get("error") else ("A" if row.get("correct") else "B"),
+                "extracted": None if row.get("error") else ("A" if row.get("correct") else "B"),
                 "error": row.get("error"), "splits": {"duration": row.get("duration", "short")},
                 "tokens": {"visual_before": 100, "visual_after": row.get("tokens", 100), "prompt": 120,
                            "generated": 2},
@@ -61,7 +65,7 @@ def test_summary_numbers(runs):
     none, gaze = summary.loc["none"], summary.loc["autogaze_gr0.25"]
     assert none["n"] == 10 and none["errors"] == 0 and none["accuracy"] == pytest.approx(60.0)
     lo, hi = wilson_interval(6, 10)
-    assert none["ci_low"] == pytest.approx(100 * lo) and none["ci_high"] == pytest.approx(100 * hi)
+    assert none["wilson95_low"] == pytest.approx(100 * lo) and none["wilson95_high"] == pytest.approx(100 * hi)
     # the failed sample is not scored: 3 of 9
     assert gaze["errors"] == 1 and gaze["n_scored"] == 9 and gaze["accuracy"] == pytest.approx(100 * 3 / 9)
     assert gaze["visual_tokens"] == 25 and gaze["token_reduction_pct"] == pytest.approx(75.0)
@@ -105,7 +109,11 @@ def test_report_files_loadable(runs, tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary.pruner_label) == {"none", "autogaze_gr0.25"}
     pd.testing.assert_frame_equal(summary, pd.read_csv(out / "summary.csv"))
-    assert pd.read_csv(out / "records.csv").shape[0] == 20
+    recs = pd.read_csv(out / "records.csv")
+    assert recs.shape[0] == 20
+    row = recs.set_index(["run_id", "sample_id"]).loc[("m/none", "s3")]
+    assert row["question"] == "Which shape is in s3?" and row["prompt"].startswith("Question about s3\nA.")
+    assert json.loads(row["options"]) == ["red | square", "blue, circle"]
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "report.md").read_text()
     assert "| m | b | autogaze_gr0.25 |" in md and "Failed samples" in md and "OOM" in md
@@ -124,6 +132,8 @@ def test_tiny_model_is_labelled(tmp_path):
 def test_report_cli_and_errors(runs, tmp_path, capsys):
     assert main(["report", str(runs), "--out", str(tmp_path / "o")]) == 0
     assert "autogaze_gr0.25" in capsys.readouterr().out
+    assert main(["report", str(runs), "--out", str(tmp_path / "o0"), "--max-thumbnails", "0"]) == 0
+    capsys.readouterr()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
@@ -185,3 +195,80 @@ def test_batched_latency_is_flagged_in_the_summary(tmp_path):
     summary = summary_table(load_records([root])).set_index("pruner_label")
     assert summary.loc["none", "latency_batched"] == 1
     assert summary.loc["batched", "latency_batched"] == 4
+
+
+def test_dodge_spreads_coincident_points_only():
+    from harness.report.plots import dodge
+
+    xs = [100.0, 100.0, 100.0, 300.0, 101.0]
+    out = dodge(xs, step=4.0)
+    assert out[3] == 300.0  # alone: its true x
+    cluster = sorted(out[i] for i in (0, 1, 2, 4))
+    assert all(b - a == pytest.approx(4.0) for a, b in zip(cluster, cluster[1:]))  # all visible, step apart
+    assert sum(cluster) / 4 == pytest.approx(sum(xs[i] for i in (0, 1, 2, 4)) / 4)  # centred on the cluster
+    assert dodge([1.0, 50.0], step=4.0) == [1.0, 50.0]
+
+
+def test_intervals_name_their_method(runs, tmp_path):
+    """Wilson (summary, splits), clustered (scorer view), Student t (evidence recall): never a bare 'ci'."""
+    report = build_report([runs], tmp_path / "rep")
+    for name in ["summary.csv", "splits.csv", "scorer.csv"]:
+        cols = pd.read_csv(tmp_path / "rep" / name).columns
+        assert not [c for c in cols if c.startswith("ci")], (name, list(cols))
+    assert {"wilson95_low", "wilson95_high", "evidence_recall_t95_low"} <= set(report.summary.columns)
+    assert {"clustered95_low", "clustered95_high"} <= set(pd.read_csv(tmp_path / "rep" / "scorer.csv").columns)
+    gaze = report.summary.set_index("pruner_label").loc["autogaze_gr0.25"]
+    # every recall is 0.5 -> zero-width t interval
+    assert gaze["evidence_recall_t95_low"] == pytest.approx(0.5) == gaze["evidence_recall_t95_high"]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<th>column</th>" not in page  # the split pivot's axis name used to show as a blank column
+    assert "Wilson" in page and "clustered" in page
+
+
+def test_t_interval_matches_scipy():
+    from scipy import stats
+
+    from harness.report.tables import t_interval
+
+    x = [0.2, 0.5, 0.9, 1.0]
+    lo, hi = t_interval(x)
+    ref = stats.t.interval(0.95, len(x) - 1, loc=sum(x) / 4, scale=stats.sem(x))
+    assert (lo, hi) == (pytest.approx(ref[0]), pytest.approx(ref[1]))
+    assert all(math.isnan(v) for v in t_interval([0.3]))
+
+
+def test_html_per_sample_rows_thumbnails_and_failures(tmp_path):
+    from tests.report_fixtures import write_runs
+
+    exp = write_runs(tmp_path)
+    out = tmp_path / "rep"
+    report = build_report([exp], out)
+    page = (out / "report.html").read_text()
+    assert page.count("<tr class=") == 9  # 3 runs x 3 samples
+    assert 'data-status="failed"' in page and "generate: RuntimeError: out of memory" in page
+    assert "A. red &lt;b&gt;" in page and "B. green &amp; blue" in page  # options lettered and escaped
+    assert "http" not in page.split("<body>")[1]  # nothing fetched from the network
+    # strips for the 2 pruned runs x 2 readable videos; none for `none`; the moved video says why
+    strips = sorted(p.relative_to(out).as_posix() for p in (out / "thumbs").rglob("*.png"))
+    assert len(strips) == 4 and all(f'src="{s}"' in page for s in strips)
+    assert page.count("thumbnail unavailable: VideoError") == 2
+    from PIL import Image
+
+    strip = Image.open(out / strips[0])
+    assert strip.size[1] > 80 and strip.size[0] > 8 * 100  # 8 frames of 96x64 scaled to 80 px high
+    assert set(report.files) >= {f"thumbs/{s.removeprefix('thumbs/')}" for s in strips}
+    recs = pd.read_csv(out / "records.csv")
+    assert "sel_masks" not in recs.columns and recs.shape[0] == 9
+
+
+def test_thumbnail_limit_keeps_autogaze_first(tmp_path):
+    from tests.report_fixtures import write_runs
+
+    out = tmp_path / "rep"
+    build_report([write_runs(tmp_path)], out, max_thumbnails=2)
+    drawn = [p.parent.name for p in (out / "thumbs").rglob("*.png")]
+    # AutoGaze's s0 and s1 (failed in generation, but its gaze was recorded) before any baseline
+    assert len(drawn) == 2 and all(d.startswith("m_autogaze") for d in drawn)
+    assert (out / "report.html").read_text().count("over the report&#x27;s limit of 2 strips") == 4
+    build_report([tmp_path / "exp"], tmp_path / "none", max_thumbnails=0)
+    assert not (tmp_path / "none" / "thumbs").exists()

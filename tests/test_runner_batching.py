@@ -160,7 +160,7 @@ def test_adapter_without_generate_batch_runs_one_by_one(tmp_path):
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, "4", True, None])
 def test_batch_size_is_validated(tmp_path, bad):
-    with pytest.raises(ConfigError, match=r"generation.batch_size must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"generation\.batch_size: Input should be (a valid integer|greater than or equal to 1)"):
         _cfg(tmp_path, bad)
 
 

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"CHANGED: {line}", file=sys.stderr)
     for row in result.regressions.itertuples():
         print(f"REGRESSION: {row.run_id} split {row.split}={row.value}: {row.acc_baseline:.1f}% -> "
-              f"{row.acc_new:.1f}% ({row.diff_pts:+.1f} pts, 95% CI [{row.ci_low_pts:+.1f}, {row.ci_high_pts:+.1f}], "
+              f"{row.acc_new:.1f}% ({row.diff_pts:+.1f} pts, paired-bootstrap 95% CI "
+              f"[{row.ci_low_pts:+.1f}, {row.ci_high_pts:+.1f}], "
               f"{row.worse} worse / {row.better} better, n={row.n}, one-sided McNemar p={row.p:.2g}, "
               f"Holm-adjusted {row.p_holm:.2g} < alpha {args.alpha})", file=sys.stderr)
     verdict = result.verdict

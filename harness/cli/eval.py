@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 SHORTCUTS = {  # flag -> config key
     "model_path": "model.path",
@@ -58,7 +59,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.runner.config import ConfigError, load_config, validate_names
+    from harness.runner.config import ConfigError, load_config, preflight
     from harness.runner.sweep import expand
 
     try:
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             if unknown:
                 raise ConfigError(f"--pruners {','.join(unknown)}: not in the config; valid choices: {', '.join(known)}")
             cfg.pruners = [p for p in cfg.pruners if p.name in keep]
-        validate_names(cfg)
+        preflight(cfg)
         plans = [(plan, expand(plan.pruners)) for plan in cfg.plans()]
     except ConfigError as exc:
         print(f"run_eval.py eval: config error: {exc}", file=sys.stderr)
@@ -102,13 +103,14 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print(f"\n{result.written} records written ({result.errors} failed), {result.skipped} already done, "
           f"in {cfg.output_dir}")
+    report_dir = Path(cfg.output_dir) / "report"
     try:
-        report = build_report([result.output_dir])
+        report = build_report([result.output_dir], out_dir=report_dir)
     except ReportError as exc:
         print(f"no summary: {exc}")
         return 1
     print(console_summary(report))
-    print(f"tables and plots: python run_eval.py report {cfg.output_dir} --out {cfg.output_dir}/report")
+    print(f"report (tables, plots, per-sample view): {report_dir / 'report.html'}")
     if result.written and result.errors == result.written:
         print("every sample failed: see the 'error' field of the records", file=sys.stderr)
         return 1

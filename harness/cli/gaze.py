@@ -1,11 +1,14 @@
 """``run_eval.py gaze``: run AutoGaze on a video, write it with the gazed patches highlighted.
 
     python run_eval.py gaze --video in.mp4 --model DIR --out gaze.mp4 \\
-        [--gazing-ratio 0.3] [--task-loss-requirement 0.7] [--frames N] [--size 448]
+        [--gazing-ratio 0.3] [--task-loss-requirement 0.7] [--frames N] [--size 448] [--side-by-side]
 
-Each scale gets its own colour (coarse -> fine: blue, green, yellow, red), finer scales drawn over
-coarser ones; un-gazed area is dimmed. The video is read twice (gaze, then draw) so memory stays
-bounded by a chunk, not the video. Prints tokens kept per frame and the total.
+Each gazed cell is outlined in its scale's colour (coarse -> fine: blue, green, yellow, red),
+finer scales drawn over coarser ones; un-gazed area is dimmed (``harness.video.overlay``). Every
+frame carries its index and kept-token count on a band at the top and the colour legend at the
+bottom; ``--side-by-side`` puts the original frame on the left. The video is read twice (gaze,
+then draw) so memory stays bounded by a chunk, not the video; both passes show a progress bar
+(after a couple of seconds). Prints tokens kept per frame and the total.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import sys
 from collections.abc import Iterator
 
 import numpy as np
-
-COLOURS = [(40, 110, 255), (40, 220, 80), (255, 220, 0), (255, 40, 40)]  # coarse -> fine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,28 +43,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clip-len", type=int, default=16, help="frames per clip (the model is trained on 16)"
     )
+    parser.add_argument(
+        "--side-by-side", action="store_true", help="the original frame on the left, the overlay on the right"
+    )
 
 
-def _chunks(path: str, indices: np.ndarray, size: int | None) -> Iterator:
+def _chunks(path: str, indices: np.ndarray, size: int | None, bar=None) -> Iterator:
+    """Decoded chunks; ``bar`` (a tqdm) advances by each chunk's frames as it is handed on."""
     from harness.video import open_video
 
     with open_video(path) as reader:
-        yield from reader.iter_chunks(indices, chunk_size=16, size=size)
+        for chunk in reader.iter_chunks(indices, chunk_size=16, size=size):
+            yield chunk
+            if bar is not None:
+                bar.update(len(chunk))
 
 
-def overlay(frame: np.ndarray, masks: list[np.ndarray], alpha: float = 0.45) -> np.ndarray:
-    """Dim un-gazed area, tint each scale's gazed cells with its colour (finer scales on top)."""
-    h, w = frame.shape[:2]
-    out = frame.astype(np.float32) * 0.55
-    for s, mask in enumerate(masks):
-        rows, cols = mask.shape
-        ys = (np.arange(h) * rows) // h  # cell row of every pixel row
-        xs = (np.arange(w) * cols) // w
-        cell = mask[ys][:, xs]
-        colour = np.array(COLOURS[s % len(COLOURS)], dtype=np.float32)
-        src = frame.astype(np.float32)
-        out[cell] = (1 - alpha) * src[cell] + alpha * colour
-    return np.clip(out, 0, 255).astype(np.uint8)
+def draw_frame(frame: np.ndarray, masks: list[np.ndarray], scales: list[int], index: int, kept: int,
+               per_frame: int, side_by_side: bool = False) -> np.ndarray:
+    """One output frame: outlines per scale, frame index and kept tokens on top, legend at the bottom."""
+    from harness.video.overlay import annotate, outline_overlay, scale_legend
+
+    drawn = outline_overlay(frame, masks)
+    top = f"frame {index}  {kept}/{per_frame} tokens kept ({100 * kept / per_frame:.1f}%)"
+    drawn = annotate(drawn, top=top, legend=scale_legend(scales))
+    if side_by_side:
+        drawn = np.concatenate([annotate(frame, top="original"), drawn], axis=1)
+    return drawn
+
+
+def _bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    # delay: short gazes stay quiet; long ones (minutes on a CPU) show frames done and the rate
+    return tqdm(total=total, desc=desc, unit="frame", delay=2.0, file=sys.stderr, leave=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,15 +93,16 @@ def run(args: argparse.Namespace) -> int:
             raise VideoError(args.video, "no frames to gaze")
         indices = np.arange(n, dtype=np.int64)
         model = AutoGaze.from_pretrained(args.model)
-        result = gaze_video(
-            model,
-            _chunks(args.video, indices, args.size),
-            gazing_ratio=args.gazing_ratio,
-            task_loss_requirement=args.task_loss_requirement,
-            tile_size=args.tile_size,
-            clip_len=args.clip_len,
-            batch_size=args.batch_size,
-        )
+        with _bar(n, "gaze") as bar:
+            result = gaze_video(
+                model,
+                _chunks(args.video, indices, args.size, bar),
+                gazing_ratio=args.gazing_ratio,
+                task_loss_requirement=args.task_loss_requirement,
+                tile_size=args.tile_size,
+                clip_len=args.clip_len,
+                batch_size=args.batch_size,
+            )
     except (VideoError, CheckpointError, ConfigError, ValueError) as exc:
         print(f"run_eval.py gaze: {exc}", file=sys.stderr)
         return 2
@@ -96,19 +110,21 @@ def run(args: argparse.Namespace) -> int:
     masks = [m.numpy() for m in result.scale_masks]
     per_scale = np.stack([m.reshape(m.shape[0], -1).sum(1) for m in masks], axis=1)
 
-    def frames_out() -> Iterator[np.ndarray]:
+    def frames_out(bar) -> Iterator[np.ndarray]:
         t = 0
-        for chunk in _chunks(args.video, indices, args.size):
+        for chunk in _chunks(args.video, indices, args.size, bar):
             for frame in chunk.frames:
-                drawn = overlay(frame, [m[t] for m in masks])
+                drawn = draw_frame(frame, [m[t] for m in masks], result.scales, int(result.frame_indices[t]),
+                                   int(result.gazed_per_frame[t]), result.tokens_per_frame, args.side_by_side)
                 h, w = drawn.shape[:2]
                 yield drawn[: h - h % 2, : w - w % 2]  # H.264 yuv420p needs even sizes
                 t += 1
 
-    write_video(args.out, frames_out(), fps=meta.fps or 24.0)
+    with _bar(n, "draw") as bar:
+        write_video(args.out, frames_out(bar), fps=meta.fps or 24.0)
     total = int(result.gazed_per_frame.sum())
     print(
-        f"scales {result.scales} (colours blue, green, yellow, red: coarse -> fine); "
+        f"scales {result.scales} (outline colours blue, green, yellow, red: coarse -> fine); "
         f"{result.tokens_per_frame} gaze tokens per frame if all were kept"
     )
     for t, idx in enumerate(result.frame_indices):

@@ -198,7 +198,8 @@ def _fmt(x: Any, digits: int = 1) -> str:
 
 def to_markdown(table: pd.DataFrame, published: dict[str, float] | None = None) -> str:
     """Accuracy table (one block per convention) and published figures, as markdown."""
-    head = ["split", "group", "n", "scored", "accuracy %", "95% CI", "unanswered", "no prediction", "invalid"]
+    head = ["split", "group", "n", "scored", "accuracy %", "95% CI (clustered)", "unanswered", "no prediction",
+            "invalid"]
     lines = []
     for convention, part in table.groupby("extraction", sort=False):
         lines += [f"### {part['benchmark'].iloc[0]} — extraction `{convention}`", ""]

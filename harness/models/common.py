@@ -55,13 +55,27 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def reset_peak_memory(device: torch.device | str | None) -> None:
+def reset_peak_memory(device: torch.device | str | None) -> bool:
+    """Start a new peak: CUDA's allocator peak, or on CPU the process's RSS high-water mark.
+
+    Why the CPU reset: without it every record reported the process's lifetime peak (the same
+    number for every run of a config). Linux resets VmHWM when "5" is written to
+    /proc/self/clear_refs (since 4.0). Returns False where no reset is possible: the figure is then
+    the process-wide peak, and records say so (``peak_memory_scope``).
+    """
     if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def peak_memory_mb(device: torch.device | str | None) -> float:
-    """Peak accelerator memory since the last reset on CUDA; peak process RSS on CPU."""
+    """Peak accelerator memory since the last reset on CUDA; peak RSS since the last reset on CPU."""
     if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
         return torch.cuda.max_memory_allocated(device) / (1024 * 1024)
     return peak_rss_mb()

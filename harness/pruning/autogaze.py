@@ -49,6 +49,8 @@ def selection_from_gaze(gaze: GazeLike, geometry: TokenGeometry, policy: str) ->
     per_frame_cap = getattr(gaze, "tokens_per_frame", None)
     if per_frame_cap is not None:
         info["gaze_tokens_per_frame"] = int(per_frame_cap)  # what gazing everything would be
+    if getattr(gaze, "scale_masks", None) is not None:
+        info["_gaze"] = gaze  # in-process only: the runner records a few frames' masks (harness.runner.masks)
     return Selection(geometry, keep, info=info)
 
 

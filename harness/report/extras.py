@@ -131,6 +131,9 @@ def scorer_table(df: pd.DataFrame) -> pd.DataFrame:
             **{c.removeprefix("split_"): group[c] for c in splits},
         })
         table = accuracy_table(scores, [c.removeprefix("split_") for c in splits], "cluster")
+        # the summary shows a Wilson interval for a neighbouring number: name this one's method
+        table = table.rename(columns={"stderr": "clustered_se", "ci95_low": "clustered95_low",
+                                      "ci95_high": "clustered95_high"})
         for i, (k, v) in enumerate(zip(RUN_KEYS, keys)):
             table.insert(i, k, v)
         tables.append(table)

@@ -16,6 +16,7 @@ import pandas as pd
 from harness.runner.records import RUN_FILE, latest_by_sample, read_run_records
 
 STAGES = ("decode", "gaze", "vision", "prefill", "generate")
+OBJECT_COLUMNS = ("sel_masks",)  # nested values: in the frame for the report, not in records.csv
 TOKEN_KEYS = ("visual_before", "visual_after", "prompt", "generated")
 
 
@@ -53,11 +54,15 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
         "budget_match": (rec.get("budget") or {}).get("match"),
         "sample_id": str(rec.get("sample_id")),
         "video": rec.get("video"),
+        "question": rec.get("question"),
+        # a JSON list in one cell: options may hold any separator character
+        "options": None if rec.get("options") is None else json.dumps(list(rec["options"]), ensure_ascii=False),
         "answer": rec.get("answer"),
         "extracted": rec.get("extracted"),
         "correct": rec.get("correct"),
         "counted": rec.get("counted", True),
         "extraction": rec.get("extraction"),
+        "prompt": rec.get("prompt"),
         "output": rec.get("output"),
         "ok": rec.get("error") is None,
         "error": None if rec.get("error") is None else
@@ -75,6 +80,9 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
     row["sel_kept"], row["sel_total"] = sel.get("kept"), sel.get("total")
     # per frame group: what the exact regression check compares (a random pruner keeps as many, elsewhere)
     row["sel_kept_per_group"] = None if sel.get("kept_per_group") is None else json.dumps(sel["kept_per_group"])
+    row["sel_masks"] = sel.get("masks")  # a dict (harness.runner.masks); left out of records.csv
+    frames = rec.get("frames") or {}
+    row["frames_height"], row["frames_width"] = frames.get("height"), frames.get("width")
     latency = rec.get("latency") or {}
     for stage in STAGES:
         row[f"lat_{stage}"] = latency.get(stage)

@@ -3,7 +3,10 @@
 Conventions (stated in every report's header, because readers compare numbers across papers):
 - accuracy is over samples that completed without error and that the extraction convention
   counts (``counted``); failed samples are listed as ``errors``, never silently scored;
-- the 95% interval is Wilson's score interval for a proportion;
+- the 95% interval of an accuracy is Wilson's score interval for a proportion (columns
+  ``wilson95_low``/``wilson95_high``); that of a mean over samples (evidence recall) is Student's t
+  interval (``*_t95_low``/``*_t95_high``). Every interval column names its method, because the
+  report also shows the benchmark scorer's video-clustered interval for the same accuracy;
 - token reduction is ``1 - mean(visual_after) / mean(visual_before)``; speed-up is the unpruned
   (``none``) run's mean latency over this run's, for the same model and benchmark.
 """
@@ -43,7 +46,18 @@ def _accuracy(group: pd.DataFrame) -> dict[str, float]:
     k = int(scored["correct"].astype(bool).sum()) if n else 0
     lo, hi = wilson_interval(k, n)
     return {"n_scored": n, "accuracy": 100 * k / n if n else math.nan,
-            "ci_low": 100 * lo if n else math.nan, "ci_high": 100 * hi if n else math.nan}
+            "wilson95_low": 100 * lo if n else math.nan, "wilson95_high": 100 * hi if n else math.nan}
+
+
+def t_interval(values: pd.Series | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of a mean over samples (NaN below 2 values; zero width when all agree)."""
+    from scipy.stats import t
+
+    x = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(dtype=float)
+    if len(x) < 2:
+        return (math.nan, math.nan)
+    half = float(t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return (float(x.mean()) - half, float(x.mean()) + half)
 
 
 def _mean(series: pd.Series) -> float:
@@ -75,6 +89,9 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         row["peak_memory_mb"] = float(pd.to_numeric(ok["peak_memory_mb"], errors="coerce").max()) \
             if ok["peak_memory_mb"].notna().any() else math.nan
         row["evidence_recall"] = _mean(ok["evidence_recall"])
+        lo, hi = t_interval(ok["evidence_recall"])
+        # recall lies in [0, 1]; clip keeps NaN (fewer than 2 samples) as NaN
+        row["evidence_recall_t95_low"], row["evidence_recall_t95_high"] = np.clip([lo, hi], 0.0, 1.0)
         row["evidence_hit"] = _mean(ok["evidence_hit"].astype("Float64")) if ok["evidence_hit"].notna().any() \
             else math.nan
         row["tiny_model"] = bool(group["tiny_model"].any())
@@ -126,7 +143,9 @@ def split_pivot(splits: pd.DataFrame) -> pd.DataFrame:
                                          splits["split"] + "=" + splits["value"]))
     pivot = view.pivot_table(index=RUN_KEYS, columns="column", values="accuracy", aggfunc="first", sort=False)
     cols = ["overall"] + [c for c in pivot.columns if c != "overall"]
-    return pivot[cols].reset_index()
+    out = pivot[cols].reset_index()
+    out.columns.name = None  # else to_html prints the pivot's axis name as a stray blank column
+    return out
 
 
 def latency_table(summary: pd.DataFrame) -> pd.DataFrame:

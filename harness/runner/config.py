@@ -1,9 +1,10 @@
-"""Evaluation configs: YAML -> validated dataclasses, with ``--set a.b=c`` overrides.
+"""Evaluation configs: YAML -> validated pydantic models, with ``--set a.b=c`` overrides.
 
-Why a schema of our own (dataclasses + a key check) rather than a free dict: a typo in a config
-(``max_new_token``, ``benchmark.limt``) must stop the run before hours of GPU time, naming the
-valid keys, instead of being silently ignored. Values keep plain YAML types so the resolved
-config can be dumped back into every run directory and re-read unchanged.
+Why a schema (pydantic, ``extra="forbid"``) rather than a free dict: a typo in a config
+(``max_new_token``, ``benchmark.limt``) or a value of the wrong type (``limit: abc``) must stop
+the run before any model loads, in one line naming the key, the value and what is allowed,
+instead of a traceback hours into a GPU job. Values keep plain YAML types so the resolved config
+can be dumped into every run directory and re-read unchanged.
 
 Layout of a config (every key optional except ``benchmark.name`` and ``pruners``)::
 
@@ -14,7 +15,7 @@ Layout of a config (every key optional except ``benchmark.name`` and ``pruners``
     model: {family, path, name, device, dtype, prune_stage, kwargs}
     models: [ {...model keys..., frames: {...}, generation: {...}, pruners: [...]}, ... ]  # optional
     benchmark: {name, kwargs, limit, extraction, prompt_kwargs}
-    frames: {num_frames, fps, max_frames, resolution, keep_aspect, chunk_size}
+    frames: {num_frames, fps, max_frames, resolution, keep_aspect, chunk_size, max_decoded_gb}
     generation: {max_new_tokens, enabled, batch_size}
     pruners:
       - {name: none}
@@ -26,13 +27,13 @@ Layout of a config (every key optional except ``benchmark.name`` and ``pruners``
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib
-from dataclasses import dataclass, field
+import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -45,15 +46,20 @@ PRUNE_STAGES = ("post_vit", "pre_vit")
 TINY_PATH = "tiny"
 
 
-@dataclass
-class ModelConfig:
+class _Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
     family: str = "qwen2_5_vl"
     path: str = TINY_PATH
     name: str | None = None  # label in tables; default derived from family + path
     device: str = "cpu"
     dtype: str = "auto"
-    prune_stage: str = "post_vit"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    prune_stage: Literal["post_vit", "pre_vit"] = "post_vit"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -67,48 +73,98 @@ class ModelConfig:
         return str(self.path) == TINY_PATH
 
 
-@dataclass
-class BenchmarkConfig:
+class BenchmarkConfig(_Section):
     name: str = "synthetic_needle"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    limit: int | None = Field(default=None, ge=0)
     extraction: str | None = None  # answer-extraction convention; None = the benchmark's default
-    prompt_kwargs: dict[str, Any] = field(default_factory=dict)
+    prompt_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class FramesConfig:
-    num_frames: int | None = 16  # N frames uniformly over the video (ignored when fps is set)
-    fps: float | None = None  # sample at this rate instead, capped by max_frames
-    max_frames: int | None = None
+class FramesConfig(_Section):
+    num_frames: int | None = Field(default=16, ge=1)  # N frames uniformly over the video (ignored when fps is set)
+    fps: float | None = Field(default=None, gt=0)  # sample at this rate instead, capped by max_frames
+    max_frames: int | None = Field(default=None, ge=1)
     resolution: int | list[int] | None = None  # [width, height] or longer side; None = source size
     keep_aspect: bool = True  # fit inside ``resolution`` keeping the aspect ratio
-    chunk_size: int = 16  # frames decoded per chunk (bounded memory)
-    max_decoded_gb: float = 16.0  # refuse a sample whose sampled frames would exceed this (set resolution)
+    chunk_size: int = Field(default=16, ge=1)  # frames decoded per chunk (bounded memory)
+    max_decoded_gb: float = Field(default=16.0, gt=0)  # refuse a sample whose frames would exceed this
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution(cls, value: Any) -> Any:
+        return None if value is None else parse_resolution(value)
+
+    @model_validator(mode="after")
+    def _some_sampling(self) -> FramesConfig:
+        if self.num_frames is None and self.fps is None:
+            raise ValueError("set num_frames or fps")
+        return self
 
 
-@dataclass
-class GenerationConfig:
-    max_new_tokens: int = 16
+class GenerationConfig(_Section):
+    max_new_tokens: int = Field(default=16, ge=1)
     enabled: bool = True  # False: pruner-only scoring (evidence recall/hit), the MLLM is not called
     # requests per adapter.generate_batch call (backends that have it: vllm); 1 = one generate per record
-    batch_size: int = 1
+    batch_size: int = Field(default=1, ge=1, strict=True)
 
 
-@dataclass
-class PrunerSpec:
+class PrunerSpec(_Section):
     """One entry of ``pruners``: fixed ``params``, swept ``grid`` (cartesian product), a budget."""
 
     name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
     budget: str | float | int | None = None  # None | "matched" | ratio in (0, 1] | token count >= 1
     match: str | None = None  # with budget "matched": label of the autogaze setting (default: each)
     label: str | None = None  # run label; default derived from name + grid values + budget
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data  # "- none"
 
-@dataclass
-class ModelPlan:
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid_lists(cls, grid: Any) -> Any:
+        for key, values in (grid.items() if isinstance(grid, dict) else ()):
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
+        return grid
+
+    @model_validator(mode="after")
+    def _budget_and_grid(self) -> PrunerSpec:
+        both = sorted(set(self.params) & set(self.grid))
+        if both:
+            raise ValueError(f"{', '.join(both)} is both in params and grid; keep one")
+        _check_budget(self)
+        return self
+
+
+def _pruner_list(value: Any) -> Any:
+    if isinstance(value, str | dict):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"expected a non-empty list of pruner entries, got {value!r}")
+    return value
+
+
+class ModelEntry(ModelConfig):
+    """One entry of ``models``: model keys plus optional per-model frames/generation/pruners.
+
+    Only the keys given override the top-level sections (``model_fields_set``)."""
+
+    frames: dict[str, Any] | None = None
+    generation: dict[str, Any] | None = None
+    pruners: list[PrunerSpec] | None = None
+
+    @field_validator("pruners", mode="before")
+    @classmethod
+    def _pruners(cls, value: Any) -> Any:
+        return None if value is None else _pruner_list(value)
+
+
+class ModelPlan(BaseModel):
     """What runs for one model: its frames/generation settings and pruner specs."""
 
     model: ModelConfig
@@ -117,154 +173,128 @@ class ModelPlan:
     pruners: list[PrunerSpec]
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(_Section):
     name: str = "eval"
-    output_dir: str = "runs/eval"
+    output_dir: str = ""
     seed: int = 0
-    backend: str = "transformers"
-    notes: str = ""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    models: list[dict[str, Any]] = field(default_factory=list)
-    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    frames: FramesConfig = field(default_factory=FramesConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    pruners: list[PrunerSpec] = field(default_factory=lambda: [PrunerSpec(name="none")])
-    source: str | None = None  # the YAML file it came from (for messages)
+    backend: Literal["transformers", "vllm"] = "transformers"
+    notes: str | None = ""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    models: list[ModelEntry] = Field(default_factory=list)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    frames: FramesConfig = Field(default_factory=FramesConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    pruners: list[PrunerSpec] = Field(default_factory=lambda: [PrunerSpec(name="none")])
+    source: str | None = Field(default=None, exclude=True)  # the YAML file it came from (for messages)
+
+    @field_validator("pruners", mode="before")
+    @classmethod
+    def _pruners(cls, value: Any) -> Any:
+        return _pruner_list(value)
+
+    @field_validator("models", "notes", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any, info: Any) -> Any:
+        if value is None:
+            return [] if info.field_name == "models" else ""
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_and_plans(self) -> EvalConfig:
+        if not self.output_dir:
+            self.output_dir = f"runs/{self.name}"
+        self.plans()  # every models: entry must merge into a valid plan
+        return self
 
     def plans(self) -> list[ModelPlan]:
         """One plan per model: ``models`` entries override ``model``/``frames``/``generation``/``pruners``."""
         if not self.models:
-            return [ModelPlan(self.model, self.frames, self.generation, self.pruners)]
+            return [ModelPlan(model=self.model, frames=self.frames, generation=self.generation,
+                              pruners=self.pruners)]
         plans = []
         for i, entry in enumerate(self.models):
             where = f"models.{i}"
-            entry = dict(entry)
-            frames = _merge_section(FramesConfig, self.frames, entry.pop("frames", None), f"{where}.frames")
-            gen = _merge_section(GenerationConfig, self.generation, entry.pop("generation", None), f"{where}.generation")
-            pruners = self.pruners
-            if "pruners" in entry:
-                pruners = _parse_pruners(entry.pop("pruners"), f"{where}.pruners")
-            model = _merge_section(ModelConfig, self.model, entry, where)
-            plans.append(ModelPlan(model, frames, gen, pruners))
+            given = {k: getattr(entry, k) for k in entry.model_fields_set
+                     if k in ModelConfig.model_fields}
+            model = _merged(ModelConfig, self.model, given, where)
+            frames = _merged(FramesConfig, self.frames, entry.frames, f"{where}.frames")
+            gen = _merged(GenerationConfig, self.generation, entry.generation, f"{where}.generation")
+            pruners = self.pruners if entry.pruners is None else entry.pruners
+            plans.append(ModelPlan(model=model, frames=frames, generation=gen, pruners=pruners))
         labels = [p.model.label for p in plans]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:
-            raise ConfigError(f"models: two entries share the label {sorted(dupes)}; give each a distinct 'name'")
+            raise ValueError(f"models: two entries share the label {sorted(dupes)}; give each a distinct 'name'")
         return plans
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("source", None)
-        return d
+        data = self.model_dump(mode="json", exclude={"models"})
+        data["models"] = [m.model_dump(mode="json", exclude_unset=True) for m in self.models]
+        return data
 
 
 # ---------------------------------------------------------------- parsing
 
 
-def _valid_keys(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if f.name != "source"]
+def _merged(cls: type[_Section], base: _Section, override: dict[str, Any] | None, where: str) -> Any:
+    data = {**base.model_dump(), **copy.deepcopy(override or {})}
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(_one_line(exc, prefix=where, root=cls)) from None
 
 
-def _check_keys(data: dict[str, Any], cls: type, where: str, extra: tuple[str, ...] = ()) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
-    valid = _valid_keys(cls) + list(extra)
-    for key in data:
-        if key not in valid:
-            raise ConfigError(
-                f"unknown key {_join(where, str(key))!r}; valid keys{' of ' + where if where else ''}: "
-                f"{', '.join(sorted(valid))}"
-            )
+def _one_line(exc: ValidationError, prefix: str = "", root: type[BaseModel] | None = None) -> str:
+    """A pydantic error as one line per problem: the key, the value given, what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        key = ".".join(([prefix] if prefix else []) + loc)
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(([prefix] if prefix else []) + loc[:-1])
+            lines.append(f"unknown key {key!r}; valid keys{' of ' + parent if parent else ''}: "
+                         f"{', '.join(_valid_keys_at(loc[:-1], root or EvalConfig))}")
+            continue
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            msg = "valid choices: " + msg.removeprefix("Input should be ").replace("'", "").replace(" or ", ", ")
+        where = f"{key}: " if key else ""
+        shown = ("input" in err and not isinstance(err["input"], dict | list | BaseModel)
+                 and "got " not in msg)
+        lines.append(f"{where}{msg}" + (f" (got {err['input']!r})" if shown else ""))
+    return "; ".join(dict.fromkeys(lines))
 
 
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _build(cls: type, data: dict[str, Any] | None, where: str, extra: tuple[str, ...] = ()) -> Any:
-    data = dict(data or {})
-    _check_keys(data, cls, where, extra)
-    for key in extra:
-        data.pop(key, None)
-    return cls(**copy.deepcopy(data))
-
-
-def _merge_section(cls: type, base: Any, override: dict[str, Any] | None, where: str) -> Any:
-    merged = dataclasses.asdict(base)
-    if override:
-        _check_keys(override, cls, where, extra=("frames", "generation", "pruners") if cls is ModelConfig else ())
-        merged.update(copy.deepcopy(override))
-    return cls(**merged)
-
-
-def _parse_pruners(data: Any, where: str = "pruners") -> list[PrunerSpec]:
-    if isinstance(data, str | dict):
-        data = [data]
-    if not isinstance(data, list) or not data:
-        raise ConfigError(f"{where}: expected a non-empty list of pruner entries, got {data!r}")
-    specs = []
-    for i, entry in enumerate(data):
-        if isinstance(entry, str):  # shorthand: "- none"
-            entry = {"name": entry}
-        spec = _build(PrunerSpec, entry, f"{where}.{i}")
-        if not isinstance(spec.params, dict) or not isinstance(spec.grid, dict):
-            raise ConfigError(f"{where}.{i}: 'params' and 'grid' must be mappings")
-        for key, values in spec.grid.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{where}.{i}.grid.{key}: expected a non-empty list of values, got {values!r}")
-            if key in spec.params:
-                raise ConfigError(f"{where}.{i}: {key!r} is both in params and grid; keep one")
-        specs.append(spec)
-    return specs
+def _valid_keys_at(loc: list[str], root: type[BaseModel]) -> list[str]:
+    """Valid keys of the section at ``loc`` below ``root`` (walking the schema; list indices skipped)."""
+    cls: Any = root
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        inner = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        nested = [a for a in inner + [annotation] if isinstance(a, type) and issubclass(a, BaseModel)]
+        if part in ("frames", "generation") and cls is ModelEntry:
+            nested = [FramesConfig if part == "frames" else GenerationConfig]
+        if not nested:
+            break
+        cls = nested[0]
+    return sorted(k for k in cls.model_fields if k != "source")
 
 
 def from_dict(data: dict[str, Any], source: str | None = None) -> EvalConfig:
-    """Build (and structurally validate) an ``EvalConfig`` from a plain dict."""
-    data = copy.deepcopy(data or {})
-    _check_keys(data, EvalConfig, "")
-    cfg = EvalConfig(
-        name=str(data.get("name", "eval")),
-        output_dir=str(data.get("output_dir", f"runs/{data.get('name', 'eval')}")),
-        seed=int(data.get("seed", 0)),
-        backend=str(data.get("backend", "transformers")),
-        notes=str(data.get("notes", "") or ""),
-        model=_build(ModelConfig, data.get("model"), "model"),
-        models=list(data.get("models") or []),
-        benchmark=_build(BenchmarkConfig, data.get("benchmark"), "benchmark"),
-        frames=_build(FramesConfig, data.get("frames"), "frames"),
-        generation=_build(GenerationConfig, data.get("generation"), "generation"),
-        pruners=_parse_pruners(data.get("pruners", ["none"])),
-        source=source,
-    )
-    _check_values(cfg)
+    """Build and validate an ``EvalConfig`` from a plain dict (``ConfigError`` in one line)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}")
+    try:
+        cfg = EvalConfig.model_validate(copy.deepcopy(data))
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    cfg.source = source
     return cfg
-
-
-def _check_values(cfg: EvalConfig) -> None:
-    """Value checks that need no imports (registries are checked by ``validate_names``)."""
-    if cfg.backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {cfg.backend!r}; valid choices: {', '.join(BACKENDS)}")
-    for plan in cfg.plans():
-        m, f, g = plan.model, plan.frames, plan.generation
-        if m.prune_stage not in PRUNE_STAGES:
-            raise ConfigError(f"model.prune_stage {m.prune_stage!r}; valid choices: {', '.join(PRUNE_STAGES)}")
-        if f.num_frames is None and f.fps is None:
-            raise ConfigError("frames: set num_frames or fps")
-        if f.num_frames is not None and int(f.num_frames) < 1:
-            raise ConfigError(f"frames.num_frames must be >= 1, got {f.num_frames}")
-        if f.fps is not None and float(f.fps) <= 0:
-            raise ConfigError(f"frames.fps must be > 0, got {f.fps}")
-        if f.resolution is not None:
-            f.resolution = parse_resolution(f.resolution)
-        if int(g.max_new_tokens) < 1:
-            raise ConfigError(f"generation.max_new_tokens must be >= 1, got {g.max_new_tokens}")
-        if isinstance(g.batch_size, bool) or not isinstance(g.batch_size, int) or g.batch_size < 1:
-            raise ConfigError(f"generation.batch_size must be an integer >= 1, got {g.batch_size!r}")
-        for spec in plan.pruners:
-            _check_budget(spec)
-    if cfg.benchmark.limit is not None and int(cfg.benchmark.limit) < 0:
-        raise ConfigError(f"benchmark.limit must be >= 0, got {cfg.benchmark.limit}")
 
 
 def parse_resolution(value: Any) -> int | list[int]:
@@ -280,21 +310,21 @@ def parse_resolution(value: Any) -> int | list[int]:
             w = h = 0
         if w > 0 and h > 0:
             return [w, h]
-    raise ConfigError(f"frames.resolution: expected [width, height], 'WxH' or a longer-side int, got {value!r}")
+    raise ValueError(f"expected [width, height], 'WxH' or a longer-side int, got {value!r}")
 
 
 def _check_budget(spec: PrunerSpec) -> None:
     b = spec.budget
     if b is None or b == "matched":
         if spec.match is not None and b != "matched":
-            raise ConfigError(f"pruner {spec.name!r}: 'match' needs budget: matched")
+            raise ValueError(f"pruner {spec.name!r}: 'match' needs budget: matched")
         return
     if isinstance(b, bool) or not isinstance(b, int | float):
-        raise ConfigError(
+        raise ValueError(
             f"pruner {spec.name!r}: budget {b!r}; valid: matched, a ratio in (0, 1], or a token count >= 1"
         )
     if b <= 0 or (isinstance(b, float) and b > 1 and not float(b).is_integer()):
-        raise ConfigError(f"pruner {spec.name!r}: budget {b!r} must be a ratio in (0, 1] or a token count >= 1")
+        raise ValueError(f"pruner {spec.name!r}: budget {b!r} must be a ratio in (0, 1] or a token count >= 1")
 
 
 # ---------------------------------------------------------------- overrides
@@ -311,7 +341,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({' '.join(str(exc).split())})") from None
     return path, value
 
 
@@ -362,7 +392,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+            raise ConfigError(f"{p}: not valid YAML ({' '.join(str(exc).split())})") from None
         source = str(p)
     data = copy.deepcopy(data or {})
     for text in overrides or []:
@@ -374,8 +404,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if source:
             raise ConfigError(f"{source}: {exc}") from exc
         raise
-    except TypeError as exc:  # e.g. a section given as a scalar
-        raise ConfigError(f"{source or 'config'}: {exc}") from exc
 
 
 def dump_config(cfg: EvalConfig) -> str:
@@ -428,3 +456,72 @@ def validate_names(cfg: EvalConfig) -> None:
         for spec in plan.pruners:
             if pruners is not None and spec.name not in pruners:
                 raise ConfigError(f"unknown pruner {spec.name!r}; valid choices: {', '.join(pruners)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def validate_pruner_params(cfg: EvalConfig) -> None:
+    """Every pruner run's parameters against the pruner's constructor (names, then values).
+
+    Builds each pruner without loading anything heavy (AutoGaze loads its checkpoint lazily), so
+    ``gazing_ration: 0.3`` or ``gazing_ratio: 3`` fails at ``--dry-run``, not after the model loads.
+    """
+    from harness.pruning.base import PruningError
+    from harness.pruning.registry import build_pruner
+    from harness.runner.sweep import expand
+
+    for plan in cfg.plans():
+        for setting in expand(plan.pruners):
+            try:
+                build_pruner(setting.name, **setting.params)
+            except (PruningError, TypeError, ValueError) as exc:
+                raise ConfigError(f"pruner run {setting.label!r}: {_first_line(exc)}") from None
+
+
+def validate_benchmark(cfg: EvalConfig) -> None:
+    """``benchmark.kwargs`` against the benchmark's constructor, then build it once (cheap: data
+    sets are read lazily or from a parquet) so a missing data directory is one line at ``--dry-run``."""
+    from benchmarks.registry import BENCHMARKS, canonical_name, get_benchmark, get_benchmark_class
+
+    try:
+        key = canonical_name(cfg.benchmark.name)
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
+    params = inspect.signature(get_benchmark_class(key).__init__).parameters.values()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    valid = sorted(p.name for p in params if p.kind in named and p.name != "self" and p.name not in BENCHMARKS[key][1])
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    unknown = sorted(set(cfg.benchmark.kwargs) - set(valid))
+    if unknown and not open_ended:
+        raise ConfigError(f"benchmark.kwargs: {', '.join(unknown)} not accepted by benchmark {key!r}; "
+                          f"valid keys: {', '.join(valid)}")
+    try:
+        get_benchmark(key, **cfg.benchmark.kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"benchmark.kwargs for {key!r}: {_first_line(exc)}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"benchmark {key!r}: {_first_line(exc)}") from None
+
+
+def validate_model_paths(cfg: EvalConfig) -> None:
+    """Each model path is a local HF directory or an id in the local HF cache ("tiny" is built)."""
+    from harness.models.loading import resolve_model_dir
+
+    for plan in cfg.plans():
+        if plan.model.is_tiny:
+            continue
+        try:
+            resolve_model_dir(plan.model.path)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"model {plan.model.label!r}: {_first_line(exc)}") from None
+
+
+def preflight(cfg: EvalConfig) -> None:
+    """Everything that can be checked before a model loads: names, parameters, paths."""
+    validate_names(cfg)
+    validate_benchmark(cfg)
+    validate_pruner_params(cfg)
+    validate_model_paths(cfg)

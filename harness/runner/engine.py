@@ -17,7 +17,6 @@ becomes a record with ``error`` (stage, type, message) and the loop goes on.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import time
@@ -41,6 +40,7 @@ from harness.runner.config import (
     ModelPlan,
     dump_config,
 )
+from harness.runner.masks import mask_record
 from harness.runner.meta import run_meta
 from harness.runner.records import (
     RECORD_SCHEMA,
@@ -139,7 +139,8 @@ def _selection_summary(selection: Any) -> dict[str, Any] | None:
     if selection is None:
         return None
     g = selection.geometry
-    info = {k: v for k, v in (selection.info or {}).items() if _is_small(v)}
+    # "_"-keys are in-process only (e.g. the autogaze pruner's VideoGaze, drawn by mask_record)
+    info = {k: v for k, v in (selection.info or {}).items() if not k.startswith("_") and _is_small(v)}
     return {
         "kept": int(selection.num_kept),
         "total": int(g.total_tokens),
@@ -183,23 +184,25 @@ class Evaluator:
         if self.shard.is_main:
             (self.output_dir / "config.yaml").write_text(dump_config(self.cfg))
 
+    def _run_info(self, plan: ModelPlan, setting: PrunerSetting) -> dict[str, Any]:
+        return {
+            "run_id": run_id(plan.model.label, setting),
+            "experiment": self.cfg.name,
+            "model": {**plan.model.model_dump(), "label": plan.model.label, "tiny": plan.model.is_tiny},
+            "notice": TINY_LABEL if plan.model.is_tiny else None,
+            "backend": self.cfg.backend,
+            "benchmark": self.cfg.benchmark.model_dump(),
+            "frames": plan.frames.model_dump(),
+            "generation": plan.generation.model_dump(),
+            "pruner": setting.to_dict(),
+        }
+
     def _open_runs(self, plan: ModelPlan, settings: list[PrunerSetting]) -> list[RunHandle]:
         handles = []
         for setting in settings:
             run_dir = self.output_dir / plan.model.label / setting.label
             run_dir.mkdir(parents=True, exist_ok=True)
-            run = {
-                "run_id": run_id(plan.model.label, setting),
-                "experiment": self.cfg.name,
-                "model": {**plan.model.__dict__, "label": plan.model.label, "tiny": plan.model.is_tiny},
-                "notice": TINY_LABEL if plan.model.is_tiny else None,
-                "backend": self.cfg.backend,
-                "benchmark": self.cfg.benchmark.__dict__,
-                "frames": plan.frames.__dict__,
-                "generation": plan.generation.__dict__,
-                "pruner": setting.to_dict(),
-            }
-            _check_same_run(run_dir / RUN_FILE, run)
+            run = self._run_info(plan, setting)
             write_json(run_dir / RUN_FILE, run)
             latest = latest_by_sample(read_run_records(run_dir))
             done = {sid for sid, rec in latest.items() if rec.get("error") is None or not self.retry_failed}
@@ -217,21 +220,71 @@ class Evaluator:
     # ------------------------------------------------------------ main loop
 
     def run(self) -> EvalResult:
-        self._write_meta()
-        benchmark = self.components.load_benchmark(self.cfg.benchmark)
+        """Run every plan. Nothing is written until the benchmark, the first plan's pruners and its
+        model have loaded, so a bad path or checkpoint leaves no run directory to block the rerun."""
+        self._say(f"loading benchmark {self.cfg.benchmark.name!r}")
+        benchmark = self._load_benchmark()
         run_dirs: list[Path] = []
         written = errors = skipped = 0
         for plan in self.cfg.plans():
             settings = expand(plan.pruners)
+            self._check_existing_runs(plan, settings)
+            device = device_for_rank(plan.model.device, self.shard)
+            self._say(f"{plan.model.label}: loading {len(settings)} pruner run(s) and the model ({plan.model.path})")
+            pruners = self._build_pruners(settings, device)
+            adapter = self._load_adapter(plan, device)
+            self._say(f"{plan.model.label}: running {len(settings)} run(s) per sample; "
+                      f"the first sample also warms up (untimed)")
+            if not run_dirs:
+                self._write_meta()
             handles = self._open_runs(plan, settings)
             run_dirs += [h.run_dir for h in handles]
             try:
-                w, e, s = self._run_plan(plan, benchmark, handles)
+                w, e, s = self._run_plan(plan, benchmark, handles, pruners, adapter)
             finally:
                 for h in handles:
                     h.writer.close()
             written, errors, skipped = written + w, errors + e, skipped + s
+            del adapter
+            _free_accelerator_memory()
         return EvalResult(self.output_dir, run_dirs, written, errors, skipped)
+
+    def _say(self, text: str) -> None:
+        """What the run is doing now, between progress bars (a quiet wait looks like a hang)."""
+        if self.progress and self.shard.is_main:
+            print(text, flush=True)
+
+    def _load_benchmark(self) -> Any:
+        try:
+            return self.components.load_benchmark(self.cfg.benchmark)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"benchmark {self.cfg.benchmark.name!r}: {_first_line(exc)}") from exc
+
+    def _check_existing_runs(self, plan: ModelPlan, settings: list[PrunerSetting]) -> None:
+        """Refuse, before loading anything, to resume a directory made by another configuration."""
+        for setting in settings:
+            _check_same_run(self.output_dir / plan.model.label / setting.label / RUN_FILE,
+                            self._run_info(plan, setting))
+
+    def _build_pruners(self, settings: list[PrunerSetting], device: str) -> dict[str, Any]:
+        pruners: dict[str, Any] = {}
+        for setting in settings:  # fail fast on bad pruner params or a missing checkpoint
+            try:
+                self._pruner(pruners, setting, device)
+            except Exception as exc:  # noqa: BLE001 - re-raised as a config error naming the run
+                hint = ("; give a checkpoint with --set pruners.autogaze.params.model=DIR (a local AutoGaze "
+                        "directory, nvidia/AutoGaze in the HF cache, or tiny)" if setting.name == MATCH_SOURCE else "")
+                raise ConfigError(f"pruner run {setting.label!r}: {_first_line(exc)}{hint}") from exc
+        return pruners
+
+    def _load_adapter(self, plan: ModelPlan, device: str) -> Any:
+        try:
+            return self.components.load_adapter(plan.model, self.cfg.backend, device, self.cfg.seed)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing ran yet: one line naming the model
+            raise ConfigError(f"model {plan.model.label!r} ({plan.model.path}) did not load: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
 
     def _samples(self, benchmark: Any) -> tuple[Any, int | None]:
         limit = self.cfg.benchmark.limit
@@ -245,18 +298,8 @@ class Evaluator:
             total = len(range(self.shard.rank, total, self.shard.world_size))
         return shard(samples, self.shard), total
 
-    def _run_plan(self, plan: ModelPlan, benchmark: Any, handles: list[RunHandle]) -> tuple[int, int, int]:
-        cfg = self.cfg
-        device = device_for_rank(plan.model.device, self.shard)
-        pruners: dict[str, Any] = {}
-        for h in handles:  # fail fast on bad pruner params or a missing checkpoint, before any sample
-            try:
-                self._pruner(pruners, h.setting, device)
-            except Exception as exc:  # noqa: BLE001 - re-raised as a config error naming the run
-                hint = ("; give a checkpoint with --set pruners.autogaze.params.model=DIR (a local AutoGaze "
-                        "directory or nvidia/AutoGaze in the HF cache)" if h.setting.name == MATCH_SOURCE else "")
-                raise ConfigError(f"pruner run {h.setting.label!r}: {exc}{hint}") from exc
-        adapter = self.components.load_adapter(plan.model, cfg.backend, device, cfg.seed)
+    def _run_plan(self, plan: ModelPlan, benchmark: Any, handles: list[RunHandle], pruners: dict[str, Any],
+                  adapter: Any) -> tuple[int, int, int]:
         samples, total = self._samples(benchmark)
         bar = _progress(total, len(handles), f"{plan.model.label}", self.progress and self.shard.is_main)
         state = _PlanState(plan, adapter, benchmark, bar, *_batching(plan, adapter))
@@ -431,6 +474,9 @@ class Evaluator:
             selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             latency["gaze"] = time.perf_counter() - start
             rec["selection"] = _selection_summary(selection)
+            masks = mask_record(selection, video.indices)  # a few frames' masks for the report's strips
+            if masks is not None:
+                rec["selection"]["masks"] = masks
             if h.setting.name == MATCH_SOURCE and selection is not None:
                 h.kept[sid] = int(selection.num_kept)
             stage = "evidence"
@@ -524,7 +570,7 @@ def _drop_new_defaults(old: dict[str, Any], new: dict[str, Any]) -> dict[str, An
     """A key added to the config schema after a run was made, at its default, is not a change."""
     out = json.loads(json.dumps(new))
     for section, cls in _SECTION_DEFAULTS.items():
-        defaults = json.loads(json.dumps(dataclasses.asdict(cls()), default=str))
+        defaults = json.loads(json.dumps(cls().model_dump(), default=str))
         old_sec, new_sec = old.get(section) or {}, out.get(section) or {}
         for key in list(new_sec):
             if key not in old_sec and key in defaults and new_sec[key] == defaults[key]:
@@ -552,6 +598,11 @@ def _diff(old: Any, new: Any, where: str = "") -> list[str]:
             out += _diff(old.get(key), new.get(key), f"{where}.{key}" if where else key)
         return out
     return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def _free_accelerator_memory() -> None:
