@@ -51,5 +51,6 @@ def test_eval_refuses_a_dataset_with_duplicate_ids(tmp_path, hlvid_dup, capsys):
     path.write_text(yaml.safe_dump(cfg))
     code = main(["eval", "--config", str(path), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "run_eval.py eval: benchmark data: " in err and "101 (rows 1, 4)" in err
+    assert code == 2 and err.startswith("run_eval.py eval: ") and len(err.strip().splitlines()) == 1
+    assert "2 duplicate question_id(s), rows counted from 0: 101 (rows 1, 4); 102 (rows 2, 5)" in err
     assert not list((tmp_path / "runs").rglob("records*.jsonl"))

@@ -107,6 +107,7 @@ def test_a_pruner_keeping_random_tokens_fails(tmp_path, capsys):
     err = capsys.readouterr().err
     assert codes[0] == 1
     assert re.search(r"CHANGED: run qwen2_5_vl-tiny/autogaze_gr0.1 sample \S+: sel_kept_per_group", err)
+    assert re.search(r"CHANGED: run qwen2_5_vl-tiny/autogaze_gr0.1 sample \S+: sel_masks", err) or "more changed" in err
 
 
 def test_a_broken_copy_is_caught_even_when_only_kept_tokens_move(tmp_path, capsys):
@@ -122,6 +123,30 @@ def test_a_broken_copy_is_caught_even_when_only_kept_tokens_move(tmp_path, capsy
     _rewrite(model / "autogaze_gr0.1", shifted)
     assert run_gate(new)[0] == 1
     assert "sel_kept_per_group" in capsys.readouterr().err
+
+
+def test_same_counts_but_other_tokens_kept_fails(tmp_path, capsys):
+    """Every count unchanged, one gaze moved on one strip frame: the recorded masks show it."""
+    import base64
+
+    new = _copy(tmp_path)
+    model = next(p for p in new.iterdir() if p.is_dir())
+    first = {"done": False}
+
+    def moved(rec):
+        masks = rec["selection"].get("masks")
+        if masks and not first["done"]:
+            bits = bytearray(base64.b64decode(masks["bits"][-1]))
+            bits[0] ^= 0b11000000  # flip two cells of the finest scale
+            masks["bits"][-1] = base64.b64encode(bytes(bits)).decode()
+            first["done"] = True
+        return rec
+
+    _rewrite(model / "autogaze_gr0.1", moved)
+    assert first["done"], "the committed baseline records carry no selection.masks"
+    assert run_gate(new)[0] == 1
+    err = capsys.readouterr().err
+    assert "sel_masks" in err and err.count("CHANGED: ") == 1
 
 
 @pytest.mark.parametrize("key", ["pruner.params.policy"])

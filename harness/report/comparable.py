@@ -45,7 +45,8 @@ def _defaults() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section, cls in (("model", ModelConfig), ("benchmark", BenchmarkConfig), ("frames", FramesConfig),
                          ("generation", GenerationConfig)):
-        out.update(_flatten(json.loads(json.dumps(dataclasses.asdict(cls()), default=str)), section))
+        fields = cls().model_dump() if hasattr(cls, "model_dump") else dataclasses.asdict(cls())
+        out.update(_flatten(json.loads(json.dumps(fields, default=str)), section))
     return out
 
 

@@ -15,6 +15,7 @@ a crash is a regression too. Baseline samples absent from the new run are counte
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -157,7 +158,22 @@ def compare(base_df: pd.DataFrame, new_df: pd.DataFrame, tolerance: float = 2.0,
 
 
 # Per-sample fields the exact check requires unchanged: what the model said and what reached it.
-EXACT_FIELDS = ("ok", "output", "tok_visual_after", "sel_kept", "sel_kept_per_group")
+# ``sel_masks`` (the kept tokens / gazes on a few frames) is compared where the baseline has it
+# (records made before masks were recorded lack it).
+EXACT_FIELDS = ("ok", "output", "tok_visual_after", "sel_kept", "sel_kept_per_group", "sel_masks")
+OPTIONAL_FIELDS = frozenset({"sel_masks"})
+
+
+def _comparable_value(value: object) -> object:
+    """Dicts/lists as canonical JSON so pandas compares them as values; NaN/None as None."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _short(value: object, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def exact_changes(base_df: pd.DataFrame, new_df: pd.DataFrame, pairs: dict[str, str],
@@ -165,8 +181,8 @@ def exact_changes(base_df: pd.DataFrame, new_df: pd.DataFrame, pairs: dict[str, 
     """One line per (run, sample, field) whose value changed; at most ``limit`` lines plus a count.
 
     Why: a deterministic pipeline (the CI subset: tiny seeded model, seeded pruners, CPU) gives
-    the same outputs and kept-token counts on every rerun, so any change is a change of code
-    and far more sensitive than an accuracy test on a few samples.
+    the same outputs and kept tokens on every rerun, so any change is a change of code and far
+    more sensitive than an accuracy test on a few samples.
     """
     lines: list[str] = []
     total = 0
@@ -176,13 +192,15 @@ def exact_changes(base_df: pd.DataFrame, new_df: pd.DataFrame, pairs: dict[str, 
         n = new_df[new_df["run_id"] == n_run][cols]
         merged = b.merge(n, on="sample_id", how="inner", suffixes=("_base", "_new"))
         for f in cols[1:]:
-            before, after = merged[f"{f}_base"], merged[f"{f}_new"]
-            same = (before == after).fillna(False) | (before.isna() & after.isna())
-            for row in merged[~same.astype(bool)].itertuples(index=False):
+            before = merged[f"{f}_base"].map(_comparable_value)
+            after = merged[f"{f}_new"].map(_comparable_value)
+            changed = [i for i, (x, y) in enumerate(zip(before, after))
+                       if x != y and not (f in OPTIONAL_FIELDS and x is None)]
+            for i in changed:
                 total += 1
                 if len(lines) < limit:
-                    d = row._asdict()
-                    lines.append(f"run {n_run} sample {d['sample_id']}: {f} {d[f + '_base']!r} -> {d[f + '_new']!r}")
+                    lines.append(f"run {n_run} sample {merged['sample_id'].iloc[i]}: {f} "
+                                 f"{_short(before.iloc[i])} -> {_short(after.iloc[i])}")
     if total > len(lines):
         lines.append(f"... and {total - len(lines)} more changed values")
     return lines
