@@ -19,6 +19,10 @@ class DataNotFoundError(FileNotFoundError):
     """The benchmark's data is not where it was asked to be read from."""
 
 
+class DatasetError(ValueError):
+    """The benchmark's data is there but cannot be used as is (e.g. two questions share an id)."""
+
+
 def resolve_dataset_dir(spec: str | Path, aliases: Sequence[str] = ()) -> Path:
     """Directory holding the dataset files for ``spec``.
 
@@ -159,3 +163,19 @@ def text_cells(row: dict[Any, Any], keys: Sequence[Any]) -> tuple[dict[Any, str]
         else:
             out[key] = str(value)
     return out, problems
+
+
+def check_unique_ids(df: pd.DataFrame, column: str, path: Path) -> None:
+    """Fail naming every duplicated id and its rows (0-based) when ``column`` is not unique.
+
+    Why: records, predictions and reports are keyed by question id; with two questions under
+    one id, one record silently replaces the other and one question is scored against the
+    other's answer.
+    """
+    ids = df[column].astype(str).reset_index(drop=True)
+    dup = ids[ids.duplicated(keep=False)]
+    if dup.empty:
+        return
+    groups = [f"{qid} (rows {', '.join(map(str, rows.index))})" for qid, rows in dup.groupby(dup, sort=False)]
+    shown = "; ".join(groups[:10]) + (f"; ... {len(groups) - 10} more" if len(groups) > 10 else "")
+    raise DatasetError(f"{path}: {len(groups)} duplicate {column}(s), rows counted from 0: {shown}")

@@ -39,6 +39,7 @@ from typing import Any
 from benchmarks.base import Sample
 from benchmarks.data import (
     UnsafePathError,
+    check_unique_ids,
     contained_path,
     read_parquet_checked,
     resolve_dataset_dir,
@@ -98,6 +99,7 @@ class HLVid(MultipleChoiceBenchmark):
         self.root = resolve_dataset_dir(data_dir, DATASET_IDS)
         self.allow_symlinks_out = bool(allow_symlinks_out)  # follow links out of videos/ (docs/security.md)
         self.table = read_parquet_checked(self.root / PARQUET, COLUMNS)
+        check_unique_ids(self.table, "question_id", self.root / PARQUET)
 
     def samples(self, limit: int | None = None) -> Iterator[Sample]:
         rows = self.table if limit is None else self.table.head(limit)

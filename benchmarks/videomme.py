@@ -38,6 +38,7 @@ from typing import Any
 from benchmarks.base import Sample
 from benchmarks.data import (
     UnsafePathError,
+    check_unique_ids,
     contained_path,
     find_video,
     read_parquet_checked,
@@ -127,6 +128,7 @@ class VideoMME(MultipleChoiceBenchmark):
         if subtitles:
             self.name = "videomme_w_subtitle"
         self.table = read_parquet_checked(self.root / PARQUET, COLUMNS)
+        check_unique_ids(self.table, "question_id", self.root / PARQUET)
 
     def samples(self, limit: int | None = None) -> Iterator[Sample]:
         rows = self.table if limit is None else self.table.head(limit)

@@ -78,6 +78,8 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
         row[f"tok_{key}"] = tokens.get(key)
     sel = rec.get("selection") or {}
     row["sel_kept"], row["sel_total"] = sel.get("kept"), sel.get("total")
+    # per frame group: what the exact regression check compares (a random pruner keeps as many, elsewhere)
+    row["sel_kept_per_group"] = None if sel.get("kept_per_group") is None else json.dumps(sel["kept_per_group"])
     row["sel_masks"] = sel.get("masks")  # a dict (harness.runner.masks); left out of records.csv
     frames = rec.get("frames") or {}
     row["frames_height"], row["frames_width"] = frames.get("height"), frames.get("width")
