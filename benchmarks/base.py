@@ -37,6 +37,9 @@ class Sample:
     # Set when the sample itself cannot be scored (e.g. its answer is not among its options): it is
     # still yielded so reports count it, but it never enters an accuracy denominator.
     invalid_reason: str | None = None
+    # Set when the sample's own data cannot be used safely (e.g. its video path leaves the dataset
+    # directory): the runner records the sample as failed with this reason and opens nothing.
+    data_error: str | None = None
 
     @property
     def letters(self) -> list[str]:

@@ -222,3 +222,27 @@ def extract(
     else:
         letter = regex_extract(response, choices if choices else ("A", "B", "C", "D"))
     return letter or None
+
+
+# Which extractor each lmms-eval release's videomme task used (the log's own letters tell which).
+LMMS_EVAL_EXTRACTORS: tuple[tuple[str, str], ...] = (
+    ("lmms-eval-mcq", "lmms-eval >= 0.7.2"),
+    ("lmms-eval-regex", "lmms-eval <= 0.7.1"),
+)
+
+
+def conventions_matching(
+    written: Sequence[tuple[str | None, str]], choices: Sequence[str] = ("A", "B", "C", "D")
+) -> list[str]:
+    """The lmms-eval conventions that reproduce every ``(output, letter the log wrote)`` pair.
+
+    Why: an lmms-eval samples log keeps, per question, the letter its task extracted
+    (``pred_answer``); the extractor that reproduces all of them is the one that wrote the log,
+    which is more reliable than a version string (lmms-eval records ``branch@commit``, or
+    ``unknown@unknown`` when installed from a wheel).
+    """
+    return [
+        convention
+        for convention, _ in LMMS_EVAL_EXTRACTORS
+        if all((extract(output, convention, choices) or "") == letter for output, letter in written)
+    ]

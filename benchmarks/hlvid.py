@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import Sample
-from benchmarks.data import read_parquet_checked, resolve_dataset_dir
+from benchmarks.data import (
+    UnsafePathError,
+    check_unique_ids,
+    contained_path,
+    read_parquet_checked,
+    resolve_dataset_dir,
+    text_cells,
+)
 from benchmarks.mcq import MultipleChoiceBenchmark
 
 DATASET_IDS = ("bfshi/HLVid",)
@@ -86,10 +93,13 @@ class HLVid(MultipleChoiceBenchmark):
         data_dir: str | Path = DATASET_IDS[0],
         extraction: str | None = None,
         reasoning_tags: bool | list | None = None,
+        allow_symlinks_out: bool = False,
     ) -> None:
         super().__init__(extraction, reasoning_tags)
         self.root = resolve_dataset_dir(data_dir, DATASET_IDS)
+        self.allow_symlinks_out = bool(allow_symlinks_out)  # follow links out of videos/ (docs/security.md)
         self.table = read_parquet_checked(self.root / PARQUET, COLUMNS)
+        check_unique_ids(self.table, "question_id", self.root / PARQUET)
 
     def samples(self, limit: int | None = None) -> Iterator[Sample]:
         rows = self.table if limit is None else self.table.head(limit)
@@ -97,20 +107,25 @@ class HLVid(MultipleChoiceBenchmark):
             yield self._sample(row._asdict())
 
     def _sample(self, row: dict[str, Any]) -> Sample:
-        question = str(row["question"])
+        cells, refused = text_cells(row, ("question_id", "question", "answer", "video_path"))
+        sid, question, video_name = cells["question_id"], cells["question"], cells["video_path"]
         stem, options, instruction = parse_question(question)
-        answer = str(row["answer"]).strip()
-        problems = []
-        if len(options) < 2:
-            problems.append(f"found {len(options)} option line(s) ('A. ...') in the question text")
+        answer = cells["answer"].strip()
+        problems = list(refused)  # a cell that is not text: the checks below would only mislead
         letters = [chr(ord("A") + i) for i in range(len(options))]
-        if answer not in letters:
+        if not refused and len(options) < 2:
+            problems.append(f"found {len(options)} option line(s) ('A. ...') in the question text")
+        if not refused and answer not in letters:
             problems.append(f"answer {answer!r} is not among the option letters {letters}")
-        video_name = str(row["video_path"])
-        path = self.root / "videos" / video_name
+        path: Path | None = None
+        if not refused:
+            try:
+                path = contained_path(self.root / "videos", video_name, "video_path", self.allow_symlinks_out)
+            except UnsafePathError as exc:
+                refused.append(str(exc))
         return Sample(
-            id=str(row["question_id"]),
-            video_path=str(path),
+            id=sid,
+            video_path=str(path) if path is not None else "",
             question=question,
             options=options,
             answer=answer,
@@ -119,17 +134,24 @@ class HLVid(MultipleChoiceBenchmark):
                 "category": row["category"],
                 "stem": stem,
                 "instruction": instruction,
-                "video_exists": path.is_file(),
+                "video_exists": path is not None and path.is_file(),
             },
             invalid_reason="; ".join(problems) or None,
+            data_error=f"sample {sid}: {'; '.join(refused)}; refused, nothing opened" if refused else None,
+        )
+
+    def missing_videos(self) -> list[str]:
+        """video_path names absent under ``videos/`` (each once; refused paths are not 'missing')."""
+        return sorted(
+            {
+                s.metadata["video_id"]
+                for s in self.samples()
+                if not s.metadata["video_exists"] and s.data_error is None
+            }
         )
 
     def build_prompt(self, sample: Sample, **kwargs: Any) -> str:
         return f"Question: {sample.question}"
-
-    def missing_videos(self) -> list[str]:
-        """video_path names absent under ``videos/`` (each once)."""
-        return sorted({s.metadata["video_id"] for s in self.samples() if not s.metadata["video_exists"]})
 
     def video_report(self) -> str:
         """A sentence naming the missing videos and shards not yet extracted ('' when complete)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,22 @@ def _first_string(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _metric_dict(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's ``process_results`` dict of an lmms-eval sample (the one holding ``question_id``)."""
+    for key, value in obj.items():
+        if key != "doc" and isinstance(value, dict) and "question_id" in value:
+            return value
+    return None
+
+
 def _lmms_eval_pair(obj: dict[str, Any], where: str) -> tuple[str, str | None]:
     qid = None
     doc = obj.get("doc")
+    metric = _metric_dict(obj)
     if isinstance(doc, dict) and "question_id" in doc:
         qid = doc["question_id"]
-    else:
-        for value in obj.values():
-            if isinstance(value, dict) and "question_id" in value:
-                qid = value["question_id"]
-                break
+    elif metric is not None:
+        qid = metric["question_id"]
     if qid is None:
         raise ValueError(
             f"{where}: lmms-eval sample (doc_id {obj.get('doc_id')}) has no question_id in 'doc' or a metric dict"
@@ -64,23 +71,69 @@ def _our_pair(obj: dict[str, Any], where: str) -> tuple[str, str | None]:
     return str(qid), output
 
 
+@dataclass
+class PredictionLog:
+    """Everything a predictions file says besides its outputs: which format, what scored it before.
+
+    ``pred_answers``: for lmms-eval logs, the letter its task's own extractor wrote per question
+    (``pred_answer`` in the metric dict), which tells which extractor (so which release) wrote
+    the log. ``extractions``: for our run records, the convention the run scored with.
+    """
+
+    pairs: list[tuple[str, str | None]] = field(default_factory=list)
+    lmms_eval: bool = False
+    pred_answers: dict[str, str] = field(default_factory=dict)
+    extractions: set[str] = field(default_factory=set)
+
+
+def read_prediction_log(path: str | Path) -> PredictionLog:
+    """All (question_id, output) pairs plus what the file says about how it was scored."""
+    log = PredictionLog()
+    for obj, where in _objects(Path(path)):
+        if "doc_id" in obj and ("filtered_resps" in obj or "resps" in obj):
+            qid, output = _lmms_eval_pair(obj, where)
+            log.lmms_eval = True
+            metric = _metric_dict(obj)
+            if metric is not None and isinstance(metric.get("pred_answer"), str):
+                log.pred_answers[qid] = metric["pred_answer"]
+        else:
+            qid, output = _our_pair(obj, where)
+            if isinstance(obj.get("extraction"), str):
+                log.extractions.add(obj["extraction"])
+        log.pairs.append((qid, output))
+    return log
+
+
 def read_predictions(path: str | Path) -> Iterator[tuple[str, str | None]]:
     """(question_id, output) per line; the format is recognised per line."""
-    path = Path(path)
+    for obj, where in _objects(Path(path)):
+        if "doc_id" in obj and ("filtered_resps" in obj or "resps" in obj):
+            yield _lmms_eval_pair(obj, where)
+        else:
+            yield _our_pair(obj, where)
+
+
+def _objects(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each non-empty line's JSON object and its ``file:line`` (bad JSON names the line)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: predictions file not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is named, not a bare decode error
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a BOM some editors write
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{where}: not valid JSON ({exc.msg})") from exc
+            except RecursionError:
+                raise ValueError(f"{where}: JSON nested too deeply to be a prediction") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object per line")
-            if "doc_id" in obj and ("filtered_resps" in obj or "resps" in obj):
-                yield _lmms_eval_pair(obj, where)
-            else:
-                yield _our_pair(obj, where)
+            yield obj, where

@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import Sample
-from benchmarks.data import find_video, read_parquet_checked, resolve_dataset_dir
+from benchmarks.data import (
+    UnsafePathError,
+    check_unique_ids,
+    contained_path,
+    find_video,
+    read_parquet_checked,
+    resolve_dataset_dir,
+    text_cells,
+)
 from benchmarks.mcq import MultipleChoiceBenchmark
 from benchmarks.subtitles import subtitle_text
 
@@ -100,8 +108,10 @@ class VideoMME(MultipleChoiceBenchmark):
         video_root: str | Path | None = None,
         extraction: str | None = None,
         reasoning_tags: bool | list | None = None,
+        allow_symlinks_out: bool = False,
     ) -> None:
         super().__init__(extraction, reasoning_tags)
+        self.allow_symlinks_out = bool(allow_symlinks_out)  # follow links out of data/ (docs/security.md)
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(
                 f"unknown Video-MME prompt_style {prompt_style!r}; valid choices: {', '.join(PROMPT_STYLES)}"
@@ -118,6 +128,7 @@ class VideoMME(MultipleChoiceBenchmark):
         if subtitles:
             self.name = "videomme_w_subtitle"
         self.table = read_parquet_checked(self.root / PARQUET, COLUMNS)
+        check_unique_ids(self.table, "question_id", self.root / PARQUET)
 
     def samples(self, limit: int | None = None) -> Iterator[Sample]:
         rows = self.table if limit is None else self.table.head(limit)
@@ -125,8 +136,12 @@ class VideoMME(MultipleChoiceBenchmark):
             yield self._sample(row._asdict())
 
     def _sample(self, row: dict[str, Any]) -> Sample:
-        raw_options = [str(o) for o in row["options"]]
-        options, problems = [], []
+        cells, refused = text_cells(row, ("question_id", "question", "answer", "videoID"))
+        numbered = {i: o for i, o in enumerate(row["options"], start=1)}
+        option_cells, option_problems = text_cells(numbered, list(numbered))
+        raw_options = [option_cells[i] for i in numbered]
+        refused += [f"option {p}" for p in option_problems]
+        options, problems = [], list(refused)
         for i, text in enumerate(raw_options):
             letter = chr(ord("A") + i)
             prefix = f"{letter}. "
@@ -135,17 +150,21 @@ class VideoMME(MultipleChoiceBenchmark):
             else:
                 options.append(text)
                 problems.append(f"option {i + 1} {text!r} does not start with {prefix!r}")
-        answer = str(row["answer"]).strip()
+        answer = cells["answer"].strip()
         letters = [chr(ord("A") + i) for i in range(len(raw_options))]
         if answer not in letters:
             problems.append(f"answer {answer!r} is not among the option letters {letters}")
-        video_id = str(row["videoID"])
-        video = find_video(self.media_root / "data", video_id)
-        path = video if video is not None else self.media_root / "data" / f"{video_id}.mp4"
+        video_id, sid = cells["videoID"], cells["question_id"]
+        video = path = subtitle = None
+        if not refused:
+            try:
+                video, path, subtitle = self._media(video_id)
+            except UnsafePathError as exc:
+                refused.append(str(exc))
         return Sample(
-            id=str(row["question_id"]),
-            video_path=str(path),
-            question=str(row["question"]),
+            id=sid,
+            video_path=str(path) if path is not None else "",
+            question=cells["question"],
             options=options,
             answer=answer,
             metadata={
@@ -157,14 +176,33 @@ class VideoMME(MultipleChoiceBenchmark):
                 "url": row["url"],
                 "raw_options": raw_options,
                 "video_exists": video is not None,
-                "subtitle_path": str(self.media_root / "subtitle" / f"{video_id}.srt"),
+                "subtitle_path": str(subtitle) if subtitle is not None else None,
             },
             invalid_reason="; ".join(problems) or None,
+            data_error=f"sample {sid}: {'; '.join(refused)}; refused, nothing opened" if refused else None,
         )
 
+    def _media(self, video_id: str) -> tuple[Path | None, Path, Path]:
+        """(the video found or None, its path, its subtitle path), each checked to stay inside
+        ``data/`` / ``subtitle/`` before anything is looked at (``UnsafePathError`` otherwise)."""
+        data, subs, follow = self.media_root / "data", self.media_root / "subtitle", self.allow_symlinks_out
+        contained_path(data, video_id, "videoID", follow)  # names the raw id when it escapes
+        path = contained_path(data, f"{video_id}.mp4", "videoID", follow, video_id)
+        video = find_video(data, video_id)
+        if video is not None:  # the extension found is another file, which may be a link out
+            video = contained_path(data, str(video.relative_to(data)), "videoID", follow, video_id)
+        subtitle = contained_path(subs, f"{video_id}.srt", "videoID", follow, video_id)
+        return video, video if video is not None else path, subtitle
+
     def missing_videos(self) -> list[str]:
-        """videoIDs whose file is absent under ``data/`` (each listed once)."""
-        return sorted({s.metadata["video_id"] for s in self.samples() if not s.metadata["video_exists"]})
+        """videoIDs whose file is absent under ``data/`` (each listed once; refused ids are not 'missing')."""
+        return sorted(
+            {
+                s.metadata["video_id"]
+                for s in self.samples()
+                if not s.metadata["video_exists"] and s.data_error is None
+            }
+        )
 
     def build_prompt(self, sample: Sample, frame_indices: list[int] | None = None, **kwargs: Any) -> str:
         """lmms-eval's prompt; ``frame_indices`` (source frames) overrides subtitle sampling."""
@@ -180,6 +218,8 @@ class VideoMME(MultipleChoiceBenchmark):
             body = OPTION_PROMPT + "\n" + sample.question + "\n" + options + "\n" + self.post_prompt
         if not self.subtitles:
             return body
+        if sample.data_error:  # its subtitle path was refused: never open it
+            raise ValueError(sample.data_error)
         text = subtitle_text(
             sample.metadata["subtitle_path"], sample.video_path, self.subtitle_frames, frame_indices
         )

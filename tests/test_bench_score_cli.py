@@ -114,22 +114,27 @@ def test_bad_predictions_exit_2_with_a_reason(tmp_path, data_dir, capsys, lines,
     assert not (tmp_path / "bad.score.csv").exists()
 
 
-def test_missing_predictions_are_reported(tmp_path, data_dir, capsys):
+def test_partial_predictions_are_scored_on_what_they_contain(tmp_path, data_dir, capsys):
     preds = _write_jsonl(
         tmp_path / "few.jsonl",
         [{"question_id": "001-1", "output": "B"}, {"question_id": "001-2", "output": None}],
     )
-    code, out, err = _score(
-        capsys, "--benchmark", "videomme", "--data-dir", data_dir, "--predictions", preds, "--json"
-    )
+    args = ["--benchmark", "videomme", "--data-dir", data_dir, "--predictions", preds, "--json"]
+    code, out, err = _score(capsys, *args)
     assert code == 0
+    summary = json.loads(out.strip().splitlines()[-1])
+    # 001-1 right; 001-2 is in the file with a null output (the sample failed): wrong
+    assert summary["n"] == 2 and summary["no_prediction"] == 1 and summary["overall"] == pytest.approx(50.0)
+    assert summary["coverage"] == {"predicted": 2, "total": 9, "complete": False}
+    assert "coverage: 2 of 9 questions have a prediction; scored on those 2 (--complete" in out
+    code, out, err = _score(capsys, *args, "--complete")
     summary = json.loads(out.strip().splitlines()[-1])
     assert (
         summary["no_prediction"] == 8
         and summary["scored"] == 9
         and summary["overall"] == pytest.approx(100 / 9, abs=1e-3)
     )
-    assert "8 of 9 questions had no prediction" in err
+    assert "8 of 9 questions had no prediction" in err and "the 7 others count as wrong" in out
 
 
 def test_missing_data_and_file_errors(tmp_path, capsys):

@@ -55,7 +55,8 @@ def test_records_decode_once_and_matched_budgets(tmp_path):
         assert [r["selection"]["kept"] for r in matched] == [r["selection"]["kept"] for r in recs]
         assert all(r["budget"] == {"kind": "matched", "value": None, "match": label} for r in matched)
     rec = _records(tmp_path, "none")[0]
-    assert rec["tokens"] == {"visual_before": total, "visual_after": total, "prompt": total + 5, "generated": 3}
+    assert rec["tokens"] == {"visual_before": total, "visual_after": total, "prompt": total + 5, "generated": 3,
+                             "gazes": None}  # no AutoGaze ran
     assert rec["output"] == "The answer is A." and rec["extracted"] == "A" and rec["correct"] is True
     assert rec["prompt"] == "Q: q0" and rec["splits"] == {"duration": "long"}
     assert set(rec["latency"]) == {"decode", "gaze", "vision", "prefill", "generate", "total"}

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-family", help="= --set model.family=...")
     parser.add_argument("--device", help="= --set model.device=... (cpu, cuda, cuda:1)")
     parser.add_argument("--dtype", help="= --set model.dtype=...")
-    parser.add_argument("--prune-stage", help="= --set model.prune_stage=... (post_vit, pre_vit)")
+    parser.add_argument("--prune-stage", help="= --set model.prune_stage=... (post_vit, pre_vit, native)")
     parser.add_argument("--benchmark", help="= --set benchmark.name=...")
     parser.add_argument("--limit", type=int, help="= --set benchmark.limit=N (first N samples)")
     parser.add_argument("--num-frames", type=int, help="= --set frames.num_frames=N")
@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="validate, print the runs it would make, exit")
     parser.add_argument("--no-retry-failed", action="store_true", help="on resume, also skip samples that failed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-report", action="store_true",
+                        help="print the summary only; skip writing OUTPUT/report (plots, thumbnails)")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -85,28 +87,36 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
 
+    from benchmarks.data import DataNotFoundError, DatasetError
     from harness.report.build import build_report, console_summary
     from harness.report.load import ReportError
     from harness.runner.engine import Evaluator
+    from harness.runner.lock import RunLockedError
 
     try:
         result = Evaluator(cfg, retry_failed=not args.no_retry_failed, progress=not args.no_progress).run()
     except ConfigError as exc:
         print(f"run_eval.py eval: config error: {exc}", file=sys.stderr)
         return 2
+    except RunLockedError as exc:
+        print(f"run_eval.py eval: {exc}", file=sys.stderr)
+    except (DataNotFoundError, DatasetError) as exc:  # the benchmark's data: missing, or unusable as is
+        print(f"run_eval.py eval: benchmark data: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished samples are on disk; rerun the same command to resume", file=sys.stderr)
         return 130
     print(f"\n{result.written} records written ({result.errors} failed), {result.skipped} already done, "
           f"in {cfg.output_dir}")
-    report_dir = Path(cfg.output_dir) / "report"
+    report_dir = None if args.no_report else Path(cfg.output_dir) / "report"
     try:
         report = build_report([result.output_dir], out_dir=report_dir)
     except ReportError as exc:
         print(f"no summary: {exc}")
         return 1
     print(console_summary(report))
-    print(f"report (tables, plots, per-sample view): {report_dir / 'report.html'}")
+    if report_dir is not None:
+        print(f"report (tables, plots, per-sample view): {report_dir / 'report.html'}")
     if result.written and result.errors == result.written:
         print("every sample failed: see the 'error' field of the records", file=sys.stderr)
         return 1

@@ -80,6 +80,7 @@ def _bar(total: int, desc: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    import av
     import torch
 
     from harness.gaze import AutoGaze, CheckpointError, ConfigError, gaze_video
@@ -116,12 +117,16 @@ def run(args: argparse.Namespace) -> int:
             for frame in chunk.frames:
                 drawn = draw_frame(frame, [m[t] for m in masks], result.scales, int(result.frame_indices[t]),
                                    int(result.gazed_per_frame[t]), result.tokens_per_frame, args.side_by_side)
-                h, w = drawn.shape[:2]
-                yield drawn[: h - h % 2, : w - w % 2]  # H.264 yuv420p needs even sizes
+                h, w = drawn.shape[:2]  # H.264 yuv420p needs even sizes: repeat the last row/column
+                yield np.pad(drawn, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
                 t += 1
 
-    with _bar(n, "draw") as bar:
-        write_video(args.out, frames_out(bar), fps=meta.fps or 24.0)
+    try:
+        with _bar(n, "draw") as bar:
+            write_video(args.out, frames_out(bar), fps=meta.fps or 24.0)
+    except (OSError, ValueError, av.FFmpegError) as exc:
+        print(f"run_eval.py gaze: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 2
     total = int(result.gazed_per_frame.sum())
     print(
         f"scales {result.scales} (outline colours blue, green, yellow, red: coarse -> fine); "

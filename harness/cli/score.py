@@ -34,19 +34,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset directory or HF dataset id in the local cache (default: the benchmark's id)",
     )
     parser.add_argument(
-        "--predictions", required=True, type=Path, help="our JSONL or an lmms-eval *_samples_*.jsonl"
+        "--predictions",
+        required=True,
+        type=Path,
+        help="our JSONL, a run directory of ours (or its records file), or an lmms-eval *_samples_*.jsonl",
     )
     parser.add_argument(
         "--extraction",
         choices=(*CONVENTIONS, "all"),
         default=None,
-        help="default: the benchmark's (lmms-eval-regex)",
+        help="default: what the input says (an lmms-eval log: the extractor that wrote it; our run: its "
+        "convention), else the benchmark's (lmms-eval-regex)",
+    )
+    parser.add_argument(
+        "--complete",
+        action="store_true",
+        help="score the whole sample set, counting questions without a prediction as wrong "
+        "(default: score the questions the predictions contain, and print the coverage)",
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=str,  # not Path: Path("DIR/") drops the slash that says DIR is a directory
         default=None,
-        help="output directory or file prefix (default: beside the predictions)",
+        help="output directory (an existing one, or DIR/ which is created) or file prefix "
+        "(default: beside the predictions)",
     )
     parser.add_argument(
         "--strip-reasoning",
@@ -58,34 +69,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks.data import DataNotFoundError
-    from benchmarks.predictions import read_predictions
-    from benchmarks.registry import get_benchmark
-    from benchmarks.scoring import PredictionError, index_predictions
+    from benchmarks.scoring import PredictionError, index_predictions, score_samples
+    from harness.cli.score_input import ScoreInputError, read_input
 
     try:
-        kwargs = {"data_dir": args.data_dir} if args.data_dir and args.benchmark != "synthetic_needle" else {}
-        if args.strip_reasoning:
-            kwargs["reasoning_tags"] = True
-        bench = get_benchmark(args.benchmark, **kwargs)
-        predictions = index_predictions(
-            read_predictions(args.predictions), bench.sample_by_id(), str(args.predictions)
-        )
-    except (DataNotFoundError, PredictionError, FileNotFoundError, ValueError, KeyError) as exc:
+        given = read_input(args.predictions, args.benchmark, args.data_dir, args.strip_reasoning)
+        bench = given.benchmark
+        known = {s.id: s for s in given.samples}
+        predictions = index_predictions(given.log.pairs, known, str(args.predictions))
+        conventions, why = _conventions(args.extraction, given, bench, predictions)
+    except (DataNotFoundError, PredictionError, ScoreInputError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"run_eval.py score: {exc}", file=sys.stderr)
         return 2
-    conventions = (
-        list(CONVENTIONS) if args.extraction == "all" else [args.extraction or bench.default_extraction]
+    scored = given.samples if args.complete else [s for s in given.samples if s.id in predictions]
+    table = pd.concat(
+        [bench.aggregate(score_samples(bench, scored, predictions, c)) for c in conventions], ignore_index=True
     )
-    if args.extraction == "all":  # the benchmark's default first: it is the headline number
-        conventions.sort(key=lambda c: c != bench.default_extraction)
-    table = pd.concat([bench.aggregate(bench.score(predictions, c)) for c in conventions], ignore_index=True)
-
     csv_path, md_path = _output_paths(args.predictions, args.out)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv_path, index=False)
     md = to_markdown(table, getattr(bench, "published", {}))
-    md_path.write_text(md)
+    try:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(csv_path, index=False)
+        md_path.write_text(md)
+    except OSError as exc:
+        print(f"run_eval.py score: cannot write {csv_path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(md)
+    n_total, n_given = len(given.samples), len(predictions)
+    print(f"extraction: {conventions[0]} ({why})")
+    print(f"sample set: {given.sample_set}")
+    coverage = f"coverage: {n_given} of {n_total} questions have a prediction"
+    if n_given < n_total:
+        coverage += (
+            f"; the {n_total - n_given} others count as wrong (--complete)"
+            if args.complete
+            else f"; scored on those {n_given} (--complete counts the others as wrong)"
+        )
+    print(coverage)
     overall = table[table["split"] == "overall"].iloc[0]
     for what, note in (
         ("no_prediction", "had no prediction (counted wrong)"),
@@ -95,18 +115,55 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {overall[what]} of {overall['n']} questions {note}", file=sys.stderr)
     print(f"wrote {csv_path} and {md_path}")
     if args.json:
-        print(json.dumps(summary(table, conventions, bench.name)))
+        out = summary(table, conventions, bench.name)
+        out.update({"coverage": {"predicted": n_given, "total": n_total, "complete": bool(args.complete)},
+                    "extraction_source": why})
+        print(json.dumps(out))
     return 0
 
 
-def _output_paths(predictions: Path, out: Path | None) -> tuple[Path, Path]:
+def _conventions(requested: str | None, given, bench, predictions) -> tuple[list[str], str]:  # noqa: ANN001
+    """Which convention(s) to score with, and why (printed: the number depends on it)."""
+    from benchmarks.extraction import LMMS_EVAL_EXTRACTORS, check_convention, conventions_matching
+
+    if requested == "all":
+        conventions = sorted(CONVENTIONS, key=lambda c: c != bench.default_extraction)
+        return conventions, "--extraction all; the first is the benchmark's default"
+    if requested:
+        return [requested], "--extraction"
+    log = given.log
+    if log.lmms_eval:
+        written = [(predictions.get(q), a) for q, a in log.pred_answers.items() if q in predictions]
+        if not written:
+            return [bench.default_extraction], "lmms-eval log without pred_answer: the benchmark's default"
+        matching = conventions_matching(written)
+        releases = dict(LMMS_EVAL_EXTRACTORS)
+        if not matching:
+            raise ValueError(
+                f"{given.path}: no known extractor reproduces the log's pred_answer letters "
+                f"(tried {', '.join(releases)}); pass --extraction"
+            )
+        if len(matching) == len(releases):
+            return [matching[0]], "lmms-eval log: every extractor reproduces its letters; they score alike"
+        return [matching[0]], f"the extractor that wrote this lmms-eval log ({releases[matching[0]]})"
+    if len(log.extractions) == 1:
+        return [check_convention(next(iter(log.extractions)))], "the convention the run scored with"
+    if len(log.extractions) > 1:
+        raise ValueError(f"{given.path}: records scored under several conventions {sorted(log.extractions)}; "
+                         "pass --extraction")
+    return [bench.default_extraction], "the benchmark's default"
+
+
+def _output_paths(predictions: Path, out: str | Path | None) -> tuple[Path, Path]:
+    """``<stem>.score.csv/.md`` beside the predictions, in ``out`` when it is a directory (an
+    existing one, or one written with a trailing slash, created by the caller), else ``out.csv/.md``."""
     stem = predictions.name.removesuffix(".jsonl").removesuffix(".json")
     if out is None:
         base = predictions.parent / f"{stem}.score"
-    elif out.is_dir() or str(out).endswith(("/", "\\")):
-        base = out / f"{stem}.score"
+    elif Path(out).is_dir() or str(out).endswith(("/", "\\")):
+        base = Path(out) / f"{stem}.score"
     else:
-        base = out
+        base = Path(out)
     return base.with_name(base.name + ".csv"), base.with_name(base.name + ".md")
 
 

@@ -26,9 +26,17 @@ from torch import nn
 
 from harness.gaze.config import AutoGazeConfig
 from harness.gaze.generate import GazeState, capacity_for, gaze_frame
-from harness.gaze.loader import CONFIG_NAME, WEIGHTS_NAME, load_weights_strict, resolve_checkpoint
+from harness.gaze.loader import (
+    CONFIG_NAME,
+    PREPROCESSOR_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    load_weights_strict,
+    resolve_checkpoint,
+)
 from harness.gaze.model import GazingModel
 from harness.gaze.output import GazeOutput
+from harness.gaze.processor import AutoGazeImageProcessor
 from harness.gaze.tiny import resolve_gaze_checkpoint
 
 Ratio = float | Sequence[float] | None
@@ -50,13 +58,22 @@ class AutoGaze(nn.Module):
     ) -> AutoGaze:
         """Local checkpoint dir or HF cache id (``nvidia/AutoGaze``); strict keys; never downloads.
 
+        Refused (``CheckpointError``, one line): missing files (``preprocessor_config.json``
+        included), mismatched keys/shapes, non-finite weights. ``model.processor`` is the
+        checkpoint's ``AutoGazeImageProcessor``.
+
         ``"tiny"`` builds (once) and loads the random-weight AutoGaze of ``harness.gaze.tiny``.
         """
         directory = resolve_checkpoint(resolve_gaze_checkpoint(str(path_or_id)))
         config = AutoGazeConfig.from_file(directory / CONFIG_NAME)
+        try:  # read now, so a broken preprocessor config fails the load, not the first video
+            processor = AutoGazeImageProcessor.from_pretrained(directory / PREPROCESSOR_NAME)
+        except (OSError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{directory / PREPROCESSOR_NAME}: {exc}") from None
         model = cls(config)
         load_weights_strict(model, directory / WEIGHTS_NAME)
         model.checkpoint_dir = directory
+        model.processor = processor
         return model.to(device=device, dtype=dtype).eval()
 
     @property

@@ -3,7 +3,11 @@
 The harness runs on machines without internet; a silent download attempt would hang or fail
 with an obscure network error, so hub ids are resolved with ``local_files_only=True`` and a
 miss says exactly what to do. Weights load with strict key checking: a checkpoint whose keys
-do not match the network is refused with the missing/unexpected/mis-shaped keys named.
+do not match the network is refused with the missing/unexpected/mis-shaped keys named, and so is
+one with NaN/inf values (a corrupt file or a diverged training run loads fine and then gazes at
+random: all-NaN weights kept about half the tokens, silently). A checkpoint must ship
+``preprocessor_config.json``: the resize/normalisation the gaze model was trained with decides its
+gazes, and guessing defaults would change results without a word.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ def resolve_checkpoint(path_or_id: str | Path) -> Path:
 
 
 def _require_files(directory: Path) -> None:
-    missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (directory / n).is_file()]
+    missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME) if not (directory / n).is_file()]
     if missing:
-        raise CheckpointError(f"{directory}: checkpoint directory lacks {', '.join(missing)}")
+        hint = (" (the frame resize/normalisation the model was trained with; copy it from the published "
+                "nvidia/AutoGaze checkpoint)" if missing == [PREPROCESSOR_NAME] else "")
+        raise CheckpointError(f"{directory}: checkpoint directory lacks {', '.join(missing)}{hint}")
 
 
 def load_weights_strict(module: torch.nn.Module, weights_file: Path) -> None:
@@ -80,4 +86,22 @@ def load_weights_strict(module: torch.nn.Module, weights_file: Path) -> None:
         raise CheckpointError(
             f"{weights_file}: checkpoint does not match the AutoGaze network: " + " | ".join(problems)
         )
+    bad = non_finite_tensors(state)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f", ... ({len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise CheckpointError(
+            f"{weights_file}: corrupt checkpoint: non-finite values (NaN/inf) in {len(bad)} tensor(s): {shown}"
+        )
     module.load_state_dict(state, strict=True)
+
+
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """``name (k of n values)`` for each floating tensor holding NaN or inf, in key order."""
+    out = []
+    for name in sorted(state):
+        tensor = state[name]
+        if tensor.is_floating_point() or tensor.is_complex():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                out.append(f"{name} ({int((~finite).sum())} of {tensor.numel()} values)")
+    return out

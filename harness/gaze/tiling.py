@@ -170,9 +170,13 @@ def gaze_video(
 
 
 def _default_processor(model: AutoGaze) -> AutoGazeImageProcessor:
-    directory = getattr(model, "checkpoint_dir", None)
-    if directory is not None and (directory / "preprocessor_config.json").is_file():
-        return AutoGazeImageProcessor.from_pretrained(directory / "preprocessor_config.json")
+    """The checkpoint's processor (``from_pretrained`` refuses a checkpoint without one); the
+    published values only for a model built in code from a config, which has no checkpoint."""
+    processor = getattr(model, "processor", None)
+    if processor is not None:
+        return processor
+    if getattr(model, "checkpoint_dir", None) is not None:
+        raise ValueError(f"{model.checkpoint_dir}: AutoGaze model has no preprocessor config")
     # The published preprocessor_config.json values.
     return AutoGazeImageProcessor(
         size={"shortest_edge": 224},

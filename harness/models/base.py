@@ -12,7 +12,7 @@ from harness.pruning.selection import Selection, TokenGeometry
 
 # Stage names used in every record, table and plot; keep them stable.
 STAGES = ("decode", "gaze", "vision", "prefill", "generate")
-PruneStage = Literal["pre_vit", "post_vit"]
+PruneStage = Literal["pre_vit", "post_vit", "native"]
 
 
 @dataclass

@@ -21,6 +21,10 @@ Attention over the gazed tokens of a clip (``attn_type``):
   for; run as unpadded per-frame sequences, so it costs ``T * k^2`` not ``(T * k)^2``).
 Padded gaze slots are never attended to by anything, so they cannot change a real token.
 
+LLaVA-OneVision's native AutoGaze route (``prune_stage: native``) runs this encoder on the
+gazes AutoGaze makes at SigLIP's own scales; ``tests/test_gazed_siglip_authors.py`` checks it
+against the AutoGaze authors' own SigLIP on multi-scale, multi-frame, padded gazes.
+
 Also here, for stock LLaVA-OneVision / LLaVA-Video towers (pre-ViT pruning):
 :func:`encode_kept_patches` (features of the kept patches of each frame),
 :func:`vit_keep_for_pooled_keep` (the spatial-pooling policy: which patches a kept pooled LLM

@@ -25,6 +25,13 @@ prefill (TTFT) and decode are timed apart. Both stages feed the LLM the same way
 kept tokens' features come from differs. ``Generation.extra["vit_tokens"]`` is the number of
 patches InternViT ran on (pre_vit; the per-frame CLS tokens, one per frame with any kept patch,
 are in ``extra["vit_cls_tokens"]``); None for post_vit, where it ran on every patch.
+
+Native AutoGaze route (``prune_stage: native``, docs/pruning.md): one gaze = one LLM token.
+AutoGaze gazes 28-px cells (the 2x2 patches one shuffled token reads) at four scales; InternViT
+embeds the 4 patches of each gazed cell at its scale (+ one CLS per frame), pixel shuffle and
+projector as stock (``harness/models/internvit_gazed.py``). Frame ``t``'s ``<IMG_CONTEXT>`` run
+holds exactly frame ``t``'s gazes (possibly none; ``FrameN: <img>...</img>`` stays), positions
+consecutive. Tokens = gazes.
 """
 
 from __future__ import annotations
@@ -39,15 +46,19 @@ from transformers import AutoProcessor, InternVLForConditionalGeneration
 from harness.models.base import Generation, ModelAdapter, PruneStage
 from harness.models.common import StageTimer, reset_peak_memory
 from harness.models.frames import check_frames, resize_frames
+from harness.models.internvit_gazed import ATTN_TYPES as NATIVE_ATTN_TYPES
+from harness.models.internvit_gazed import encode_gazed_cells
 from harness.models.internvit_kept import shuffled_features_pre_vit
 from harness.models.loading import parse_dtype, resolve_model_dir
 from harness.models.rope1d import (
     PrunedInputs,
     generate_pruned,
+    native_sequence,
     processor_square_size,
     prune_sequence,
     run_geometry,
 )
+from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
 
 
@@ -56,7 +67,16 @@ class InternVL3Adapter(ModelAdapter):
 
     name = "internvl3"
 
-    def __init__(self, model: InternVLForConditionalGeneration, processor: Any, source: str):
+    def __init__(
+        self,
+        model: InternVLForConditionalGeneration,
+        processor: Any,
+        source: str,
+        native_attn: str = "block_causal",
+    ):
+        if native_attn not in NATIVE_ATTN_TYPES:
+            raise ValueError(f"{source}: native_attn {native_attn!r}; valid: {', '.join(NATIVE_ATTN_TYPES)}")
+        self.native_attn = native_attn
         self.model = model.eval()
         self.processor = processor
         self.source = source
@@ -78,13 +98,16 @@ class InternVL3Adapter(ModelAdapter):
     def from_pretrained(
         cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", **kwargs: Any
     ) -> InternVL3Adapter:
-        """Load model + processor offline from a local HF directory or an HF cache id (``cache_dir`` kwarg)."""
+        """Load model + processor offline from a local HF directory or an HF cache id (``cache_dir`` kwarg).
+
+        ``native_attn`` (kwarg): InternViT's attention layout for ``prune_stage: native``."""
         local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
+        native_attn = kwargs.pop("native_attn", "block_causal")
         model = InternVLForConditionalGeneration.from_pretrained(
             local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
         ).to(device)
         processor = AutoProcessor.from_pretrained(local, local_files_only=True)
-        return cls(model, processor, source=str(path_or_id))
+        return cls(model, processor, source=str(path_or_id), native_attn=native_attn)
 
     def token_geometry(self, num_frames: int, height: int, width: int) -> TokenGeometry:
         """Frames are resized to the video processor's square size, so ``height``/``width`` do not matter."""
@@ -159,6 +182,58 @@ class InternVL3Adapter(ModelAdapter):
                 "of these inputs"
             )
 
+    # -- the native AutoGaze route (prune_stage "native") --------------------------------------
+
+    def native_target(self, num_frames: int = 0, height: int = 0, width: int = 0) -> NativeTarget:
+        """Every frame is resized to one square size, so the frames' shape does not matter.
+
+        AutoGaze gazes at 28-px cells (one pixel-shuffled LLM token = 2x2 patches of 14) at four
+        scales: 56/140/224/448 px for the 448 checkpoints (rule in harness/models/internvit_gazed.py)."""
+        cell = self.patch_size * self.merge
+        return native_target_for(self.frame_height // cell, cell, self.frame_height)
+
+    @torch.inference_mode()
+    def encode_native(self, pixel_values: torch.Tensor, gaze: NativeGaze) -> torch.Tensor:
+        """One projected LLM token per gaze (K, D), slot order (frame, scale ascending, raster)."""
+        return encode_gazed_cells(self.model.model, pixel_values, gaze, self.native_attn)
+
+    def _generate_native(
+        self, frames: np.ndarray, gaze: NativeGaze, prompt: str, *, fps: float, max_new_tokens: int
+    ) -> Generation:
+        """Each frame's ``<IMG_CONTEXT>`` run holds exactly that frame's gazes; positions consecutive."""
+        if self.frame_height != self.frame_width:
+            raise ValueError(
+                f"{self.source}: the native route needs square frames, got {self.frame_height}x{self.frame_width}"
+            )
+        timer = StageTimer(self.device)
+        reset_peak_memory(self.device)
+        inputs = self.preprocess(frames, prompt)
+        with timer.stage("vision"):
+            features = self.encode_native(inputs["pixel_values"], gaze)
+        pruned = native_sequence(
+            inputs["input_ids"], self.image_token_id, features, "image", gaze.gazed_per_frame
+        )
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
+        return generate_pruned(
+            self.model,
+            self.processor.tokenizer,
+            pruned,
+            native,
+            visual_before=native.total_tokens,
+            timer=timer,
+            device=self.device,
+            max_new_tokens=max_new_tokens,
+            extra={
+                "fps": fps,
+                "prune_stage": "native",
+                "vit_tokens": 4 * gaze.count,
+                "vit_cls_tokens": len(frames),
+                "gazes": gaze.count,
+                "native_attn": self.native_attn,
+                "native_scales": list(gaze.target.scales),
+            },
+        )
+
     def prune(
         self,
         inputs: dict[str, torch.Tensor],
@@ -192,9 +267,14 @@ class InternVL3Adapter(ModelAdapter):
         ``visual_before`` counts the native model's tokens even when a ``downsample`` selection
         makes it run smaller; ``visual_after`` what the LLM saw.
         """
-        if prune_stage not in ("pre_vit", "post_vit"):
-            raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
+        if prune_stage not in ("pre_vit", "post_vit", "native"):
+            raise ValueError(f"prune_stage must be 'pre_vit', 'post_vit' or 'native', got {prune_stage!r}")
         check_frames(frames)
+        if prune_stage == "native":
+            gaze = native_gaze_of(selection, self.native_target(), len(frames), self.name)
+            if gaze is not None:
+                return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
+            prune_stage = "post_vit"  # a token selection (other pruners, none): the stock path
         geometry = self.model_geometry(frames, selection)
         if selection is None:
             selection = Selection.keep_all(geometry)

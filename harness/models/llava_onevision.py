@@ -27,6 +27,13 @@ transformers 5.24 ``_update_model_kwargs_for_generation``), but it cannot report
 plain argmax loop over the KV cache; the tests check it yields the same ids as the stock
 ``generate`` on the same inputs.
 
+Native AutoGaze route (``prune_stage: native``, see docs/pruning.md): AutoGaze gazes at SigLIP's
+own patch size (14) and four scales (``native_target``); SigLIP embeds only the gazed patches,
+each at its scale; the projector maps each to one LLM token (no video pooling); the LLM gets
+those tokens in slot order (frame, scale ascending, raster) plus the trailing newline, in place
+of the ``<video>`` placeholders, at consecutive positions (the prompt is rebuilt with exactly
+that many placeholders, so text after the video moves with it). Tokens = gazes + 1.
+
 LLaVA-Video checkpoints in the transformers layout of this class load through the same adapter
 (the lmms-lab originals are in the original LLaVA repo's format and need converting first).
 The adapter reproduces the transformers class (one trailing newline, 2x2 bilinear pooling), not
@@ -46,14 +53,17 @@ from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 from harness.models.base import Generation, ModelAdapter, PruneStage
 from harness.models.common import StageTimer, reset_peak_memory
 from harness.models.frames import check_frames, resize_frames
+from harness.models.gazed_siglip import ATTN_TYPES
 from harness.models.loading import parse_dtype, resolve_model_dir
 from harness.models.rope1d import (
     PrunedInputs,
     generate_pruned,
+    native_sequence,
     processor_square_size,
     prune_sequence,
     run_geometry,
 )
+from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +77,16 @@ class LlavaOnevisionAdapter(ModelAdapter):
     name = "llava_onevision"
     POOL_STRIDE = 2  # transformers' apply_pooling halves each side (ceil)
 
-    def __init__(self, model: LlavaOnevisionForConditionalGeneration, processor: Any, source: str):
+    def __init__(
+        self,
+        model: LlavaOnevisionForConditionalGeneration,
+        processor: Any,
+        source: str,
+        native_attn: str = "block_causal",
+    ):
+        if native_attn not in ATTN_TYPES:
+            raise ValueError(f"{source}: native_attn {native_attn!r}; valid: {', '.join(ATTN_TYPES)}")
+        self.native_attn = native_attn
         self.model = model.eval()
         self.processor = processor
         self.source = source
@@ -91,10 +110,12 @@ class LlavaOnevisionAdapter(ModelAdapter):
     ) -> LlavaOnevisionAdapter:
         """Load model + processor offline from a local HF directory or an HF cache id.
 
-        ``cache_dir`` (kwarg) points at a non-default HF cache; other kwargs go to the model's
-        ``from_pretrained`` (e.g. ``attn_implementation``).
+        ``cache_dir`` (kwarg) points at a non-default HF cache; ``native_attn`` (kwarg) is the
+        SigLIP attention layout of ``prune_stage: native`` (default ``block_causal``); other kwargs
+        go to the model's ``from_pretrained`` (e.g. ``attn_implementation``).
         """
         local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
+        native_attn = kwargs.pop("native_attn", "block_causal")
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(
             local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
         ).to(device)
@@ -104,7 +125,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
                 f"{local}: processor config lacks num_image_tokens; the LLaVA-OV processor cannot "
                 "count video placeholders without it"
             )
-        return cls(model, processor, source=str(path_or_id))
+        return cls(model, processor, source=str(path_or_id), native_attn=native_attn)
 
     # -- geometry -----------------------------------------------------------------------------
 
@@ -202,7 +223,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return torch.cat([pooled, inner.image_newline[None].to(pooled)], dim=0)
 
     @torch.inference_mode()
-    def encode_kept(self, pixel_values_videos: torch.Tensor, selection: Selection) -> tuple[torch.Tensor, int]:
+    def encode_kept(
+        self, pixel_values_videos: torch.Tensor, selection: Selection
+    ) -> tuple[torch.Tensor, int]:
         """Pre-ViT pruning: SigLIP runs only on the patches the kept pooled tokens read.
 
         Policy (harness/models/gazed_siglip.py ``pooled_features_pre_vit``): for each kept pooled
@@ -227,6 +250,82 @@ class LlavaOnevisionAdapter(ModelAdapter):
         )
         features = torch.cat([kept, inner.image_newline[None].to(kept)], dim=0)
         return features, int(vit_keep.sum())
+
+    # -- the native AutoGaze route (prune_stage "native") --------------------------------------
+
+    def native_target(self, num_frames: int = 0, height: int = 0, width: int = 0) -> NativeTarget:
+        """What AutoGaze gazes at for this tower: SigLIP patches (14 px) at four scales.
+
+        Frames are resized to one square size, so their shape does not matter here.
+
+        The finest scale is the area SigLIP's patch grid covers: P x P patches of the processor's
+        frame (27 x 14 = 378 px of the 384 px frame for the 384 checkpoints; a ``valid`` patch
+        conv ignores the last 6 px, so does this route). The coarser scales keep AutoGaze's
+        trained ratios (grids 2/4/7/14 of its 224-px tiles), rounded to whole patches: 56, 112,
+        196, 378 px (grids 4, 8, 14, 27) for the 384 checkpoints, as the authors' 56/112/196/392
+        for a 392-px tower.
+        """
+        return native_target_for(self.patches_per_side, self.patch_size, self.image_size)
+
+    @torch.inference_mode()
+    def encode_native(self, pixel_values_videos: torch.Tensor, gaze: NativeGaze) -> torch.Tensor:
+        """Gazed patches -> SigLIP (only those, each at its scale) -> projector; newline appended.
+
+        SigLIP runs through ``GazedSiglipVisionEncoder`` on the stock tower's weights: per-scale
+        bicubic frame resize and bicubic position interpolation (as the authors' SigLIP), the
+        attention layout ``native_attn`` (default ``block_causal``: a token sees its own frame
+        and earlier ones, the authors' recommendation; ``frame_independent`` is what the stock
+        video path does). The stock bilinear 2x2 video pooling is NOT applied: it is an op on a
+        dense single-scale grid, and one LLM token per gaze is the authors' recipe. Returns
+        (gazes + 1, D) in slot order (frame, then scale ascending, then raster), newline last.
+        """
+        from harness.models.gazed_siglip import GazedSiglipVisionEncoder
+
+        config, inner = self.model.config, self.model.model
+        if config.vision_feature_select_strategy != "full":
+            raise ValueError(
+                f"{self.source}: the native route needs vision_feature_select_strategy='full' "
+                f"(SigLIP has no CLS token), got {config.vision_feature_select_strategy!r}"
+            )
+        side = gaze.target.scales[-1]
+        pixels = pixel_values_videos[:, :, :, :side, :side]  # what the stock patch conv reads
+        encoder = GazedSiglipVisionEncoder(
+            inner.vision_tower, scales=gaze.target.scales, attn_type=self.native_attn
+        )
+        out = encoder(pixels, gaze.gazing.to(pixels.device), feature_layer=config.vision_feature_layer)
+        projected = inner.multi_modal_projector(out.real_features()[0])
+        return torch.cat([projected, inner.image_newline[None].to(projected)], dim=0)
+
+    def _generate_native(
+        self, frames: np.ndarray, gaze: NativeGaze, prompt: str, *, fps: float, max_new_tokens: int
+    ) -> Generation:
+        """One LLM token per AutoGaze gaze (+ the newline), at consecutive positions (see module doc)."""
+        timer = StageTimer(self.device)
+        reset_peak_memory(self.device)
+        inputs = self.preprocess(frames, prompt)
+        with timer.stage("vision"):
+            features = self.encode_native(inputs["pixel_values_videos"], gaze)
+        pruned = native_sequence(inputs["input_ids"], self.video_token_id, features, "video")
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
+        return generate_pruned(
+            self.model,
+            self.processor.tokenizer,
+            pruned,
+            native,
+            visual_before=native.total_tokens + 1,
+            timer=timer,
+            device=self.device,
+            max_new_tokens=max_new_tokens,
+            extra={
+                "newline_tokens": 1,
+                "fps": fps,
+                "prune_stage": "native",
+                "vit_tokens": gaze.count,
+                "gazes": gaze.count,
+                "native_attn": self.native_attn,
+                "native_scales": list(gaze.target.scales),
+            },
+        )
 
     def prune(
         self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
@@ -258,9 +357,14 @@ class LlavaOnevisionAdapter(ModelAdapter):
         ``visual_before`` counts the native model's tokens (+ newline) even when a ``downsample``
         selection makes it run smaller; ``visual_after`` what the LLM saw (+ newline).
         """
-        if prune_stage not in ("pre_vit", "post_vit"):
-            raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
+        if prune_stage not in ("pre_vit", "post_vit", "native"):
+            raise ValueError(f"prune_stage must be 'pre_vit', 'post_vit' or 'native', got {prune_stage!r}")
         check_frames(frames)
+        if prune_stage == "native":
+            gaze = native_gaze_of(selection, self.native_target(), len(frames), self.name)
+            if gaze is not None:
+                return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
+            prune_stage = "post_vit"  # a token selection (other pruners, none): the stock path
         geometry = self.model_geometry(frames, selection)
         if selection is None:
             selection = Selection.keep_all(geometry)

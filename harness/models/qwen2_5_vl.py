@@ -59,6 +59,7 @@ from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
 from harness.models.decoding import greedy_decode
 from harness.models.frames import check_frames, resize_frames
 from harness.models.loading import parse_dtype, resolve_model_dir
+from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of
 from harness.pruning.selection import Selection, TokenGeometry
 
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +359,54 @@ class Qwen25VLAdapter(ModelAdapter):
             return self.encode_all(prepared.batch).rows(kept)
         raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
 
+    # -- the native AutoGaze route (prune_stage "native", harness/models/qwen_native.py) --------
+
+    def native_target(self, num_frames: int, height: int, width: int) -> NativeTarget:
+        """28-px cells (one merged token) at four scales of the processor's square frame; AutoGaze
+        gazes the first frame of each temporal pair."""
+        from harness.models.qwen_native import qwen_native_target
+
+        return qwen_native_target(self, num_frames, height, width)
+
+    def _generate_native(
+        self, frames: np.ndarray, gaze: NativeGaze, prompt: str, *, fps: float, max_new_tokens: int
+    ) -> Generation:
+        """One merged LLM token per gaze, at the stock M-RoPE position of the finest token under it."""
+        from harness.models.qwen_native import encode_native, native_llm_inputs
+
+        timer = StageTimer(self.device)
+        reset_peak_memory(self.device)
+        start = time.perf_counter()
+        prepared = self.prepare(frames, prompt, fps=fps)
+        preprocess_s = time.perf_counter() - start
+        with timer.stage("vision"):
+            features = encode_native(self, prepared.batch, frames, gaze, fps)
+        llm_inputs = native_llm_inputs(self, prepared.batch, gaze, features)
+        ids = greedy_decode(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer)
+        g = prepared.geometry
+        return Generation(
+            text=self.processor.tokenizer.decode(ids, skip_special_tokens=True),
+            tokens=TokenCounts(
+                visual_before=prepared.native_tokens,
+                visual_after=int(features.shape[0]),
+                prompt=int(llm_inputs["input_ids"].shape[1]),
+                generated=len(ids),
+            ),
+            timings=dict(timer.seconds),
+            peak_memory_mb=peak_memory_mb(self.device),
+            extra={
+                "prune_stage": "native",
+                "preprocess_s": preprocess_s,
+                "vit_tokens": 4 * gaze.count,
+                "gazes": gaze.count,
+                "native_attn": "per_temporal_group",
+                "native_scales": list(gaze.target.scales),
+                "model_size": [g.height, g.width],
+                "token_grid": [g.grid_t, g.grid_h, g.grid_w],
+                "output_ids": ids,
+            },
+        )
+
     @torch.inference_mode()
     def generate(
         self,
@@ -370,6 +419,13 @@ class Qwen25VLAdapter(ModelAdapter):
         prune_stage: PruneStage = "post_vit",
     ) -> Generation:
         """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens."""
+        if prune_stage == "native" and getattr(selection, "native", None) is not None:
+            check_frames(frames)
+            target = self.native_target(*frames.shape[:3])
+            gaze = native_gaze_of(selection, target, self.token_geometry(*frames.shape[:3]).grid_t, self.name)
+            return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
+        if prune_stage == "native":
+            prune_stage = "post_vit"  # a token selection (other pruners, none): the stock path
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         start = time.perf_counter()

@@ -43,6 +43,13 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
     name = "qwen3_vl"
     model_class: ClassVar[type] = Qwen3VLForConditionalGeneration
 
+    def native_target(self, num_frames: int, height: int, width: int) -> Any:
+        """Not implemented for Qwen3-VL (DeepStack features, timestamp M-RoPE): see docs/pruning.md."""
+        raise ValueError(
+            "prune_stage 'native' is not implemented for qwen3_vl (its DeepStack features and timestamp "
+            "positions need their own rule; the design is in docs/pruning.md); use post_vit or pre_vit"
+        )
+
     def _resized_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The frame size the stock Qwen3-VL video processor resizes to (mirrors its ``resize``)."""
         vp = self.processor.video_processor

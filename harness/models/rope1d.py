@@ -112,6 +112,56 @@ def prune_sequence(
     )
 
 
+def native_sequence(
+    full_input_ids: torch.Tensor,
+    placeholder_id: int,
+    features: torch.Tensor,
+    modality: str,
+    run_lengths: list[int] | None = None,
+) -> PrunedInputs:
+    """The prompt with each run of visual placeholders resized to its share of ``features``.
+
+    For the native AutoGaze route, whose token count is AutoGaze's gaze count (it can exceed the
+    stock placeholder count). ``run_lengths`` gives the new length of each contiguous run of
+    placeholders, in order (InternVL: one run per frame; a run may become empty, its frame's
+    text wrapper stays); None means one run holding every feature (LLaVA-OV). Positions are
+    consecutive (0..L-1): visual tokens sit where their run began, in ``features`` order, and
+    the text after them follows directly, as in any prompt of that length.
+    """
+    ids = full_input_ids[0]
+    is_visual = ids == placeholder_id
+    edges = torch.diff(is_visual.int(), prepend=torch.zeros(1, dtype=torch.int, device=ids.device))
+    starts = (edges == 1).nonzero().squeeze(-1).tolist()
+    ends = torch.diff(is_visual.int(), append=torch.zeros(1, dtype=torch.int, device=ids.device)) == -1
+    ends = (ends.nonzero().squeeze(-1) + 1).tolist()
+    lengths = [int(features.shape[0])] if run_lengths is None else [int(n) for n in run_lengths]
+    if len(starts) != len(lengths):
+        raise ValueError(
+            f"the prompt holds {len(starts)} runs of visual placeholders, {len(lengths)} expected"
+        )
+    if sum(lengths) != features.shape[0]:
+        raise ValueError(f"run lengths add up to {sum(lengths)} but {features.shape[0]} features were given")
+    parts, prev = [], 0
+    for a, b, n in zip(starts, ends, lengths, strict=True):
+        parts += [ids[prev:a], torch.full((n,), placeholder_id, dtype=ids.dtype, device=ids.device)]
+        prev = b
+    parts.append(ids[prev:])
+    input_ids = torch.cat(parts)[None]
+    model_kwargs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "position_ids": torch.arange(input_ids.shape[1], device=ids.device)[None],
+        "mm_encoder_outputs": {modality: BaseModelOutputWithPooling(pooler_output=features[None])},
+    }
+    return PrunedInputs(
+        model_kwargs=model_kwargs,
+        full_input_ids=input_ids,
+        kept_sequence=torch.ones(input_ids.shape[1], dtype=torch.bool, device=ids.device),
+        visual_before=int(is_visual.sum()),
+        visual_after=int(features.shape[0]),
+    )
+
+
 def generate_pruned(
     model: torch.nn.Module,
     tokenizer: Any,

@@ -5,18 +5,23 @@ them into 224 px tiles and 16-frame clips); its multi-scale per-frame gazes beco
 by ``harness.pruning.gaze_mapping`` (spatial policy ``expand``/``drop``, temporal union).
 The kept count is whatever AutoGaze decided: it is the budget the baselines are matched to.
 
+``select_native`` is the other route (``prune_stage: native``, ``harness.pruning.native_gaze``):
+AutoGaze gazes at the adapter's ViT scales and patch size and the ViT encodes those gazes.
+
 Models load once per (model path or HF id, device) and are shared by every pruner instance in
 the process, so a grid of ratios does not reload the checkpoint.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
-from harness.pruning.base import Pruner, PruningError
+from harness.pruning.base import Pruner, PruningError, check_frames
 from harness.pruning.gaze_mapping import GazeLike, check_policy, temporal_union
+from harness.pruning.native_gaze import NativeGaze, NativeSelection, NativeTarget, coverage_grid, gaze_native
 from harness.pruning.selection import Selection, TokenGeometry
 
 #: The published checkpoint, looked up in the local HF cache (never downloaded). ``tiny`` builds a
@@ -111,3 +116,52 @@ class AutoGazePruner(Pruner):
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None
     ) -> Selection:
         return selection_from_gaze(self.gaze(frames), geometry, self.policy)
+
+    def gaze_native(self, frames: np.ndarray, target: NativeTarget) -> NativeGaze:
+        """Run AutoGaze at the ViT's own scales / patch size (a seam: tests substitute gazes here)."""
+        return gaze_native(
+            load_gaze_model(self.model, self.device),
+            frames,
+            target,
+            gazing_ratio=self.gazing_ratio,
+            task_loss_requirement=self.task_loss_requirement,
+            clip_len=self.clip_len,
+            batch_size=self.batch_size,
+        )
+
+    def select_native(
+        self, frames: np.ndarray, target: NativeTarget, geometry: TokenGeometry, *, fps: float | None = None
+    ) -> NativeSelection:
+        """``prune_stage: native``: AutoGaze's gazes at ``target`` (the adapter's ViT), not a token grid.
+
+        The record's ``kept`` is AutoGaze's gaze count (the LLM sees one token per gaze plus the
+        family's fixed tokens); ``policy`` plays no part (nothing is mapped). ``keep`` is the area
+        the gazes cover on ``geometry`` (for evidence recall only).
+        """
+        check_frames(frames, geometry, self.name)
+        start = time.perf_counter()
+        gaze = self.gaze_native(frames, target)
+        keep = coverage_grid(gaze, geometry)
+        seconds = time.perf_counter() - start
+        selection = NativeSelection(geometry, keep, pruner=self.name, native=gaze)
+        per_frame = gaze.gazed_per_frame
+        selection.info.update(
+            {
+                "route": "native",
+                "gaze_seconds": float(gaze.seconds),
+                "gazed_per_frame": per_frame,
+                "gazed_total": gaze.count,
+                "gazed_per_scale": gaze.per_scale_counts(),
+                "gaze_scales": list(target.scales),
+                "gaze_patch_size": target.patch_size,
+                "gaze_tokens_per_frame": gaze.layout.tokens_per_frame,
+                "seconds": seconds,
+                "budget": None,
+                "budget_source": None,
+                "kept": gaze.count,
+                "native_tokens": geometry.total_tokens,
+                "kept_ratio": gaze.count / geometry.total_tokens,
+                "params": self.params(),
+            }
+        )
+        return selection

@@ -33,12 +33,13 @@ CONVENTIONS = (
     "Wilson score interval [wilson95_low, wilson95_high]; failed samples are counted in `errors`, not "
     "scored. The scorer's view below counts failures as wrong and gives a 95% interval clustered by video "
     "[clustered95_low, clustered95_high]; evidence recall's interval is Student's t over samples. "
-    "Token reduction = 1 - mean visual tokens after / before pruning. Speed-up = the unpruned run's "
+    "Token reduction = 1 - mean visual tokens after / before pruning. autogaze_gazes = AutoGaze's own "
+    "mean gaze count beside visual_tokens (the LLM's); route = native or STAGE/POLICY. Speed-up = the unpruned run's "
     "mean latency / this run's (same model and benchmark). Latencies are mean seconds per sample."
 )
 
-SUMMARY_COLUMNS = ["model", "benchmark", "pruner_label", "n", "errors", "accuracy", "wilson95_low",
-                   "wilson95_high", "visual_tokens", "token_reduction_pct", "evidence_recall", "evidence_hit",
+SUMMARY_COLUMNS = ["model", "benchmark", "pruner_label", "route", "n", "errors", "accuracy", "wilson95_low",
+                   "wilson95_high", "visual_tokens", "autogaze_gazes", "token_reduction_pct", "evidence_recall", "evidence_hit",
                    "evidence_skill", "evidence_kept_share", "evidence_unfindable", "lat_total_s",
                    "speedup_total", "speedup_prefill", "peak_memory_mb"]
 
@@ -179,6 +180,8 @@ def _console_rows(summary: pd.DataFrame) -> pd.DataFrame:
         "" if pd.isna(a) else f"{a:.1f} [{lo:.0f}, {hi:.0f}]"
         for a, lo, hi in zip(summary["accuracy"], summary["wilson95_low"], summary["wilson95_high"])]
     table["tokens"] = [pct(v).removesuffix(".0") for v in summary["visual_tokens"]]
+    if "autogaze_gazes" in summary and summary["autogaze_gazes"].notna().any():
+        table["AutoGaze gazes"] = [pct(v).removesuffix(".0") for v in summary["autogaze_gazes"]]
     table["kept %"] = [pct(100 - v) if not pd.isna(v) else "" for v in summary["token_reduction_pct"]]
     if "evidence_recall" in summary and summary["evidence_recall"].notna().any():
         table["evidence recall"] = [("" if pd.isna(v) else f"{v:.2f}") for v in summary["evidence_recall"]]

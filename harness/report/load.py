@@ -17,7 +17,7 @@ from harness.runner.records import RUN_FILE, latest_by_sample, read_run_records
 
 STAGES = ("decode", "gaze", "vision", "prefill", "generate")
 OBJECT_COLUMNS = ("sel_masks",)  # nested values: in the frame for the report, not in records.csv
-TOKEN_KEYS = ("visual_before", "visual_after", "prompt", "generated")
+TOKEN_KEYS = ("visual_before", "visual_after", "prompt", "generated", "gazes")
 
 
 class ReportError(ValueError):
@@ -78,9 +78,14 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
         row[f"tok_{key}"] = tokens.get(key)
     sel = rec.get("selection") or {}
     row["sel_kept"], row["sel_total"] = sel.get("kept"), sel.get("total")
+    # per frame group: what the exact regression check compares (a random pruner keeps as many, elsewhere)
+    row["sel_kept_per_group"] = None if sel.get("kept_per_group") is None else json.dumps(sel["kept_per_group"])
     row["sel_masks"] = sel.get("masks")  # a dict (harness.runner.masks); left out of records.csv
     frames = rec.get("frames") or {}
     row["frames_height"], row["frames_width"] = frames.get("height"), frames.get("width")
+    if row["tok_gazes"] is None:  # pruner-only runs and records older than the field
+        row["tok_gazes"] = (sel.get("info") or {}).get("gazed_total")
+    row["route"] = _route(rec, run)
     latency = rec.get("latency") or {}
     for stage in STAGES:
         row[f"lat_{stage}"] = latency.get(stage)
@@ -98,6 +103,16 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
     for key, value in (rec.get("splits") or {}).items():
         row[f"split_{key}"] = value
     return row
+
+
+def _route(rec: dict[str, Any], run: dict[str, Any]) -> str | None:
+    """How an AutoGaze run's gazes became LLM tokens: ``native`` or ``STAGE/POLICY`` (e.g.
+    ``post_vit/expand``); for other pruners just the prune stage."""
+    stage = (rec.get("generation_extra") or {}).get("prune_stage") or (run.get("model") or {}).get("prune_stage")
+    if stage == "native":
+        return "native"
+    policy = (rec.get("pruner_params") or {}).get("policy") if rec.get("pruner") == "autogaze" else None
+    return f"{stage}/{policy}" if policy and stage else (policy or stage)
 
 
 def load_records(paths: list[str | Path], include_failed: bool = True) -> pd.DataFrame:

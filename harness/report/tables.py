@@ -8,7 +8,10 @@ Conventions (stated in every report's header, because readers compare numbers ac
   interval (``*_t95_low``/``*_t95_high``). Every interval column names its method, because the
   report also shows the benchmark scorer's video-clustered interval for the same accuracy;
 - token reduction is ``1 - mean(visual_after) / mean(visual_before)``; speed-up is the unpruned
-  (``none``) run's mean latency over this run's, for the same model and benchmark.
+  (``none``) run's mean latency over this run's, for the same model and benchmark;
+- ``autogaze_gazes`` is AutoGaze's own mean gaze count (all scales) of an AutoGaze run, beside
+  ``visual_tokens`` (what the LLM got): equal (+ fixed tokens) for the ``native`` route, larger
+  than the gazes' share under ``expand``; ``route`` says which mapping made the tokens.
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             before, after = _mean(ok["sel_total"]), _mean(ok["sel_kept"])
         row["visual_tokens_before"] = before
         row["visual_tokens"] = after
+        # AutoGaze's own gaze count beside what the LLM got: a mapping's inflation shows here
+        row["autogaze_gazes"] = _mean(ok["tok_gazes"]) if "tok_gazes" in ok else math.nan
+        routes = ok["route"].dropna().unique().tolist() if "route" in ok else []
+        row["route"] = "+".join(map(str, routes)) if routes else None
         row["token_reduction_pct"] = 100 * (1 - after / before) if before and not math.isnan(before) else math.nan
         for stage in STAGES:
             row[f"lat_{stage}_s"] = _mean(ok[f"lat_{stage}"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,9 @@ from harness.cache import build_once, cache_dir
 from harness.runner.config import BenchmarkConfig, ConfigError, FramesConfig, ModelConfig
 
 TINY_LABEL = "tiny random-weight model: numbers are plumbing checks, not accuracy"
+# Below two 14-px patches a side is blown up by the model's processor (Qwen's smart_resize floor is
+# 28 px): a sample decoded that small (a thin video at a low frames.resolution) is warned about.
+MIN_SIDE_PX = 28
 
 
 @dataclass
@@ -77,6 +81,11 @@ def load_frames(path: str, frames_cfg: FramesConfig) -> DecodedVideo:
                              max_frames=frames_cfg.max_frames, timestamps=reader.timestamps)
         size = _video_size(frames_cfg)
         out_h, out_w = reader.output_size(size, frames_cfg.keep_aspect)
+        if min(out_h, out_w) < MIN_SIDE_PX:
+            warnings.warn(
+                f"{path}: frames decoded at {out_w}x{out_h} px (source {meta.width}x{meta.height}, "
+                f"frames.resolution={frames_cfg.resolution}); a side under {MIN_SIDE_PX} px is upscaled by "
+                "the model and carries almost no picture", RuntimeWarning, stacklevel=2)
         need_gb = len(idx) * out_h * out_w * 3 / 2**30
         if need_gb > frames_cfg.max_decoded_gb:
             raise MemoryError(

@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 
 
 BACKENDS = ("transformers", "vllm")
-PRUNE_STAGES = ("post_vit", "pre_vit")
+PRUNE_STAGES = ("post_vit", "pre_vit", "native")
 # Model path that means "build the tiny random-weight model of this family into the cache".
 TINY_PATH = "tiny"
 
@@ -58,7 +58,7 @@ class ModelConfig(_Section):
     name: str | None = None  # label in tables; default derived from family + path
     device: str = "cpu"
     dtype: str = "auto"
-    prune_stage: Literal["post_vit", "pre_vit"] = "post_vit"
+    prune_stage: Literal[PRUNE_STAGES] = "post_vit"  # native: AutoGaze's gazes embedded at their scales
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -177,7 +177,7 @@ class EvalConfig(_Section):
     name: str = "eval"
     output_dir: str = ""
     seed: int = 0
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: Literal[BACKENDS] = "transformers"
     notes: str | None = ""
     model: ModelConfig = Field(default_factory=ModelConfig)
     models: list[ModelEntry] = Field(default_factory=list)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import sys
 import time
 import traceback
 import warnings
@@ -40,6 +41,7 @@ from harness.runner.config import (
     ModelPlan,
     dump_config,
 )
+from harness.runner.lock import RunLock
 from harness.runner.masks import mask_record
 from harness.runner.meta import run_meta
 from harness.runner.records import (
@@ -135,6 +137,21 @@ def _split_values(sample: Any, benchmark: Any) -> dict[str, Any]:
     return {k: meta.get(k) for k in keys if k in meta}
 
 
+def _select_native(pruner: Any, adapter: Any, frames: Any, geometry: Any, budget: int | None,
+                   fps: float | None) -> Any:
+    """``prune_stage: native``: AutoGaze gazes at the adapter's own ViT scales (pruning/native_gaze.py).
+
+    Other pruners (``none``, baselines at AutoGaze's matched count) select tokens as usual; the
+    adapter runs those selections on its stock (``post_vit``) path, so one native run's records
+    compare with the unpruned model and with baselines at the same LLM token count.
+    """
+    if not hasattr(pruner, "select_native"):
+        return pruner.select(frames, geometry, budget=budget, fps=fps)
+    if not hasattr(adapter, "native_target"):
+        raise ValueError(f"prune_stage 'native' is not available for model family {getattr(adapter, 'name', '?')!r}")
+    return pruner.select_native(frames, adapter.native_target(*frames.shape[:3]), geometry, fps=fps)
+
+
 def _selection_summary(selection: Any) -> dict[str, Any] | None:
     if selection is None:
         return None
@@ -150,6 +167,14 @@ def _selection_summary(selection: Any) -> dict[str, Any] | None:
         "kept_per_group": selection.kept_per_group(),
         "info": info,
     }
+
+
+def _gaze_count(rec: dict[str, Any]) -> int | None:
+    """AutoGaze's own gaze count for this record (None when no AutoGaze ran), to set beside
+    ``visual_after`` so a mapping's inflation (``expand``) or loss (``drop``) is visible."""
+    info = (rec.get("selection") or {}).get("info") or {}
+    gazes = info.get("gazed_total")
+    return None if gazes is None else int(gazes)
 
 
 def _is_small(value: Any) -> bool:
@@ -220,8 +245,31 @@ class Evaluator:
     # ------------------------------------------------------------ main loop
 
     def run(self) -> EvalResult:
-        """Run every plan. Nothing is written until the benchmark, the first plan's pruners and its
-        model have loaded, so a bad path or checkpoint leaves no run directory to block the rerun."""
+        """Run every plan, holding the output directory's lock (``lock.py``) throughout.
+
+        The lock comes first, before the same-configuration check, so a second run on the directory
+        fails at once and two runs started together cannot both pass the check. Nothing else is
+        written until the benchmark, the first plan's pruners and its model have loaded, and a
+        directory this call created is removed again if it is still empty, so a bad path or
+        checkpoint leaves no run directory to block the rerun.
+        """
+        created = not self.output_dir.exists()
+        try:
+            lock = RunLock(self.output_dir, self.shard.rank, self.shard.world_size).acquire()
+        except OSError as exc:  # not a directory, no permission, a file system without flock
+            raise ConfigError(f"output_dir {self.output_dir}: cannot be used or locked "
+                              f"({exc.strerror or exc})") from exc
+        for note in lock.taken_over:
+            print(f"note: took over the lock of a run that is gone ({note})", file=sys.stderr, flush=True)
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+            if created:
+                with contextlib.suppress(OSError):
+                    self.output_dir.rmdir()  # only succeeds when nothing was written
+
+    def _run_locked(self) -> EvalResult:
         self._say(f"loading benchmark {self.cfg.benchmark.name!r}")
         benchmark = self._load_benchmark()
         run_dirs: list[Path] = []
@@ -425,6 +473,10 @@ class Evaluator:
         }
 
     def _decode(self, sample: Any, plan: ModelPlan) -> tuple[DecodedVideo | None, dict[str, Any] | None]:
+        refused = getattr(sample, "data_error", None)
+        if refused:  # e.g. a video path that leaves the dataset: fail the sample, open nothing
+            print(f"warning: {refused}", file=sys.stderr, flush=True)
+            return None, {"stage": "data", "type": "DataError", "message": str(refused), "traceback": ""}
         start = time.perf_counter()
         try:
             video = self.components.load_frames(str(sample.video_path), plan.frames)
@@ -471,7 +523,10 @@ class Evaluator:
                 matched = source.kept.get(sid) if source else None
             budget = resolve_budget(h.setting.budget, geometry.total_tokens, matched)
             start = time.perf_counter()
-            selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
+            if plan.model.prune_stage == "native":
+                selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
+            else:
+                selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             latency["gaze"] = time.perf_counter() - start
             rec["selection"] = _selection_summary(selection)
             masks = mask_record(selection, video.indices)  # a few frames' masks for the report's strips
@@ -502,7 +557,8 @@ class Evaluator:
             rec["output"] = gen.text
             tok = gen.tokens
             rec["tokens"] = {"visual_before": tok.visual_before, "visual_after": tok.visual_after,
-                             "prompt": tok.prompt, "generated": tok.generated}
+                             "prompt": tok.prompt, "generated": tok.generated,
+                             "gazes": _gaze_count(rec)}
             for name, seconds in (gen.timings or {}).items():
                 if name == "gaze" and "gaze" in latency:  # adapter-side gazing (e.g. NVILA) adds to ours
                     latency["gaze"] += float(seconds)

@@ -87,14 +87,14 @@ class RecordWriter:
 def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
     """Records of one file; an undecodable line (a write cut short) is skipped with a warning."""
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = raw.strip()
             if not line:
                 continue
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+                rec = json.loads(line.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 warnings.warn(f"{path}:{lineno}: skipping a truncated/corrupt record line", stacklevel=2)
                 continue
             if isinstance(rec, dict):
