@@ -58,7 +58,7 @@ HIT, MISS, OFF = "hit", "miss", "off"
 @dataclass
 class Settings:
     enabled: bool = False
-    root: Path | None = None  # default: <harness cache dir>/gaze
+    root: Path | None = None  # default: $HARNESS_GAZE_CACHE_DIR, else <harness cache dir>/gaze
     max_bytes: int = 20 * 2**30
     verify: bool = True  # False only in the test that shows what verification prevents
 
@@ -66,6 +66,8 @@ class Settings:
     def directory(self) -> Path:
         if self.root is not None:
             return Path(self.root)
+        if os.environ.get("HARNESS_GAZE_CACHE_DIR"):
+            return Path(os.environ["HARNESS_GAZE_CACHE_DIR"]).expanduser()
         from harness.cache import cache_dir
 
         return cache_dir() / "gaze"

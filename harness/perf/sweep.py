@@ -54,7 +54,7 @@ def sweep_config(output_dir: Path, *, samples: int = 3, frames: int = 16, size: 
                  families: tuple[str, ...] = ("qwen2_5_vl", "llava_onevision"),
                  ratios: tuple[float, ...] = (0.1, 0.2, 0.3),
                  baselines: tuple[str, ...] = ("random", "uniform_frames", "temporal_diff"),
-                 gaze_cache: bool = True, cache_dir: Path | None = None) -> Any:
+                 gaze_cache: bool = True, cache_dir: Path | None = None, clip_len: int = 16) -> Any:
     """The sweep's config: every model entry has the same frame settings (so frames are shared)."""
     from harness.runner.config import load_config
 
@@ -67,7 +67,8 @@ def sweep_config(output_dir: Path, *, samples: int = 3, frames: int = 16, size: 
                                  "fps": 8.0, "needle_frames": 4}},
         "frames": {"num_frames": frames, "resolution": size},
         "generation": {"max_new_tokens": 2},
-        "pruners": [{"name": "autogaze", "params": {"model": "tiny", "task_loss_requirement": None},
+        "pruners": [{"name": "autogaze", "params": {"model": "tiny", "task_loss_requirement": None,
+                                                       "clip_len": clip_len},
                      "grid": {"gazing_ratio": list(ratios)}},
                     *({"name": b, "budget": "matched"} for b in baselines)],
         "cache": {"gaze": gaze_cache, "dir": None if cache_dir is None else str(cache_dir)},

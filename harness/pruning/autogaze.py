@@ -107,6 +107,19 @@ class AutoGazePruner(Pruner):
                 "tile_size": self.tile_size, "clip_len": self.clip_len, "batch_size": self.batch_size,
                 "max_tiles": None, "independent_rows": True}
 
+    def warm_up_key(self) -> tuple[str, str, str]:
+        """Settings sharing a gaze model share its warm-up (lazy initialisation is per model)."""
+        return ("autogaze", self.model, self.device)
+
+    def gaze_is_cached(self, frames: np.ndarray) -> bool:
+        """Whether the gaze cache is on and holds this setting's (mapped) gaze of ``frames``."""
+        from harness.gaze import cache
+
+        if not cache.active():
+            return False
+        key, _ = cache.make_key("mapped", frames, load_gaze_model(self.model, self.device), self.gaze_setting())
+        return cache.entry_path(key).is_file()
+
     def gaze(self, frames: np.ndarray) -> GazeLike:
         """Run AutoGaze on the frames, through the gaze cache when it is on (``harness.gaze.cache``).
 

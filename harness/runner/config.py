@@ -114,7 +114,7 @@ class CacheConfig(_Section):
 
     gaze: bool = True  # content-addressed gaze cache under <harness cache dir>/gaze (or ``dir``)
     gaze_max_gb: float = Field(default=20.0, gt=0)  # size cap; least recently used entries go first
-    dir: str | None = None  # gaze cache directory; None = $HARNESS_CACHE_DIR/gaze (~/.cache/harness/gaze)
+    dir: str | None = None  # None: $HARNESS_GAZE_CACHE_DIR, else $HARNESS_CACHE_DIR/gaze (~/.cache/harness/gaze)
     # decoded frames held to give to later model entries whose frame settings are equal (0: none)
     shared_frames_gb: float = Field(default=2.0, ge=0)
 
