@@ -254,3 +254,31 @@ def test_packed_masks_are_compact():
     packed = sum(t.numel() for k, t in tensors.items() if k.startswith("mask"))
     cells = sum(m.numel() for m in _fake_gaze().scale_masks)
     assert packed == sum((m.numel() + 7) // 8 for m in _fake_gaze().scale_masks) and packed * 8 < cells + 32
+
+
+def test_cache_cli_shows_lists_and_clears(gaze_cache, capsys, tmp_path):
+    from harness.cli.main import main
+
+    pruner = _pruner()
+    with cache.describing(video="clip.mp4", num_frames=4, first_index=0, last_index=3):
+        pruner.gaze(_frames(20))
+    pruner.gaze(_frames(21))
+    (gaze_cache / "not-an-entry.txt").write_text("x")
+    assert main(["cache", "--dir", str(gaze_cache)]) == 0
+    out = capsys.readouterr().out
+    assert str(gaze_cache) in out and "2 entries" in out
+    assert main(["cache", "list", "--dir", str(gaze_cache)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "frames 4x64x64" in ln]
+    assert len(lines) == 2 and any("clip.mp4 [0..3]" in ln for ln in lines)
+    assert all("mapped" in ln and "ratio 0.3" in ln for ln in lines)
+    assert main(["cache", "clear", "--dir", str(gaze_cache)]) == 0
+    assert "removed 2 gaze cache entries" in capsys.readouterr().out
+    assert _entries(gaze_cache) == [] and (gaze_cache / "not-an-entry.txt").exists()
+    # the directory comes from a config's cache section too; a bad config is one line, exit 2
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"cache:\n  dir: {tmp_path / 'elsewhere'}\n  gaze_max_gb: 0.5\n")
+    assert main(["cache", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "elsewhere") in out and "0 entries" in out and "512.0 MiB cap" in out
+    assert main(["cache", "--set", "cache.gaze_max_gb=-1"]) == 2
+    assert "gaze_max_gb" in capsys.readouterr().err

@@ -40,10 +40,12 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 import numpy as np
-import torch
 
 FORMAT = 1
 SUFFIX = ".safetensors"
@@ -75,6 +77,7 @@ class Settings:
 
 _SETTINGS = Settings()
 _BYPASS: contextvars.ContextVar[bool] = contextvars.ContextVar("gaze_cache_bypass", default=False)
+_SOURCE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("gaze_cache_source", default=None)
 
 
 def configure(enabled: bool, max_gb: float | None = None, root: str | Path | None = None) -> Settings:
@@ -103,6 +106,17 @@ def bypass() -> Iterator[None]:
         yield
     finally:
         _BYPASS.reset(token)
+
+
+@contextlib.contextmanager
+def describing(**source: Any) -> Iterator[None]:
+    """Label entries written inside this block (e.g. the video's name and frame indices) for
+    ``run_eval.py cache list``. A label only: it is not part of the key."""
+    token = _SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
 
 
 def active() -> bool:
@@ -151,6 +165,8 @@ def checkpoint_digest(model: Any) -> str:
 
     A model built in code (no ``checkpoint_dir``) is hashed from its state dict instead.
     """
+    import torch
+
     directory = getattr(model, "checkpoint_dir", None)
     h = hashlib.sha256()
     if directory is not None:
@@ -182,6 +198,8 @@ def code_version() -> str:
 
 def make_key(kind: str, frames: np.ndarray, model: Any, setting: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(hex key, the JSON-able facts it hashes) for gazing ``frames`` with ``model`` under ``setting``."""
+    import torch
+
     facts = {
         "format": FORMAT,
         "kind": kind,
@@ -202,6 +220,8 @@ def make_key(kind: str, frames: np.ndarray, model: Any, setting: dict[str, Any])
 
 
 def _payload_hash(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].contiguous()
@@ -241,6 +261,14 @@ class CorruptEntry(ValueError):
 def read_header(data: bytes) -> dict[str, str]:
     (n,) = struct.unpack("<Q", data[:8])
     return json.loads(data[8: 8 + n]).get("__metadata__") or {}
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """An entry's metadata from its header alone (no tensor read, no verification): for listings."""
+    with path.open("rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n)).get("__metadata__") or {}
+    return {k: (v if k in ("key", "payload") else json.loads(v)) for k, v in header.items()}
 
 
 def read_entry(path: Path, key: str | None, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -347,7 +375,7 @@ def cached(key: str, facts: dict[str, Any], compute: Callable[[], Any],
     value = compute()
     tensors, meta = encode(value)
     try:
-        write_entry(path, key, tensors, {**meta, "facts": facts})
+        write_entry(path, key, tensors, {**meta, "facts": facts, "source": _SOURCE.get() or {}})
         evict(st.max_bytes, st.directory, keep=path)
     except OSError as exc:  # a full or read-only disk costs the reuse, not the run
         print(f"warning: gaze cache: cannot write {path} ({exc.strerror or exc})", file=sys.stderr, flush=True)
@@ -359,16 +387,22 @@ def cached(key: str, facts: dict[str, Any], compute: Callable[[], Any],
 
 
 def _pack(mask: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(np.packbits(mask.to(torch.bool).cpu().numpy().reshape(-1)))
 
 
 def _unpack(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    import torch
+
     n = int(np.prod(shape))
     bits = np.unpackbits(packed.numpy(), count=n).astype(bool)
     return torch.from_numpy(bits.reshape(shape))
 
 
 def encode_video_gaze(gaze: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch
+
     tensors = {"frame_indices": torch.from_numpy(np.ascontiguousarray(gaze.frame_indices)),
                "gazed_per_frame": torch.from_numpy(np.ascontiguousarray(gaze.gazed_per_frame))}
     for s, m in enumerate(gaze.scale_masks):

@@ -557,11 +557,16 @@ class Evaluator:
                 source = next((x for x in handles if x.setting.label == h.setting.budget.match), None)
                 matched = source.kept.get(sid) if source else None
             budget = resolve_budget(h.setting.budget, geometry.total_tokens, matched)
+            from harness.gaze import cache as gaze_cache
+
+            source = {"video": Path(str(sample.video_path)).name, "num_frames": int(t),
+                      "first_index": rec["frames"]["first_index"], "last_index": rec["frames"]["last_index"]}
             start = time.perf_counter()
-            if plan.model.prune_stage == "native":
-                selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
-            else:
-                selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
+            with gaze_cache.describing(**source):
+                if plan.model.prune_stage == "native":
+                    selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
+                else:
+                    selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             elapsed = time.perf_counter() - start
             status = (selection.info or {}).pop("_gaze_cache", None) if selection is not None else None
             rec["gaze_cache"] = status
