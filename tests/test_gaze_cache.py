@@ -207,6 +207,8 @@ def _writer(root: str, start, rounds: int) -> None:
         cache.cached("ab" + "0" * 62, {"test": 1}, lambda: value, cache.encode_video_gaze, cache.decode_video_gaze)
         for path in Path(root).glob("*/*.safetensors"):
             path.unlink(missing_ok=True)  # race the other writer again
+    if cache.stats()["corrupt"]:  # a reader saw a half-written entry: the writes were not atomic
+        os._exit(3)
 
 
 def _fake_gaze():
@@ -247,6 +249,42 @@ def _writer_once(root: str, start) -> None:
     value = _fake_gaze()
     start.wait()
     cache.cached("ab" + "0" * 62, {"test": 1}, lambda: value, cache.encode_video_gaze, cache.decode_video_gaze)
+
+
+def test_a_reader_never_sees_a_half_written_entry(tmp_path, monkeypatch):
+    """Deterministic: a writer paused mid-write. Atomic (temp file + rename): the reader finds no
+    entry (a miss). Written in place, the same pause hands the reader a torn file, which only
+    the verification catches (so the atomicity is what keeps reads whole, and the check can fail)."""
+    import threading
+
+    root = tmp_path / "gaze"
+    key = "cd" + "0" * 62
+    value = _fake_gaze()
+    tensors, meta = cache.encode_video_gaze(value)
+    path = cache.entry_path(key, root)
+    paused, resume = threading.Event(), threading.Event()
+    real_replace = os.replace
+
+    def slow_replace(src, dst):  # the whole entry is written to the temp file; not yet renamed
+        paused.set()
+        resume.wait(10)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(cache.os, "replace", slow_replace)
+    writer = threading.Thread(target=cache.write_entry, args=(path, key, tensors, meta))
+    writer.start()
+    assert paused.wait(10)
+    assert not path.exists()  # a reader now computes (a miss): it never sees the bytes being written
+    resume.set()
+    writer.join()
+    got = cache.decode_video_gaze(*cache.read_entry(path, key))
+    assert _same(got, value) and [p.name for p in path.parent.iterdir()] == [path.name]
+
+    # the same pause without the rename: the reader gets half a file; verification refuses it
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(cache.CorruptEntry):
+        cache.read_entry(path, key)
 
 
 def test_packed_masks_are_compact():
