@@ -5,6 +5,11 @@ sample reuses the frames, and the AutoGaze settings run before the baselines mat
 so a matched budget (AutoGaze's kept count on this very sample) is known when a baseline needs
 it. On resume the kept count comes from the AutoGaze record already on disk.
 
+Work reused beyond one sample: a later model entry whose frame settings are equal gets the frames
+an earlier one decoded (``frame_share.py``), and AutoGaze's gazes go through the content-addressed
+gaze cache (``harness.gaze.cache``, on unless ``cache.gaze: false``); records say which
+(``frames_shared``, ``gaze_cache``) and are otherwise what a run without reuse writes.
+
 With ``generation.batch_size`` > 1 and an adapter that has ``generate_batch`` (vLLM), records
 wait in an ordered queue after pruning and their generation requests go out in batches
 (``batching.py``); pruning itself stays sequential, so matched budgets are unchanged, and the
@@ -559,10 +564,10 @@ class Evaluator:
             budget = resolve_budget(h.setting.budget, geometry.total_tokens, matched)
             from harness.gaze import cache as gaze_cache
 
-            source = {"video": Path(str(sample.video_path)).name, "num_frames": int(t),
-                      "first_index": rec["frames"]["first_index"], "last_index": rec["frames"]["last_index"]}
+            label = {"video": Path(str(sample.video_path)).name, "num_frames": int(t),  # for `cache list`
+                     "first_index": rec["frames"]["first_index"], "last_index": rec["frames"]["last_index"]}
             start = time.perf_counter()
-            with gaze_cache.describing(**source):
+            with gaze_cache.describing(**label):
                 if plan.model.prune_stage == "native":
                     selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
                 else:
