@@ -93,3 +93,66 @@ def test_frames_decoded_once_per_frame_setting(tmp_path, second_frames, shared_g
     assert sum(r["frames_shared"] for r in second) == 6 - decodes
     for a, b in zip(first, second, strict=True):  # the shared frames are the same frames
         assert a["frames"] == b["frames"] or second_frames
+
+
+def _rank(out: str, cache_dir: str, rank: int, start) -> None:
+    """One torchrun-like rank: the real AutoGaze pruner, fake model and videos (every video the same)."""
+    import numpy as np
+
+    from harness.runner.components import Components, DecodedVideo, build_pruner
+
+    def load_frames(path, frames_cfg):
+        frames = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+        return DecodedVideo(frames=frames, indices=np.arange(4), timestamps=np.arange(4) / 2.0, fps=2.0,
+                            source_fps=2.0, source_size=(32, 32), decoder="fake", seconds=0.001)
+
+    cfg = load_config(data={
+        "name": "t", "output_dir": out, "model": {"family": "qwen2_5_vl", "path": "/m", "name": "fake"},
+        "benchmark": {"name": "fake"}, "frames": {"num_frames": 4},
+        "pruners": [{"name": "autogaze", "params": {"model": "tiny", "task_loss_requirement": None, "clip_len": 4},
+                     "grid": {"gazing_ratio": [0.2, 0.5]}}],
+        "cache": {"dir": cache_dir},
+    })
+    comps = Components(load_benchmark=lambda c: FakeBenchmark(4), load_adapter=lambda m, b, d, s: FakeAdapter(),
+                       build_pruner=build_pruner, load_frames=load_frames,
+                       evidence_scores=lambda *a: None)
+    start.wait()
+    Evaluator(cfg, comps, ShardInfo(rank=rank, world_size=2), progress=False).run()
+
+
+def test_sharded_ranks_fill_one_cache_together(tmp_path):
+    """Two ranks gaze the same frames at once into one cache: every entry verifies, both ranks'
+    records agree, and a rerun reads every gaze back."""
+    import multiprocessing as mp
+
+    from harness.gaze import cache
+
+    ctx = mp.get_context("fork")
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_rank, args=(str(tmp_path / "out"), str(tmp_path / "cache"), r, start))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    entries = cache.entries(tmp_path / "cache")
+    assert len(entries) == 2  # one per gazing_ratio: the same frames everywhere
+    for e in entries:
+        cache.read_entry(e.path, e.path.stem)  # verifies
+    assert not [p for p in (tmp_path / "cache").rglob("*.tmp")]
+    for label in ("autogaze_gr0.2", "autogaze_gr0.5"):
+        recs = read_run_records(tmp_path / "out" / "fake" / label)
+        assert sorted(r["sample_id"] for r in recs) == ["s0", "s1", "s2", "s3"]
+        assert {r["rank"] for r in recs} == {0, 1}
+        selections = {str(comparable(r)["selection"]) for r in recs}
+        assert len(selections) == 1  # the same gaze on every sample, whichever rank made it
+        assert {r["gaze_cache"] for r in recs} <= {"hit", "miss"} and "hit" in {r["gaze_cache"] for r in recs}
+    start = ctx.Barrier(1)
+    p = ctx.Process(target=_rank, args=(str(tmp_path / "again"), str(tmp_path / "cache"), 0, start))
+    p.start()
+    p.join(120)
+    assert p.exitcode == 0
+    again = [r for label in ("autogaze_gr0.2", "autogaze_gr0.5")
+             for r in read_run_records(tmp_path / "again" / "fake" / label)]
+    assert len(again) == 4 and {r["gaze_cache"] for r in again} == {"hit"}
