@@ -321,3 +321,17 @@ def test_cache_cli_shows_lists_and_clears(gaze_cache, capsys, tmp_path):
     assert str(tmp_path / "elsewhere") in out and "0 entries" in out and "512.0 MiB cap" in out
     assert main(["cache", "--set", "cache.gaze_max_gb=-1"]) == 2
     assert "gaze_max_gb" in capsys.readouterr().err
+
+
+def test_an_unwritable_cache_costs_the_reuse_not_the_run(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    old = cache.configure(True, root=blocker / "gaze")  # every write fails (its parent is a file)
+    before = cache.stats()["unwritable"]
+    try:
+        first, second = _pruner().gaze(_frames(30)), _pruner().gaze(_frames(31))
+    finally:
+        cache.restore(old)
+    assert (first.cache_status, second.cache_status) == ("miss", "miss")
+    assert cache.stats()["unwritable"] == before + 2
+    assert capsys.readouterr().err.count("cannot write") == (1 if before == 0 else 0)  # said once a process

@@ -340,7 +340,7 @@ def clear(root: Path | None = None) -> int:
 # ---------------------------------------------------------------- the cached call
 
 
-_STATS = {"hit": 0, "miss": 0, "corrupt": 0}
+_STATS = {"hit": 0, "miss": 0, "corrupt": 0, "unwritable": 0}
 
 
 def stats() -> dict[str, int]:
@@ -378,7 +378,10 @@ def cached(key: str, facts: dict[str, Any], compute: Callable[[], Any],
         write_entry(path, key, tensors, {**meta, "facts": facts, "source": _SOURCE.get() or {}})
         evict(st.max_bytes, st.directory, keep=path)
     except OSError as exc:  # a full or read-only disk costs the reuse, not the run
-        print(f"warning: gaze cache: cannot write {path} ({exc.strerror or exc})", file=sys.stderr, flush=True)
+        if not _STATS["unwritable"]:  # once per process, not once per sample
+            print(f"warning: gaze cache: cannot write {path} ({exc.strerror or exc}); gazes are computed "
+                  f"but not stored", file=sys.stderr, flush=True)
+        _STATS["unwritable"] += 1
     _STATS["miss"] += 1
     return value, MISS
 
