@@ -6,7 +6,7 @@ What it shows: how much work a sweep reuses (docs/runner.md, "Reusing work"). Bo
 fresh output directory and one gaze cache (a temporary one unless ``--cache-dir``): the first
 run computes every gaze (3 per sample per model, stored) and decodes each video once for both
 models (their frame settings are equal, so the second model gets the first's frames); the second
-run reads every gaze back. Printed: each run's wall time, the share of gaze and decode work
+run reads every gaze back. Printed: each run's wall and CPU time (CPU time is steadier on a shared machine), the share of gaze and decode work
 reused, and whether the second run's records equal the first's (timings and cache fields
 aside). Tiny random-weight models (numbers are plumbing checks, not accuracy). A benchmark,
 not a test: nothing asserts a time. Last line: one JSON object.
@@ -80,11 +80,11 @@ def _run(cfg: Any) -> tuple[float, dict[str, Any]]:
     from harness.runner.sharding import ShardInfo
 
     ev = Evaluator(cfg, shard_info=ShardInfo(), progress=False)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ev.run()
     wall = time.perf_counter() - start
     shared = ev.shared_frames
-    return wall, {"decoded": shared.decoded, "decodes_reused": shared.reused}
+    return wall, {"decoded": shared.decoded, "decodes_reused": shared.reused, "cpu_s": time.process_time() - cpu}
 
 
 def _gaze_counts(records: dict[tuple[str, str], dict[str, Any]]) -> dict[str, int]:
@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             records.append(recs)
             gazes = _gaze_counts(recs)
             total = sum(gazes.values())
-            reuse.append({"gazes": gazes, "gaze_reused": gazes.get("hit", 0) / total if total else 0.0,
+            reuse.append({"cpu_s": frames["cpu_s"], "gazes": gazes, "gaze_reused": gazes.get("hit", 0) / total if total else 0.0,
                           "decodes": frames["decoded"] + frames["decodes_reused"],
                           "decode_reused": frames["decodes_reused"] / max(1, frames["decoded"] + frames["decodes_reused"])})
-            print(f"{name} run: {wall:6.1f} s, {len(recs)} records; gazes {gazes} "
+            print(f"{name} run: {wall:6.1f} s ({frames['cpu_s']:.1f} s CPU), {len(recs)} records; gazes {gazes} "
                   f"({reuse[-1]['gaze_reused']:.0%} read from the cache); decodes "
                   f"{reuse[-1]['decodes']} ({reuse[-1]['decode_reused']:.0%} shared between models)")
         first, second = records
