@@ -94,6 +94,7 @@ demo-native: $(STAMP)
 perf: $(STAMP)
 	$(PY) -m harness.perf.gaze
 	$(PY) -m harness.perf.video --frames 120
+	$(PY) -m harness.perf.sweep
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .ruff_cache

@@ -16,6 +16,13 @@ SHARED = REPO.parent / "shared"
 PARITY_DIR = SHARED / "fixtures" / "autogaze-parity"
 
 
+@pytest.fixture(autouse=True)
+def _own_gaze_cache(tmp_path_factory, monkeypatch):
+    """Every test starts with an empty gaze cache of its own (harness.gaze.cache): a gaze stored by
+    an earlier test or an earlier session must never turn a test's first run into a cache hit."""
+    monkeypatch.setenv("HARNESS_GAZE_CACHE_DIR", str(tmp_path_factory.mktemp("gaze-cache")))
+
+
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
     if not (PARITY_DIR / "model" / "model.safetensors").exists():

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pruners", help="comma-separated pruner names to keep from the config's list")
     parser.add_argument("--dry-run", action="store_true", help="validate, print the runs it would make, exit")
     parser.add_argument("--no-retry-failed", action="store_true", help="on resume, also skip samples that failed")
+    parser.add_argument("--no-gaze-cache", action="store_true",
+                        help="= --set cache.gaze=false (compute every gaze; read and write no cache entry)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-report", action="store_true",
                         help="print the summary only; skip writing OUTPUT/report (plots, thumbnails)")
@@ -57,6 +59,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         value = getattr(args, attr, None)
         if value is not None:
             out.append(f"{key}={value}")
+    if getattr(args, "no_gaze_cache", False):
+        out.append("cache.gaze=false")
     return out + list(args.overrides)
 
 
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except RunLockedError as exc:
         print(f"run_eval.py eval: {exc}", file=sys.stderr)
+        return 2
     except (DataNotFoundError, DatasetError) as exc:  # the benchmark's data: missing, or unusable as is
         print(f"run_eval.py eval: benchmark data: {exc}", file=sys.stderr)
         return 2

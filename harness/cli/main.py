@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "Turn run directories into comparison tables (md/csv/html) and plots (png).",
     "compare": "CI gate: compare a run with a committed baseline; non-zero exit on a regression.",
     "score": "Score a predictions file (ours or lmms-eval's samples log) with a benchmark's scorer.",
+    "cache": "Show the gaze cache's size, list its entries, or clear it.",
     "list": "List model families, pruners and their parameters, benchmarks, configs, extraction conventions.",
 }
 

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             "frames": {"num_frames": args.frames, "resolution": args.size, "chunk_size": 16},
             "generation": {"max_new_tokens": args.max_new_tokens},
             "pruners": [{"name": "autogaze", "params": gaze_params}],
+            "cache": {"gaze": False},  # it measures gazing: a gaze read from the cache would time nothing
         })
         from harness.runner.components import Components
 

@@ -54,6 +54,9 @@ def selection_from_gaze(gaze: GazeLike, geometry: TokenGeometry, policy: str) ->
     per_frame_cap = getattr(gaze, "tokens_per_frame", None)
     if per_frame_cap is not None:
         info["gaze_tokens_per_frame"] = int(per_frame_cap)  # what gazing everything would be
+    status = getattr(gaze, "cache_status", None)
+    if status is not None:
+        info["_gaze_cache"] = status  # in-process: the runner moves it to the record's ``gaze_cache``
     if getattr(gaze, "scale_masks", None) is not None:
         info["_gaze"] = gaze  # in-process only: the runner records a few frames' masks (harness.runner.masks)
     return Selection(geometry, keep, info=info)
@@ -98,19 +101,54 @@ class AutoGazePruner(Pruner):
             "clip_len": self.clip_len,
         }
 
+    def gaze_setting(self) -> dict[str, Any]:
+        """Every setting that decides a gaze (the gaze cache's key; ``policy`` only maps it afterwards)."""
+        return {"gazing_ratio": self.gazing_ratio, "task_loss_requirement": self.task_loss_requirement,
+                "tile_size": self.tile_size, "clip_len": self.clip_len, "batch_size": self.batch_size,
+                "max_tiles": None, "independent_rows": True}
+
+    def warm_up_key(self) -> tuple[str, str, str]:
+        """Settings sharing a gaze model share its warm-up (lazy initialisation is per model)."""
+        return ("autogaze", self.model, self.device)
+
+    def gaze_is_cached(self, frames: np.ndarray) -> bool:
+        """Whether the gaze cache is on and holds this setting's (mapped) gaze of ``frames``."""
+        from harness.gaze import cache
+
+        if not cache.active():
+            return False
+        key, _ = cache.make_key("mapped", frames, load_gaze_model(self.model, self.device), self.gaze_setting())
+        return cache.entry_path(key).is_file()
+
     def gaze(self, frames: np.ndarray) -> GazeLike:
-        """Run AutoGaze on the frames (a seam: tests substitute a hand-made gaze here)."""
+        """Run AutoGaze on the frames, through the gaze cache when it is on (``harness.gaze.cache``).
+
+        A seam: tests substitute a hand-made gaze here. The result carries ``cache_status``
+        (hit / miss / off) for the record.
+        """
+        from harness.gaze import cache
         from harness.gaze.tiling import gaze_video
 
-        return gaze_video(
-            load_gaze_model(self.model, self.device),
-            frames,
-            gazing_ratio=self.gazing_ratio,
-            task_loss_requirement=self.task_loss_requirement,
-            tile_size=self.tile_size,
-            clip_len=self.clip_len,
-            batch_size=self.batch_size,
-        )
+        model = load_gaze_model(self.model, self.device)
+
+        def compute() -> Any:
+            return gaze_video(
+                model,
+                frames,
+                gazing_ratio=self.gazing_ratio,
+                task_loss_requirement=self.task_loss_requirement,
+                tile_size=self.tile_size,
+                clip_len=self.clip_len,
+                batch_size=self.batch_size,
+            )
+
+        if not cache.active():
+            value, status = compute(), cache.OFF
+        else:
+            key, facts = cache.make_key("mapped", frames, model, self.gaze_setting())
+            value, status = cache.cached(key, facts, compute, cache.encode_video_gaze, cache.decode_video_gaze)
+        value.cache_status = status
+        return value
 
     def _select(
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None
@@ -118,16 +156,34 @@ class AutoGazePruner(Pruner):
         return selection_from_gaze(self.gaze(frames), geometry, self.policy)
 
     def gaze_native(self, frames: np.ndarray, target: NativeTarget) -> NativeGaze:
-        """Run AutoGaze at the ViT's own scales / patch size (a seam: tests substitute gazes here)."""
-        return gaze_native(
-            load_gaze_model(self.model, self.device),
-            frames,
-            target,
-            gazing_ratio=self.gazing_ratio,
-            task_loss_requirement=self.task_loss_requirement,
-            clip_len=self.clip_len,
-            batch_size=self.batch_size,
-        )
+        """Run AutoGaze at the ViT's own scales / patch size, through the gaze cache when it is on.
+
+        A seam: tests substitute gazes here. The result carries ``cache_status`` (hit / miss / off).
+        """
+        from harness.gaze import cache
+
+        model = load_gaze_model(self.model, self.device)
+
+        def compute() -> NativeGaze:
+            return gaze_native(
+                model,
+                frames,
+                target,
+                gazing_ratio=self.gazing_ratio,
+                task_loss_requirement=self.task_loss_requirement,
+                clip_len=self.clip_len,
+                batch_size=self.batch_size,
+            )
+
+        if not cache.active():
+            value, status = compute(), cache.OFF
+        else:
+            setting = {**self.gaze_setting(), "tile_size": None,
+                       "target": [list(target.scales), target.patch_size, target.resize, target.temporal_stride]}
+            key, facts = cache.make_key("native", frames, model, setting)
+            value, status = cache.cached(key, facts, compute, cache.encode_native_gaze, cache.decode_native_gaze)
+        value.cache_status = status
+        return value
 
     def select_native(
         self, frames: np.ndarray, target: NativeTarget, geometry: TokenGeometry, *, fps: float | None = None
@@ -164,4 +220,7 @@ class AutoGazePruner(Pruner):
                 "params": self.params(),
             }
         )
+        status = getattr(gaze, "cache_status", None)
+        if status is not None:
+            selection.info["_gaze_cache"] = status
         return selection

@@ -90,6 +90,10 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
     for stage in STAGES:
         row[f"lat_{stage}"] = latency.get(stage)
     row["lat_total"] = latency.get("total")
+    # a gaze read from the gaze cache: its time is not a gaze time (lat_gaze stays empty)
+    row["lat_gaze_cached"] = latency.get("gaze_cached")
+    row["gaze_cache"] = rec.get("gaze_cache")
+    row["frames_shared"] = rec.get("frames_shared")
     # batched generation (vLLM): >1 means the LLM stages are that call's time shared out, not per request
     row["latency_batched"] = rec.get("latency_batched") or 1
     ev = rec.get("evidence") or {}

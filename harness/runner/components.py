@@ -37,6 +37,7 @@ class DecodedVideo:
     source_size: tuple[int, int]  # (height, width) of the source video
     decoder: str = ""
     seconds: float = 0.0
+    shared: bool = False  # handed over from an earlier model entry (frame_share.py): not decoded again
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -109,6 +109,16 @@ class GenerationConfig(_Section):
     batch_size: int = Field(default=1, ge=1, strict=True)
 
 
+class CacheConfig(_Section):
+    """Work reused across runs and model entries (docs/runner.md, "Reusing work")."""
+
+    gaze: bool = True  # content-addressed gaze cache under <harness cache dir>/gaze (or ``dir``)
+    gaze_max_gb: float = Field(default=20.0, gt=0)  # size cap; least recently used entries go first
+    dir: str | None = None  # None: $HARNESS_GAZE_CACHE_DIR, else $HARNESS_CACHE_DIR/gaze (~/.cache/harness/gaze)
+    # decoded frames held to give to later model entries whose frame settings are equal (0: none)
+    shared_frames_gb: float = Field(default=2.0, ge=0)
+
+
 class PrunerSpec(_Section):
     """One entry of ``pruners``: fixed ``params``, swept ``grid`` (cartesian product), a budget."""
 
@@ -185,6 +195,7 @@ class EvalConfig(_Section):
     frames: FramesConfig = Field(default_factory=FramesConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     pruners: list[PrunerSpec] = Field(default_factory=lambda: [PrunerSpec(name="none")])
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     source: str | None = Field(default=None, exclude=True)  # the YAML file it came from (for messages)
 
     @field_validator("pruners", mode="before")

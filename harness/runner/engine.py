@@ -5,6 +5,11 @@ sample reuses the frames, and the AutoGaze settings run before the baselines mat
 so a matched budget (AutoGaze's kept count on this very sample) is known when a baseline needs
 it. On resume the kept count comes from the AutoGaze record already on disk.
 
+Work reused beyond one sample: a later model entry whose frame settings are equal gets the frames
+an earlier one decoded (``frame_share.py``), and AutoGaze's gazes go through the content-addressed
+gaze cache (``harness.gaze.cache``, on unless ``cache.gaze: false``); records say which
+(``frames_shared``, ``gaze_cache``) and are otherwise what a run without reuse writes.
+
 With ``generation.batch_size`` > 1 and an adapter that has ``generate_batch`` (vLLM), records
 wait in an ordered queue after pruning and their generation requests go out in batches
 (``batching.py``); pruning itself stays sequential, so matched budgets are unchanged, and the
@@ -41,6 +46,7 @@ from harness.runner.config import (
     ModelPlan,
     dump_config,
 )
+from harness.runner.frame_share import SharedFrames
 from harness.runner.lock import RunLock
 from harness.runner.masks import mask_record
 from harness.runner.meta import run_meta
@@ -57,6 +63,8 @@ from harness.runner.sharding import ShardInfo, device_for_rank, shard, shard_fro
 from harness.runner.sweep import MATCH_SOURCE, PrunerSetting, expand, resolve_budget
 
 STAGES = ("decode", "gaze", "vision", "prefill", "generate")
+#: Counted in ``latency.total`` but kept apart from ``gaze``: a selection made from a cached gaze.
+CACHED_GAZE = "gaze_cached"
 
 
 @dataclass
@@ -261,9 +269,14 @@ class Evaluator:
                               f"({exc.strerror or exc})") from exc
         for note in lock.taken_over:
             print(f"note: took over the lock of a run that is gone ({note})", file=sys.stderr, flush=True)
+        from harness.gaze import cache as gaze_cache
+
+        cache_cfg = self.cfg.cache
+        previous = gaze_cache.configure(cache_cfg.gaze, cache_cfg.gaze_max_gb, cache_cfg.dir)
         try:
             return self._run_locked()
         finally:
+            gaze_cache.restore(previous)
             lock.release()
             if created:
                 with contextlib.suppress(OSError):
@@ -274,7 +287,10 @@ class Evaluator:
         benchmark = self._load_benchmark()
         run_dirs: list[Path] = []
         written = errors = skipped = 0
-        for plan in self.cfg.plans():
+        plans = self.cfg.plans()
+        self.shared_frames = SharedFrames([p.frames for p in plans], int(self.cfg.cache.shared_frames_gb * 2**30))
+        for index, plan in enumerate(plans):
+            self.shared_frames.start_plan(index)
             settings = expand(plan.pruners)
             self._check_existing_runs(plan, settings)
             device = device_for_rank(plan.model.device, self.shard)
@@ -420,7 +436,8 @@ class Evaluator:
             rec, h = entry.rec, entry.handle
             latency = rec["latency"]
             if "decode" in latency:  # the sample was decoded: its stage times add up to the total
-                latency["total"] = sum(v for k, v in latency.items() if k in STAGES and v is not None)
+                latency["total"] = sum(v for k, v in latency.items()
+                                       if (k in STAGES or k == CACHED_GAZE) and v is not None)
             rec["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             h.writer.write(rec)
             h.written += 1
@@ -435,18 +452,34 @@ class Evaluator:
     def _warm_up(plan: ModelPlan, adapter: Any, pruners: list[Any], video: DecodedVideo) -> None:
         """One untimed pass of each pruner and of the model on the first decoded sample.
 
+        One pass per gaze model, not per AutoGaze setting, and none where the gaze cache already
+        holds the gaze (the timed pass will not run the gaze model).
+
         Why: first calls pay for lazy initialisation (kernel selection, allocator growth, cache
         set-up). Without a warm-up that cost lands on whichever run comes first (usually
         ``none``) and every speed-up in the report is inflated. Failures are ignored here: the
         real pass records them against the sample.
         """
+        from harness.gaze import cache as gaze_cache
+
         frames = video.frames
         try:
             geometry = adapter.token_geometry(*frames.shape[:3])
         except Exception:  # noqa: BLE001 - the timed pass will record it
             return
+        warmed: set[Any] = set()
         for pruner in {id(p): p for p in pruners}.values():
+            key = pruner.warm_up_key() if hasattr(pruner, "warm_up_key") else id(pruner)
+            if key in warmed:  # e.g. every AutoGaze threshold runs the same gaze model: warm it once
+                continue
+            warmed.add(key)
+            is_cached = getattr(pruner, "gaze_is_cached", None)
             with contextlib.suppress(Exception):
+                if is_cached is not None and is_cached(frames):
+                    continue  # the timed pass reads its gaze from the cache: no model call to warm up
+            # the cache is bypassed: a warm-up must neither fill it (the timed pass would read its
+            # own gaze back and record a hit) nor be served from it (it would warm up nothing)
+            with contextlib.suppress(Exception), gaze_cache.bypass():
                 pruner.select(frames, geometry, budget=max(1, geometry.total_tokens // 2), fps=video.fps)
         if plan.generation.enabled:
             with contextlib.suppress(Exception):
@@ -468,7 +501,7 @@ class Evaluator:
             "prompt": None, "output": None, "extracted": None, "correct": None, "counted": True,
             "extraction": self.cfg.benchmark.extraction,
             "tokens": None, "selection": None, "latency": {}, "peak_memory_mb": None,
-            "evidence": None, "frames": None, "error": None,
+            "evidence": None, "frames": None, "error": None, "gaze_cache": None, "frames_shared": None,
             "rank": self.shard.rank,
         }
 
@@ -477,13 +510,19 @@ class Evaluator:
         if refused:  # e.g. a video path that leaves the dataset: fail the sample, open nothing
             print(f"warning: {refused}", file=sys.stderr, flush=True)
             return None, {"stage": "data", "type": "DataError", "message": str(refused), "traceback": ""}
+        shared = getattr(self, "shared_frames", None)
+        path = str(sample.video_path)
+        if shared is not None and (video := shared.get(path)) is not None:
+            return video, None  # an earlier model entry with equal frame settings decoded it
         start = time.perf_counter()
         try:
-            video = self.components.load_frames(str(sample.video_path), plan.frames)
+            video = self.components.load_frames(path, plan.frames)
         except Exception as exc:  # noqa: BLE001 - any decode failure is recorded against the sample
             return None, _error("decode", exc)
         if not video.seconds:
             video.seconds = time.perf_counter() - start
+        if shared is not None:
+            shared.put(path, video)
         return video, None
 
     @staticmethod
@@ -507,6 +546,7 @@ class Evaluator:
         """
         sid = rec["sample_id"]
         rec["frames"] = video.to_dict()
+        rec["frames_shared"] = bool(video.shared)
         latency = {"decode": video.seconds}
         rec["latency"] = latency
         stage = "prompt"
@@ -522,12 +562,20 @@ class Evaluator:
                 source = next((x for x in handles if x.setting.label == h.setting.budget.match), None)
                 matched = source.kept.get(sid) if source else None
             budget = resolve_budget(h.setting.budget, geometry.total_tokens, matched)
+            from harness.gaze import cache as gaze_cache
+
+            label = {"video": Path(str(sample.video_path)).name, "num_frames": int(t),  # for `cache list`
+                     "first_index": rec["frames"]["first_index"], "last_index": rec["frames"]["last_index"]}
             start = time.perf_counter()
-            if plan.model.prune_stage == "native":
-                selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
-            else:
-                selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
-            latency["gaze"] = time.perf_counter() - start
+            with gaze_cache.describing(**label):
+                if plan.model.prune_stage == "native":
+                    selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
+                else:
+                    selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
+            elapsed = time.perf_counter() - start
+            status = (selection.info or {}).pop("_gaze_cache", None) if selection is not None else None
+            rec["gaze_cache"] = status
+            latency[CACHED_GAZE if status == "hit" else "gaze"] = elapsed
             rec["selection"] = _selection_summary(selection)
             masks = mask_record(selection, video.indices)  # a few frames' masks for the report's strips
             if masks is not None:
