@@ -281,6 +281,10 @@ class Evaluator:
             self._say(f"{plan.model.label}: loading {len(settings)} pruner run(s) and the model ({plan.model.path})")
             pruners = self._build_pruners(settings, device)
             adapter = self._load_adapter(plan, device)
+            if isinstance(getattr(adapter, "versions", None), dict) and adapter.versions:
+                v = adapter.versions
+                self._say(f"{plan.model.label}: worker {v.get('executable')} (python {v.get('python')}, "
+                          f"torch {v.get('torch')}, transformers {v.get('transformers')})")
             self._say(f"{plan.model.label}: running {len(settings)} run(s) per sample; "
                       f"the first sample also warms up (untimed)")
             if not run_dirs:
@@ -292,7 +296,10 @@ class Evaluator:
             finally:
                 for h in handles:
                     h.writer.close()
+                if sys.exc_info()[0] is not None:
+                    _close(adapter)
             written, errors, skipped = written + w, errors + e, skipped + s
+            _close(adapter)  # a model runtime's worker process ends with its plan
             del adapter
             _free_accelerator_memory()
         return EvalResult(self.output_dir, run_dirs, written, errors, skipped)
@@ -605,11 +612,13 @@ def _counts_unanswered(convention: str | None) -> bool:
 def _fingerprint(run: dict[str, Any]) -> dict[str, Any]:
     """What decides a run's numbers: resuming under a different value would mix two experiments.
 
-    Left out on purpose: names, device (``cuda`` vs ``cuda:3`` under torchrun), ``benchmark.limit``
+    Left out on purpose: names, device, ``model.runtime.timeout_s`` (``cuda`` vs ``cuda:3`` under torchrun), ``benchmark.limit``
     (extending a run to more samples is a resume), ``generation.batch_size`` and the decoder's
     chunking (throughput knobs: a run may resume with another batch size).
     """
     model = {k: v for k, v in (run.get("model") or {}).items() if k not in ("device", "name", "label")}
+    if isinstance(model.get("runtime"), dict):  # which interpreter counts, not how long it may take
+        model["runtime"] = {k: v for k, v in model["runtime"].items() if k != "timeout_s"}
     bench = {k: v for k, v in (run.get("benchmark") or {}).items() if k != "limit"}
     frames = {k: v for k, v in (run.get("frames") or {}).items() if k not in ("chunk_size", "max_decoded_gb")}
     generation = {k: v for k, v in (run.get("generation") or {}).items() if k != "batch_size"}
@@ -659,6 +668,13 @@ def _diff(old: Any, new: Any, where: str = "") -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _close(adapter: Any) -> None:
+    """Stop what an adapter holds outside this process (a model runtime's worker); no-op otherwise."""
+    close = getattr(adapter, "close", None)
+    if callable(close):
+        close()
 
 
 def _free_accelerator_memory() -> None:
