@@ -156,6 +156,37 @@ def test_video_input_path_hands_the_processor_a_lossless_file(standin: Path) -> 
     )
 
 
+def test_video_input_source_makes_the_model_card_call(standin: Path, tmp_path: Path) -> None:
+    """``source``: the processor gets the sample's own file as one path string (the model card's
+    ``videos=video_path``) and samples it itself; a lossless file of the same frames gives what the
+    decoded frames give. Without the path it refuses in one line."""
+    from harness.video.writer import write_video
+
+    frames = _frames(seed=4)
+    video = tmp_path / "sample.mkv"
+    write_video(video, frames, fps=4.0, codec="ffv1", pix_fmt="bgr0")
+    adapter = NvilaHDVideoAdapter.from_pretrained(str(standin), video_input="source", **SMALL)
+    assert adapter.wants_video_path
+    seen: list = []
+    call = adapter.processor.__class__.__call__
+
+    def spy(self, text=None, videos=None, **kw):
+        seen.append(videos)
+        return call(self, text=text, videos=videos, **kw)
+
+    adapter.processor.__class__.__call__ = spy
+    try:
+        a = adapter.generate(frames[:2], None, "Q", fps=4.0, max_new_tokens=2, video_path=str(video))
+    finally:
+        adapter.processor.__class__.__call__ = call
+    assert seen == [str(video)] and a.extra["video_input"] == "source"
+    b = NvilaHDVideoAdapter.from_pretrained(str(standin), **SMALL).generate(frames, None, "Q", fps=4.0,
+                                                                            max_new_tokens=2)
+    assert a.extra["token_counts"] == b.extra["token_counts"] and a.extra["output_ids"] == b.extra["output_ids"]
+    with pytest.raises(ValueError, match="needs the sample's video file"):
+        adapter.generate(frames, None, "Q", fps=4.0, max_new_tokens=2)
+
+
 def test_our_autogaze_in_the_processor_gives_the_reference_gazes(
     standin: Path, parity_dir: Path, tmp_path: Path
 ) -> None:

@@ -372,7 +372,8 @@ class Evaluator:
                 base = self._base_record(plan, sample, benchmark)
                 video, decode_error = self._decode(sample, plan)
                 if not warmed and decode_error is None:
-                    self._warm_up(plan, adapter, [pruners[self._key(h.setting)] for h in todo], video)
+                    self._warm_up(plan, adapter, [pruners[self._key(h.setting)] for h in todo], video,
+                                  str(sample.video_path))
                     warmed = True
                 # Pruning stays sequential and in run order (AutoGaze before the baselines matched
                 # to it); only generation waits in the queue to be batched.
@@ -439,7 +440,8 @@ class Evaluator:
             state.bar.set_postfix(errors=state.errors, refresh=False)
 
     @staticmethod
-    def _warm_up(plan: ModelPlan, adapter: Any, pruners: list[Any], video: DecodedVideo) -> None:
+    def _warm_up(plan: ModelPlan, adapter: Any, pruners: list[Any], video: DecodedVideo,
+                 video_path: str | None = None) -> None:
         """One untimed pass of each pruner and of the model on the first decoded sample.
 
         Why: first calls pay for lazy initialisation (kernel selection, allocator growth, cache
@@ -456,9 +458,10 @@ class Evaluator:
             with contextlib.suppress(Exception):
                 pruner.select(frames, geometry, budget=max(1, geometry.total_tokens // 2), fps=video.fps)
         if plan.generation.enabled:
+            extra = {"video_path": video_path} if getattr(adapter, "wants_video_path", False) else {}
             with contextlib.suppress(Exception):
                 adapter.generate(frames, Selection.keep_all(geometry), "warm-up", fps=video.fps, max_new_tokens=1,
-                                 prune_stage=plan.model.prune_stage)
+                                 prune_stage=plan.model.prune_stage, **extra)
 
     def _base_record(self, plan: ModelPlan, sample: Any, benchmark: Any) -> dict[str, Any]:
         return {
@@ -549,7 +552,7 @@ class Evaluator:
             return None
         if not plan.generation.enabled:
             return None
-        return BatchItem(frames, selection, prompt, video.fps)
+        return BatchItem(frames, selection, prompt, video.fps, str(sample.video_path))
 
     def _finish(self, rec: dict[str, Any], sample: Any, benchmark: Any, outcome: Outcome) -> None:
         """Fill a record from its generation outcome and score it (the same fields on every path)."""

@@ -127,6 +127,7 @@ class WorkerAdapter:
         self.versions: dict[str, Any] = {}
         self.restarts = 0
         self._batch = False
+        self.wants_video_path = False  # the served adapter reads the sample's own file (NVILA source)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: _StderrTail | None = None
         self._dir = Path(_shared_dir("harness_worker_"))
@@ -180,6 +181,7 @@ class WorkerAdapter:
                 from None
         self.name = str(reply.get("name", self.name))
         self._batch = bool(reply.get("batch"))
+        self.wants_video_path = bool(reply.get("wants_video_path"))
         self.versions = dict(reply.get("versions") or self.versions)
         return self
 
@@ -256,12 +258,13 @@ class WorkerAdapter:
         self._ensure()
         return self._call(request, self.timeout_s, doing)
 
-    def _item(self, frames: np.ndarray, selection: Any, prompt: str, fps: float) -> dict[str, Any]:
+    def _item(self, frames: np.ndarray, selection: Any, prompt: str, fps: float,
+              video: str | None = None) -> dict[str, Any]:
         self._count += 1
         n = self._count
         return {"frames": save_array(self._dir, f"frames-{n}", np.asarray(frames)),
                 "selection": selection_to_wire(selection, self._dir, f"keep-{n}"),
-                "prompt": prompt, "fps": float(fps)}
+                "prompt": prompt, "fps": float(fps), "video": video}
 
     def _clear(self) -> None:
         for path in self._dir.glob("*.npy"):
@@ -281,10 +284,10 @@ class WorkerAdapter:
         return self._geometry[key]
 
     def generate(self, frames: np.ndarray, selection: Any, prompt: str, *, fps: float, max_new_tokens: int = 16,
-                 prune_stage: str = "post_vit") -> Any:
+                 prune_stage: str = "post_vit", video_path: str | None = None) -> Any:
         self._ensure()
         try:
-            request = {"op": "generate", "request": self._item(frames, selection, prompt, fps),
+            request = {"op": "generate", "request": self._item(frames, selection, prompt, fps, video_path),
                        "max_new_tokens": int(max_new_tokens), "prune_stage": prune_stage}
             reply = self._call(request, self.timeout_s, "generating")
         finally:
@@ -301,7 +304,7 @@ class WorkerAdapter:
         self._ensure()
         try:
             request = {"op": "generate_batch",
-                       "requests": [self._item(it.frames, it.selection, it.prompt, it.fps) for it in items],
+                       "requests": [self._item(it.frames, it.selection, it.prompt, it.fps, it.video) for it in items],
                        "max_new_tokens": int(max_new_tokens), "prune_stage": prune_stage}
             reply = self._call(request, self.timeout_s, "generating a batch")
         finally:

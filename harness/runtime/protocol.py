@@ -10,13 +10,14 @@ Requests (main -> worker), each ``{"op": ..., ...}``; replies ``{"ok": true, ...
 ``{"ok": false, "type", "message", "traceback"}``:
 
 - ``load``: ``family, path, backend, device, dtype, seed, kwargs`` -> ``name, batch``
-  (whether the adapter has ``generate_batch``), ``versions``.
+  (whether the adapter has ``generate_batch``), ``wants_video_path``, ``versions``.
 - ``geometry``: ``num_frames, height, width`` -> ``geometry`` (TokenGeometry fields).
 - ``generate``: ``request`` (below), ``max_new_tokens, prune_stage`` -> ``generation``.
 - ``generate_batch``: ``requests`` (list), ``max_new_tokens, prune_stage`` -> ``generations``.
 - ``shutdown``: the worker replies and exits.
 
-A request: ``frames`` (path of a uint8 (T, H, W, 3) ``.npy``), ``prompt``, ``fps``, and
+A request: ``frames`` (path of a uint8 (T, H, W, 3) ``.npy``), ``prompt``, ``fps``, ``video`` (the
+sample's own file, for adapters that read it themselves: ``wants_video_path`` in ``load``'s reply), and
 ``selection``: null or ``{geometry, keep (path of a bool .npy), pruner, info}``. A generation:
 ``text, tokens {visual_before, visual_after, prompt, generated}, timings, peak_memory_mb,
 extra``. The worker announces itself first with ``{"ok": true, "hello": PROTOCOL, ...}``.

@@ -77,7 +77,9 @@ class Worker:
             self.adapter = build_adapter(request["family"], request["path"], request["backend"], request["device"],
                                          request["dtype"], int(request.get("seed", 0)), request.get("kwargs") or {})
             return {"name": getattr(self.adapter, "name", request["family"]),
-                    "batch": callable(getattr(self.adapter, "generate_batch", None)), "versions": versions()}
+                    "batch": callable(getattr(self.adapter, "generate_batch", None)),
+                    "wants_video_path": bool(getattr(self.adapter, "wants_video_path", False)),
+                    "versions": versions()}
         if self.adapter is None:
             raise RuntimeError(f"request {op!r} before 'load'")
         if op == "geometry":
@@ -90,17 +92,18 @@ class Worker:
             from harness.backends.vllm.engine import BatchItem
 
             items = [BatchItem(load_array(r["frames"]), selection_from_wire(r.get("selection")), r["prompt"],
-                               float(r["fps"])) for r in request["requests"]]
+                               float(r["fps"]), r.get("video")) for r in request["requests"]]
             gens = self.adapter.generate_batch(items, max_new_tokens=int(request["max_new_tokens"]),
                                                prune_stage=request["prune_stage"])
             return {"generations": [generation_to_wire(g) for g in gens]}
         raise ValueError(f"unknown op {op!r}")
 
     def _generate(self, item: dict[str, Any], request: dict[str, Any]) -> Any:
+        extra = {"video_path": item["video"]} if item.get("video") else {}
         return self.adapter.generate(load_array(item["frames"]), selection_from_wire(item.get("selection")),
                                      item["prompt"], fps=float(item["fps"]),
                                      max_new_tokens=int(request["max_new_tokens"]),
-                                     prune_stage=request["prune_stage"])
+                                     prune_stage=request["prune_stage"], **extra)
 
 
 def main() -> int:
