@@ -475,6 +475,15 @@ def _hooked(module: nn.Module | None, on_pre: Any, on_post: Any) -> Iterator[Non
             h.remove()
 
 
+def _dtype_keyword() -> str:
+    """``from_pretrained``'s dtype keyword on this transformers: ``torch_dtype`` before 4.56 (the line
+    the checkpoint's code runs on, where ``dtype`` would reach the model's ``__init__``), ``dtype`` after."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "torch_dtype" if (major, minor) < (4, 56) else "dtype"
+
+
 class NvilaHDVideoAdapter(ModelAdapter):
     """NVILA-8B-HD-Video with its shipped processor/model code (see the module docstring)."""
 
@@ -528,7 +537,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
             snapshot,
             trust_remote_code=True,
             local_files_only=True,
-            dtype=torch_dtype,
+            **{_dtype_keyword(): torch_dtype},
             **settings.model_kwargs(),
         )
         if settings.device_map is None:
@@ -705,7 +714,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
             extra={
                 "prune_stage": "pre_vit",  # NVILA-HD always encodes gazed patches only
                 "processor_s": processor_s,
-                "processor_s_without_gaze": max(0.0, processor_s - self.gaze_clock.seconds),
+                "processor_without_gaze_s": max(0.0, processor_s - self.gaze_clock.seconds),
                 "gaze_calls": self.gaze_clock.calls,
                 "vision_calls": vision.calls,
                 "gaze_backend": self.settings.gaze_backend,
