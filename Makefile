@@ -92,8 +92,8 @@ $(RUNTIME_VENV)/.installed: configs/runtimes/$(RUNTIME).txt
 
 runtime-env: $(RUNTIME_VENV)/.installed
 
-# The worker path across a real version split: the tiny Qwen2.5-VL in a transformers 4.55 worker
-# against the main venv's (5.x) in-process run, records compared field by field.
+# The worker path across a real version split: NVILA's adapter on its stand-in snapshot in a
+# transformers 4.55 worker against the main venv's (5.x) in-process run, records compared field by field.
 test-runtime: $(STAMP)
 	$(MAKE) runtime-env RUNTIME=tf455
 	HARNESS_TF455_PYTHON=.venv-tf455/bin/python $(PY) -m pytest -q --timeout=900 tests/test_runtime_pinned.py

@@ -101,3 +101,31 @@ def test_an_adapter_that_needs_transformers_5_says_so_in_one_line(tmp_path, pinn
         Evaluator(config(tmp_path / "out", {"python": pinned_python}), progress=False).run()
     msg = str(err.value)
     assert "\n" not in msg and pinned_python in msg and "No module named 'transformers." in msg
+
+
+def test_hlvid_reproduce_config_runs_nvila_end_to_end_in_the_pinned_runtime(tmp_path, standin, pinned_python):
+    """configs/hlvid_reproduce.yaml's NVILA entries as they are (published gazing settings, the model
+    card's call, the runtime) against the stand-in in the 4.55 worker. Swapped: the paths (snapshot,
+    AutoGaze, the interpreter), CPU float32, and synthetic videos for HLVid's 150 GB."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "configs" / "hlvid_reproduce.yaml").read_text())
+    autogaze = tmp_path / "AutoGaze"  # the stand-in's own gazer runs when no replay file is there
+    autogaze.mkdir()
+    nvila = [m for m in data["models"] if m.get("family") == "nvila_hd_video"]
+    assert len(nvila) == 2 and all(m["runtime"] == {"env": "nvila"} for m in nvila)
+    for entry in nvila:
+        entry.update(path=str(standin), runtime={"python": pinned_python})
+        entry["kwargs"]["autogaze_model"] = str(autogaze)
+    data.update(output_dir=str(tmp_path / "hlvid"), models=nvila, benchmark={**BASE["benchmark"], "limit": 1})
+    data["model"].update(device="cpu", dtype="float32")
+    result = Evaluator(from_dict(data), progress=False).run()
+    recs = records(tmp_path / "hlvid")
+    assert result.written == 2 and all(r["error"] is None for r in recs.values())
+    by_model = {r["model"]: r for r in recs.values()}
+    on, off = by_model["nvila-8b-hd-video-autogaze"], by_model["nvila-8b-hd-video-gazing-off-matched"]
+    assert on["generation_extra"]["settings"]["gazing_ratio_tile"] == [0.2] + [0.06] * 15
+    assert on["generation_extra"]["gazing_enabled"] and not off["generation_extra"]["gazing_enabled"]
+    assert on["generation_extra"]["video_input"] == off["generation_extra"]["video_input"] == "source"
+    counts = on["generation_extra"]["token_counts"]
+    assert 0 < counts["vit_tokens_kept"] < counts["vit_tokens_full"]  # AutoGaze dropped patches
