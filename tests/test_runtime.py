@@ -136,6 +136,9 @@ def test_worker_records_equal_in_process_with_sharding_and_resume(tmp_path):
     assert {r["rank"] for r in b.values()} == {0, 1}
     assert sum(r.written for r in results) == 6
     assert all(set(r["latency"]) >= {"decode", "vision", "prefill", "generate"} for r in b.values())
+    run = json.loads(next(worker.rglob(RUN_FILE)).read_text())
+    assert run["worker"]["executable"] and run["worker"]["torch"] and "worker" not in json.loads(
+        next(inproc.rglob(RUN_FILE)).read_text())
     # the worker ended with its run
     pids = [ad.pid for ad in spy.adapters]
     assert spy.adapters and all(p is None for p in pids)

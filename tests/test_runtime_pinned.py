@@ -93,7 +93,7 @@ def test_nvila_standin_on_transformers_4_55_gives_the_in_process_records(tmp_pat
     extra = next(iter(b.values()))["generation_extra"]
     assert extra["video_input"] == "source" and extra["token_counts"]["vit_tokens_tiles"] > 0
     run = json.loads(next(worker.rglob("run.json")).read_text())
-    assert run["model"]["runtime"]["python"] == pinned_python
+    assert run["model"]["runtime"]["python"] == pinned_python and run["worker"]["transformers"] == theirs
 
 
 def test_an_adapter_that_needs_transformers_5_says_so_in_one_line(tmp_path, pinned_python):

@@ -222,12 +222,15 @@ class Evaluator:
             "pruner": setting.to_dict(),
         }
 
-    def _open_runs(self, plan: ModelPlan, settings: list[PrunerSetting]) -> list[RunHandle]:
+    def _open_runs(self, plan: ModelPlan, settings: list[PrunerSetting],
+                   worker: dict[str, Any] | None = None) -> list[RunHandle]:
         handles = []
         for setting in settings:
             run_dir = self.output_dir / plan.model.label / setting.label
             run_dir.mkdir(parents=True, exist_ok=True)
             run = self._run_info(plan, setting)
+            if worker:  # a model runtime's stack (python, torch, transformers): what made the numbers
+                run["worker"] = worker
             write_json(run_dir / RUN_FILE, run)
             latest = latest_by_sample(read_run_records(run_dir))
             done = {sid for sid, rec in latest.items() if rec.get("error") is None or not self.retry_failed}
@@ -281,15 +284,16 @@ class Evaluator:
             self._say(f"{plan.model.label}: loading {len(settings)} pruner run(s) and the model ({plan.model.path})")
             pruners = self._build_pruners(settings, device)
             adapter = self._load_adapter(plan, device)
-            if isinstance(getattr(adapter, "versions", None), dict) and adapter.versions:
-                v = adapter.versions
+            worker = getattr(adapter, "versions", None) if plan.model.runtime is not None else None
+            if isinstance(worker, dict) and worker:
+                v = worker
                 self._say(f"{plan.model.label}: worker {v.get('executable')} (python {v.get('python')}, "
                           f"torch {v.get('torch')}, transformers {v.get('transformers')})")
             self._say(f"{plan.model.label}: running {len(settings)} run(s) per sample; "
                       f"the first sample also warms up (untimed)")
             if not run_dirs:
                 self._write_meta()
-            handles = self._open_runs(plan, settings)
+            handles = self._open_runs(plan, settings, worker if isinstance(worker, dict) else None)
             run_dirs += [h.run_dir for h in handles]
             try:
                 w, e, s = self._run_plan(plan, benchmark, handles, pruners, adapter)
