@@ -208,6 +208,32 @@ def test_a_crashed_worker_is_restarted_and_its_sample_failed(tmp_path):
     assert again.written == 1 and again.errors == 0
 
 
+def test_a_hung_worker_is_killed_after_timeout_s_and_its_sample_failed(tmp_path):
+    """The worker hangs on its 2nd generate (sample 0; the 1st is the warm-up), once: after
+    ``runtime.timeout_s`` that record fails with WorkerTimeout, and the restarted worker answers sample 1."""
+    marker = tmp_path / "hung"
+    code = (f"import os, time, sys, harness.runtime.worker as w\n"
+            f"orig = w.Worker._generate\n"
+            f"n = [0]\n"
+            f"def hang(self, *a):\n"
+            f"    n[0] += 1\n"
+            f"    if n[0] == 2 and not os.path.exists({str(marker)!r}):\n"
+            f"        open({str(marker)!r}, 'w').close(); time.sleep(600)\n"
+            f"    return orig(self, *a)\n"
+            f"w.Worker._generate = hang\n"
+            f"sys.exit(w.main())")
+    (tmp_path / "hang.py").write_text(code)
+    python = _script(tmp_path / "python", f'exec {PYTHON} {tmp_path / "hang.py"}')
+    out = tmp_path / "out"
+    spy = Spy()
+    result = Evaluator(config(out, {"python": python, "timeout_s": 20}, pruners=["none"]), components=spy,
+                       progress=False).run()
+    recs = sorted(records(out).values(), key=lambda r: r["sample_id"])
+    assert marker.exists() and result.written == 2
+    assert recs[0]["error"]["type"] == "WorkerTimeout" and "within 20 s" in recs[0]["error"]["message"]
+    assert recs[1]["error"] is None and spy.adapters[0].restarts == 1
+
+
 def test_missing_interpreter_is_one_line_before_any_sample(tmp_path):
     out = tmp_path / "out"
     missing = str(tmp_path / "nowhere" / "bin" / "python")
