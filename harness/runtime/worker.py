@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import traceback
 from typing import IO, Any
@@ -107,6 +108,9 @@ class Worker:
 
 
 def main() -> int:
+    # Ctrl-C in the runner's terminal reaches this process group too: the runner decides when the
+    # worker ends (shutdown, or end of stdin if the runner died), so the worker ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, replies = _protocol_streams()
     send(replies, {"ok": True, "hello": PROTOCOL, "pid": os.getpid(), "versions": versions()})
     worker = Worker()
