@@ -52,3 +52,23 @@ def test_changing_the_runtime_is_a_different_run_but_its_timeout_is_not():
 
     assert _fingerprint(run({"python": "/a"})) != _fingerprint(run({"python": "/b"}))
     assert _fingerprint(run({"python": "/a"})) == _fingerprint(run({"python": "/a", "timeout_s": 60}))
+
+
+def test_frames_too_large_for_shared_memory_go_to_the_temp_dir(monkeypatch):
+    """A container's /dev/shm is often 64 MiB: frames that do not fit are written to the temp dir."""
+    import shutil
+    from collections import namedtuple
+
+    from harness.runtime.client import WorkerAdapter
+
+    worker = WorkerAdapter("/unused/python", {"family": "x"})
+    try:
+        small = worker._frames_dir(1 << 10)
+        assert small == worker._dir
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(100 << 20, 90 << 20, 10 << 20))
+        big = worker._frames_dir(300 << 20)
+        assert big != worker._dir and big.is_dir()
+    finally:
+        worker.close()
+    assert not worker._dir.exists() and not big.exists()

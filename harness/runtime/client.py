@@ -131,6 +131,7 @@ class WorkerAdapter:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: _StderrTail | None = None
         self._dir = Path(_shared_dir("harness_worker_"))
+        self._spill: Path | None = None  # temp-dir fallback for frames too large for /dev/shm
         self._count = 0
         self._mark = 0  # stderr line count when the outstanding request was sent
         self._geometry: dict[tuple[int, int, int], Any] = {}
@@ -209,6 +210,8 @@ class WorkerAdapter:
         if proc is not None:
             _stop([proc], None)
         shutil.rmtree(self._dir, ignore_errors=True)
+        if self._spill is not None:
+            shutil.rmtree(self._spill, ignore_errors=True)
 
     def _ensure(self) -> None:
         if not self.alive():
@@ -258,17 +261,28 @@ class WorkerAdapter:
         self._ensure()
         return self._call(request, self.timeout_s, doing)
 
+    def _frames_dir(self, nbytes: int) -> Path:
+        """The shared-memory directory when it has room for ``nbytes`` (a container's /dev/shm is
+        often 64 MiB), else a directory in the temp dir."""
+        if shutil.disk_usage(self._dir).free > nbytes + (64 << 20):
+            return self._dir
+        if self._spill is None:
+            self._spill = Path(tempfile.mkdtemp(prefix="harness_worker_"))
+        return self._spill
+
     def _item(self, frames: np.ndarray, selection: Any, prompt: str, fps: float,
               video: str | None = None) -> dict[str, Any]:
         self._count += 1
         n = self._count
-        return {"frames": save_array(self._dir, f"frames-{n}", np.asarray(frames)),
+        frames = np.asarray(frames)
+        return {"frames": save_array(self._frames_dir(frames.nbytes), f"frames-{n}", frames),
                 "selection": selection_to_wire(selection, self._dir, f"keep-{n}"),
                 "prompt": prompt, "fps": float(fps), "video": video}
 
     def _clear(self) -> None:
-        for path in self._dir.glob("*.npy"):
-            path.unlink(missing_ok=True)
+        for directory in (self._dir, self._spill):
+            for path in directory.glob("*.npy") if directory is not None else ():
+                path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ the adapter contract
 
