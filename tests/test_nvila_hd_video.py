@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +155,37 @@ def test_video_input_path_hands_the_processor_a_lossless_file(standin: Path) -> 
     )
 
 
+def test_video_input_source_makes_the_model_card_call(standin: Path, tmp_path: Path) -> None:
+    """``source``: the processor gets the sample's own file as one path string (the model card's
+    ``videos=video_path``) and samples it itself; a lossless file of the same frames gives what the
+    decoded frames give. Without the path it refuses in one line."""
+    from harness.video.writer import write_video
+
+    frames = _frames(seed=4)
+    video = tmp_path / "sample.mkv"
+    write_video(video, frames, fps=4.0, codec="ffv1", pix_fmt="bgr0")
+    adapter = NvilaHDVideoAdapter.from_pretrained(str(standin), video_input="source", **SMALL)
+    assert adapter.wants_video_path
+    seen: list = []
+    call = adapter.processor.__class__.__call__
+
+    def spy(self, text=None, videos=None, **kw):
+        seen.append(videos)
+        return call(self, text=text, videos=videos, **kw)
+
+    adapter.processor.__class__.__call__ = spy
+    try:
+        a = adapter.generate(frames[:2], None, "Q", fps=4.0, max_new_tokens=2, video_path=str(video))
+    finally:
+        adapter.processor.__class__.__call__ = call
+    assert seen == [str(video)] and a.extra["video_input"] == "source"
+    b = NvilaHDVideoAdapter.from_pretrained(str(standin), **SMALL).generate(frames, None, "Q", fps=4.0,
+                                                                            max_new_tokens=2)
+    assert a.extra["token_counts"] == b.extra["token_counts"] and a.extra["output_ids"] == b.extra["output_ids"]
+    with pytest.raises(ValueError, match="needs the sample's video file"):
+        adapter.generate(frames, None, "Q", fps=4.0, max_new_tokens=2)
+
+
 def test_our_autogaze_in_the_processor_gives_the_reference_gazes(
     standin: Path, parity_dir: Path, tmp_path: Path
 ) -> None:
@@ -202,26 +232,30 @@ def test_our_autogaze_in_the_processor_gives_the_reference_gazes(
     assert torch.equal(ours["input_ids"], ref["input_ids"])
 
 
-def test_doc_config_snippets_are_valid_runner_configs() -> None:
-    """The YAML snippets in docs/nvila_hd_video.md load with the runner's validator, and every
-    NVILA entry's kwargs are accepted by NvilaSettings (so they can be merged as they are)."""
+def test_hlvid_configs_are_valid_and_run_nvila_in_its_runtime() -> None:
+    """configs/hlvid_reproduce.yaml and hlvid_defaults.yaml load with the runner's validator, every
+    NVILA entry's kwargs are accepted by NvilaSettings, runs in the ``nvila`` runtime and makes the
+    model card's call (``video_input: source``)."""
     from harness.runner.config import load_config, validate_names
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "nvila_hd_video.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    root = Path(__file__).resolve().parents[1] / "configs"
     names = []
-    for block in blocks:
-        cfg = load_config(data=yaml.safe_load(block))
+    for name in ("hlvid_reproduce", "hlvid_defaults"):
+        cfg = load_config(data=yaml.safe_load((root / f"{name}.yaml").read_text()))
         validate_names(cfg)
         names.append(cfg.name)
         for plan in cfg.plans():
             if plan.model.family == "nvila_hd_video":
                 assert [p.name for p in plan.pruners] == ["none"]
+                assert plan.model.runtime is not None and plan.model.runtime.env == "nvila"
                 s = NvilaSettings.from_kwargs(plan.model.kwargs)
+                assert s.video_input == "source"
                 if "gazing-off" in plan.model.label:
                     assert not s.gazing_enabled()
                 else:
                     assert s.gazing_ratio_tile == [0.2] + [0.06] * 15 and s.task_loss_requirement_tile == 0.6
+            else:
+                assert plan.model.runtime is None
     assert names == ["hlvid_reproduce", "hlvid_defaults"]
 
 

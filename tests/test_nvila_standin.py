@@ -263,6 +263,8 @@ class NVILAStandinProcessor:
         raise TypeError(f"videos entries must be paths or lists of PIL images, got {type(video).__name__}")
 
     def _preprocess_videos(self, videos):
+        if isinstance(videos, str):  # the model card's call: videos=video_path, one video
+            videos = [videos]
         tiles_all, thumbs_all, spatial = [], [], []
         for video in videos:
             if torch.is_tensor(video):  # pre-tiled, already normalised (tests of the gaze hook)

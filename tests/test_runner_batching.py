@@ -179,3 +179,28 @@ def test_pruner_only_runs_write_at_once_and_never_generate(tmp_path):
     assert result.written == 15 and adapter.calls == adapter.batches == []
     assert [r["sample_id"] for r in _records(out, "none")] == ["s0", "s1", "s2"]
     assert all("latency_batched" not in r and r["output"] is None for r in _records(out, "autogaze_gr0.25"))
+
+
+def test_the_sample_file_goes_only_to_adapters_that_want_it():
+    """``video_path=`` (NVILA's ``video_input: source``) reaches an adapter only when it asks for it."""
+    import numpy as np
+
+    from harness.backends.vllm.engine import BatchItem
+    from harness.runner.batching import generate_one
+
+    class Seen:
+        wants_video_path = False
+
+        def __init__(self):
+            self.kwargs = None
+
+        def generate(self, frames, selection, prompt, **kwargs):
+            self.kwargs = kwargs
+            raise RuntimeError("stop")
+
+    item = BatchItem(np.zeros((1, 2, 2, 3), np.uint8), None, "Q", 1.0, "/data/v.mp4")
+    plain, wanting = Seen(), Seen()
+    wanting.wants_video_path = True
+    generate_one(plain, item, max_new_tokens=1, prune_stage="post_vit")
+    generate_one(wanting, item, max_new_tokens=1, prune_stage="post_vit")
+    assert "video_path" not in plain.kwargs and wanting.kwargs["video_path"] == "/data/v.mp4"

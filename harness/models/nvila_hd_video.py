@@ -29,9 +29,15 @@ prompt ``"<video>\\n\\n" + question``; ``processor(text=, videos=, return_tensor
 ``if_padded_gazing_tiles``, ``num_gazing_each_frame_tiles`` and the ``_thumbnails`` trio, one
 tensor per video); ``model.generate(**inputs)`` returns prompt + new ids. Two points are
 assumptions to confirm on the first real run (see docs/nvila_hd_video.md): that the processor
-takes decoded frames (``video_input: frames``, a list of PIL images per video; ``video_input:
-path`` writes them to a lossless temporary video instead) and where the vision tower / LLM live
-(``vision_tower`` / ``llm`` attributes, searched in that order among common names).
+also takes decoded frames (``video_input: frames``, a list of PIL images per video) and where the
+vision tower / LLM live (``vision_tower`` / ``llm`` attributes, searched in that order among
+common names). ``video_input: source`` makes the model card's own call, ``videos=<the sample's
+video path>`` (the processor decodes and samples the file itself); ``path`` hands it our decoded
+frames as a lossless file, also as one path string.
+
+The checkpoint's code needs transformers 4.5x and AutoGaze (not on the package index): run it in
+its own venv with ``model.runtime: {env: nvila}`` (``make runtime-env RUNTIME=nvila``,
+docs/runtimes.md); the runner drives it there through ``harness.runtime``.
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ DOWNLOAD_HINT = (
 VISION_ATTRS = ("vision_tower", "vision_model", "visual")
 LLM_ATTRS = ("llm", "language_model", "model")
 GAZE_BACKENDS = ("shipped", "harness")
-VIDEO_INPUTS = ("frames", "path")
+VIDEO_INPUTS = ("frames", "path", "source")
 
 
 class NvilaSnapshotError(FileNotFoundError):
@@ -94,7 +100,7 @@ class NvilaSettings:
     max_batch_size_siglip: int = 32
     autogaze_model: str | None = None  # local dir or hub id; None = the processor's own default
     gaze_backend: str = "shipped"  # "harness": our AutoGaze through HarnessAutoGazeShim
-    video_input: str = "frames"  # how decoded frames reach the processor
+    video_input: str = "frames"  # frames | path | source: what the processor gets (see _video_arg)
     device_map: str | None = None  # e.g. "auto" for multi-GPU; None = move to ``device``
     local_files_only: bool = True
     extra_processor_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -469,6 +475,15 @@ def _hooked(module: nn.Module | None, on_pre: Any, on_post: Any) -> Iterator[Non
             h.remove()
 
 
+def _dtype_keyword() -> str:
+    """``from_pretrained``'s dtype keyword on this transformers: ``torch_dtype`` before 4.56 (the line
+    the checkpoint's code runs on, where ``dtype`` would reach the model's ``__init__``), ``dtype`` after."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "torch_dtype" if (major, minor) < (4, 56) else "dtype"
+
+
 class NvilaHDVideoAdapter(ModelAdapter):
     """NVILA-8B-HD-Video with its shipped processor/model code (see the module docstring)."""
 
@@ -522,7 +537,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
             snapshot,
             trust_remote_code=True,
             local_files_only=True,
-            dtype=torch_dtype,
+            **{_dtype_keyword(): torch_dtype},
             **settings.model_kwargs(),
         )
         if settings.device_map is None:
@@ -552,8 +567,27 @@ class NvilaHDVideoAdapter(ModelAdapter):
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def _video_arg(self, frames: np.ndarray, fps: float, tmp: Path) -> Any:
-        if self.settings.video_input == "frames":
+    @property
+    def wants_video_path(self) -> bool:
+        """The runner hands ``generate`` the sample's own file (``video_path=``) when this is true."""
+        return self.settings.video_input == "source"
+
+    def _video_arg(self, frames: np.ndarray, fps: float, tmp: Path, video_path: str | None) -> Any:
+        """What ``processor(videos=...)`` gets.
+
+        ``source``: the sample's own video file as one path string, the model card's call
+        (``processor(text=..., videos=video_path)``): the processor decodes and samples
+        ``num_video_frames`` / ``num_video_frames_thumbnail`` from the file itself, so the
+        published pipeline runs unchanged. ``path``: our decoded frames in a lossless file, also
+        as one path string. ``frames``: our decoded frames as PIL images (one list per video).
+        """
+        mode = self.settings.video_input
+        if mode == "source":
+            if not video_path:
+                raise ValueError(f"{self.name}: video_input 'source' needs the sample's video file (the runner "
+                                 f"passes it as video_path=); use video_input: path to hand over decoded frames")
+            return str(video_path)
+        if mode == "frames":
             from PIL import Image
 
             return [[Image.fromarray(f) for f in frames]]
@@ -561,11 +595,12 @@ class NvilaHDVideoAdapter(ModelAdapter):
 
         path = tmp / "clip.mkv"  # FFV1: lossless, so the processor decodes exactly our frames
         write_video(path, frames, fps=fps, codec="ffv1", pix_fmt="bgr0")  # RGB kept exactly
-        return [str(path)]
+        return str(path)
 
-    def prepare(self, frames: np.ndarray, prompt: str, fps: float, tmp: Path) -> dict[str, Any]:
+    def prepare(self, frames: np.ndarray, prompt: str, fps: float, tmp: Path,
+                video_path: str | None = None) -> dict[str, Any]:
         text = f"{self.video_token}\n\n{prompt}"
-        videos = self._video_arg(frames, fps, tmp)
+        videos = self._video_arg(frames, fps, tmp, video_path)
         try:
             return dict(self.processor(text=text, videos=videos, return_tensors="pt"))
         except (TypeError, ValueError, AttributeError) as exc:
@@ -597,8 +632,10 @@ class NvilaHDVideoAdapter(ModelAdapter):
         fps: float,
         max_new_tokens: int = 16,
         prune_stage: PruneStage = "pre_vit",
+        video_path: str | None = None,
     ) -> Generation:
-        """Answer ``prompt`` about ``frames``; NVILA gazes itself, so only keep-all selections are taken."""
+        """Answer ``prompt`` about ``frames`` (or, with ``video_input: source``, about ``video_path``,
+        the sample's own file); NVILA gazes itself, so only keep-all selections are taken."""
         if selection is not None and not bool(selection.keep.all()):
             raise ValueError(
                 f"{self.name}: gazing happens inside NVILA's own processor (configure it with model.kwargs: "
@@ -618,7 +655,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
         self.gaze_clock.reset()
         with tempfile.TemporaryDirectory(prefix="nvila_") as tmp:
             start = time.perf_counter()
-            inputs = self.prepare(frames, prompt, fps, Path(tmp))
+            inputs = self.prepare(frames, prompt, fps, Path(tmp), video_path)
             processor_s = time.perf_counter() - start
         counts = count_tokens(inputs, self.tokens_per_frame, self.video_token_id)
         input_ids = inputs["input_ids"]
@@ -677,7 +714,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
             extra={
                 "prune_stage": "pre_vit",  # NVILA-HD always encodes gazed patches only
                 "processor_s": processor_s,
-                "processor_s_without_gaze": max(0.0, processor_s - self.gaze_clock.seconds),
+                "processor_without_gaze_s": max(0.0, processor_s - self.gaze_clock.seconds),
                 "gaze_calls": self.gaze_clock.calls,
                 "vision_calls": vision.calls,
                 "gaze_backend": self.settings.gaze_backend,
@@ -702,6 +739,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
                 "vision_module_found": self.vision is not None,
                 "llm_module_found": self.llm is not None,
                 "frames_given": int(frames.shape[0]),
+                "video_input": self.settings.video_input,
                 "frames_sampled_tiles": min(int(frames.shape[0]), int(self.settings.num_video_frames)),
                 "llm_tokens_per_vit_token": (llm_visual / kept) if (llm_visual and kept) else None,
             },

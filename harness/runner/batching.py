@@ -47,9 +47,11 @@ def supports_batching(adapter: Any) -> bool:
 
 def generate_one(adapter: Any, item: BatchItem, *, max_new_tokens: int, prune_stage: str) -> Outcome:
     """The single-request path: ``adapter.generate``; an ``Exception`` becomes the outcome's error."""
+    # the sample's own video file, only to adapters that ask for it (NVILA's video_input: source)
+    extra = {"video_path": item.video} if getattr(adapter, "wants_video_path", False) else {}
     try:
         gen = adapter.generate(item.frames, item.selection, item.prompt, fps=item.fps,
-                               max_new_tokens=max_new_tokens, prune_stage=prune_stage)
+                               max_new_tokens=max_new_tokens, prune_stage=prune_stage, **extra)
     except Exception as exc:  # noqa: BLE001 - recorded against this request's sample
         return Outcome(error=exc)
     return Outcome(generation=gen)

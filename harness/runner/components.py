@@ -127,8 +127,15 @@ def resolve_model_path(model: ModelConfig, seed: int = 0) -> str:
 
 
 def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -> Any:
-    """The model behind the adapter contract: a transformers adapter, or the vLLM engine (same contract)."""
+    """The model behind the adapter contract: a transformers adapter, or the vLLM engine (same contract).
+
+    With ``model.runtime`` the adapter lives in a worker process in that interpreter
+    (``harness.runtime.client.WorkerAdapter``, same contract); it is started and the model loaded
+    here, so a runtime that cannot start fails before any sample, in one line.
+    """
     path = resolve_model_path(model, seed=seed)
+    if model.runtime is not None:
+        return start_worker(model, path, backend, device, seed)
     if backend == "transformers":
         from harness.models.registry import get_adapter_class
 
@@ -146,6 +153,22 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
         return VLLMBackend.from_pretrained(model.family, path, dtype=model.dtype, device=device, seed=seed,
                                            **model.kwargs)
     raise ConfigError(f"unknown backend {backend!r}; valid choices: transformers, vllm")
+
+
+def start_worker(model: ModelConfig, path: str, backend: str, device: str, seed: int = 0) -> Any:
+    """A started :class:`WorkerAdapter` for ``model`` (``ConfigError`` naming the interpreter and the cause)."""
+    from harness.runtime.client import RuntimeStartError, WorkerAdapter
+
+    assert model.runtime is not None
+    python = model.runtime.interpreter()
+    load = {"family": model.family, "path": path, "backend": backend, "device": device, "dtype": model.dtype,
+            "seed": seed, "kwargs": model.kwargs}
+    worker = WorkerAdapter(python, load, label=model.label, timeout_s=model.runtime.timeout_s)
+    try:
+        return worker.start()
+    except RuntimeStartError as exc:
+        worker.close()
+        raise ConfigError(f"model {model.label!r}: {exc}") from None
 
 
 def build_pruner(name: str, params: dict[str, Any]) -> Any:

@@ -12,7 +12,9 @@ Layout of a config (every key optional except ``benchmark.name`` and ``pruners``
     output_dir: runs/demo            # where run directories go
     seed: 0
     backend: transformers            # transformers | vllm
-    model: {family, path, name, device, dtype, prune_stage, kwargs}
+    model: {family, path, name, device, dtype, prune_stage, kwargs, runtime}
+                                     # runtime: {python: VENV/bin/python} or {env: NAME}, timeout_s
+                                     #   (the model runs in a worker there; docs/runtimes.md)
     models: [ {...model keys..., frames: {...}, generation: {...}, pruners: [...]}, ... ]  # optional
     benchmark: {name, kwargs, limit, extraction, prompt_kwargs}
     frames: {num_frames, fps, max_frames, resolution, keep_aspect, chunk_size, max_decoded_gb}
@@ -52,6 +54,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class RuntimeConfig(_Section):
+    """Where a model runs when not in this process: another interpreter, driven over a pipe.
+
+    Why: models pin incompatible library stacks (NVILA-8B-HD-Video's remote code: transformers
+    4.5x); the runner stays on its own stack and talks to a worker in the model's venv
+    (``harness/runtime``, docs/runtimes.md). ``env: NAME`` is ``.venv-NAME/bin/python`` in the
+    checkout, what ``make runtime-env RUNTIME=NAME`` builds from ``configs/runtimes/NAME.txt``.
+    """
+
+    python: str | None = None  # path of the interpreter (a venv's bin/python)
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    timeout_s: float | None = Field(default=None, gt=0)  # per request; the worker is killed and restarted after
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RuntimeConfig:
+        if (self.python is None) == (self.env is None):
+            raise ValueError("give exactly one of runtime.python (an interpreter path) or runtime.env (a name)")
+        return self
+
+    def interpreter(self, root: Path | None = None) -> str:
+        """The interpreter path; ``env`` names ``ROOT/.venv-NAME/bin/python`` (ROOT: this checkout)."""
+        if self.python is not None:
+            return self.python
+        base = root or Path(__file__).resolve().parents[2]
+        return str(base / f".venv-{self.env}" / "bin" / "python")
+
+
 class ModelConfig(_Section):
     family: str = "qwen2_5_vl"
     path: str = TINY_PATH
@@ -60,6 +89,14 @@ class ModelConfig(_Section):
     dtype: str = "auto"
     prune_stage: Literal[PRUNE_STAGES] = "post_vit"  # native: AutoGaze's gazes embedded at their scales
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    runtime: RuntimeConfig | None = None  # None: in this process; else a worker in that interpreter
+
+    @model_validator(mode="after")
+    def _runtime_route(self) -> ModelConfig:
+        if self.runtime is not None and self.prune_stage == "native":
+            raise ValueError("prune_stage 'native' cannot run in a model runtime: AutoGaze's gazes travel to the "
+                             "adapter as an in-process object; drop model.runtime or use post_vit")
+        return self
 
     @property
     def label(self) -> str:

@@ -230,12 +230,15 @@ class Evaluator:
             "pruner": setting.to_dict(),
         }
 
-    def _open_runs(self, plan: ModelPlan, settings: list[PrunerSetting]) -> list[RunHandle]:
+    def _open_runs(self, plan: ModelPlan, settings: list[PrunerSetting],
+                   worker: dict[str, Any] | None = None) -> list[RunHandle]:
         handles = []
         for setting in settings:
             run_dir = self.output_dir / plan.model.label / setting.label
             run_dir.mkdir(parents=True, exist_ok=True)
             run = self._run_info(plan, setting)
+            if worker:  # a model runtime's stack (python, torch, transformers): what made the numbers
+                run["worker"] = worker
             write_json(run_dir / RUN_FILE, run)
             latest = latest_by_sample(read_run_records(run_dir))
             done = {sid for sid, rec in latest.items() if rec.get("error") is None or not self.retry_failed}
@@ -297,18 +300,26 @@ class Evaluator:
             self._say(f"{plan.model.label}: loading {len(settings)} pruner run(s) and the model ({plan.model.path})")
             pruners = self._build_pruners(settings, device)
             adapter = self._load_adapter(plan, device)
+            worker = getattr(adapter, "versions", None) if plan.model.runtime is not None else None
+            if isinstance(worker, dict) and worker:
+                v = worker
+                self._say(f"{plan.model.label}: worker {v.get('executable')} (python {v.get('python')}, "
+                          f"torch {v.get('torch')}, transformers {v.get('transformers')})")
             self._say(f"{plan.model.label}: running {len(settings)} run(s) per sample; "
                       f"the first sample also warms up (untimed)")
             if not run_dirs:
                 self._write_meta()
-            handles = self._open_runs(plan, settings)
+            handles = self._open_runs(plan, settings, worker if isinstance(worker, dict) else None)
             run_dirs += [h.run_dir for h in handles]
             try:
                 w, e, s = self._run_plan(plan, benchmark, handles, pruners, adapter)
             finally:
                 for h in handles:
                     h.writer.close()
+                if sys.exc_info()[0] is not None:
+                    _close(adapter)
             written, errors, skipped = written + w, errors + e, skipped + s
+            _close(adapter)  # a model runtime's worker process ends with its plan
             del adapter
             _free_accelerator_memory()
         return EvalResult(self.output_dir, run_dirs, written, errors, skipped)
@@ -381,7 +392,8 @@ class Evaluator:
                 base = self._base_record(plan, sample, benchmark)
                 video, decode_error = self._decode(sample, plan)
                 if not warmed and decode_error is None:
-                    self._warm_up(plan, adapter, [pruners[self._key(h.setting)] for h in todo], video)
+                    self._warm_up(plan, adapter, [pruners[self._key(h.setting)] for h in todo], video,
+                                  str(sample.video_path))
                     warmed = True
                 # Pruning stays sequential and in run order (AutoGaze before the baselines matched
                 # to it); only generation waits in the queue to be batched.
@@ -449,7 +461,8 @@ class Evaluator:
             state.bar.set_postfix(errors=state.errors, refresh=False)
 
     @staticmethod
-    def _warm_up(plan: ModelPlan, adapter: Any, pruners: list[Any], video: DecodedVideo) -> None:
+    def _warm_up(plan: ModelPlan, adapter: Any, pruners: list[Any], video: DecodedVideo,
+                 video_path: str | None = None) -> None:
         """One untimed pass of each pruner and of the model on the first decoded sample.
 
         One pass per gaze model, not per AutoGaze setting, and none where the gaze cache already
@@ -482,9 +495,10 @@ class Evaluator:
             with contextlib.suppress(Exception), gaze_cache.bypass():
                 pruner.select(frames, geometry, budget=max(1, geometry.total_tokens // 2), fps=video.fps)
         if plan.generation.enabled:
+            extra = {"video_path": video_path} if getattr(adapter, "wants_video_path", False) else {}
             with contextlib.suppress(Exception):
                 adapter.generate(frames, Selection.keep_all(geometry), "warm-up", fps=video.fps, max_new_tokens=1,
-                                 prune_stage=plan.model.prune_stage)
+                                 prune_stage=plan.model.prune_stage, **extra)
 
     def _base_record(self, plan: ModelPlan, sample: Any, benchmark: Any) -> dict[str, Any]:
         return {
@@ -590,7 +604,7 @@ class Evaluator:
             return None
         if not plan.generation.enabled:
             return None
-        return BatchItem(frames, selection, prompt, video.fps)
+        return BatchItem(frames, selection, prompt, video.fps, str(sample.video_path))
 
     def _finish(self, rec: dict[str, Any], sample: Any, benchmark: Any, outcome: Outcome) -> None:
         """Fill a record from its generation outcome and score it (the same fields on every path)."""
@@ -653,11 +667,13 @@ def _counts_unanswered(convention: str | None) -> bool:
 def _fingerprint(run: dict[str, Any]) -> dict[str, Any]:
     """What decides a run's numbers: resuming under a different value would mix two experiments.
 
-    Left out on purpose: names, device (``cuda`` vs ``cuda:3`` under torchrun), ``benchmark.limit``
+    Left out on purpose: names, device, ``model.runtime.timeout_s`` (``cuda`` vs ``cuda:3`` under torchrun), ``benchmark.limit``
     (extending a run to more samples is a resume), ``generation.batch_size`` and the decoder's
     chunking (throughput knobs: a run may resume with another batch size).
     """
     model = {k: v for k, v in (run.get("model") or {}).items() if k not in ("device", "name", "label")}
+    if isinstance(model.get("runtime"), dict):  # which interpreter counts, not how long it may take
+        model["runtime"] = {k: v for k, v in model["runtime"].items() if k != "timeout_s"}
     bench = {k: v for k, v in (run.get("benchmark") or {}).items() if k != "limit"}
     frames = {k: v for k, v in (run.get("frames") or {}).items() if k not in ("chunk_size", "max_decoded_gb")}
     generation = {k: v for k, v in (run.get("generation") or {}).items() if k != "batch_size"}
@@ -707,6 +723,13 @@ def _diff(old: Any, new: Any, where: str = "") -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _close(adapter: Any) -> None:
+    """Stop what an adapter holds outside this process (a model runtime's worker); no-op otherwise."""
+    close = getattr(adapter, "close", None)
+    if callable(close):
+        close()
 
 
 def _free_accelerator_memory() -> None:

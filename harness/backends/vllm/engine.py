@@ -54,6 +54,7 @@ class BatchItem:
     selection: Selection | None
     prompt: str
     fps: float
+    video: str | None = None  # the sample's own file, for adapters with ``wants_video_path`` (NVILA source)
 
 
 @dataclass
