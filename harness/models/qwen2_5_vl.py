@@ -35,6 +35,14 @@ as stock ``generate`` does. Tests check the ids equal stock ``generate``'s.
 ``fps`` passed to ``generate`` is the rate of the FRAMES GIVEN (after the harness's sampling): it
 becomes the processor's ``video_metadata`` (without it the processor assumes 24 fps and the
 temporal positions, ``second_per_grid_ts``, are silently wrong).
+
+``model.pipeline`` (``QwenPipeline``) changes the preprocessing, e.g. to lmms-eval's
+(``model.preset: lmms-eval``, docs/lmms_eval.md): ``resize: qwen_vl_utils`` resizes the frames
+first as qwen-vl-utils' ``fetch_video`` does (its ``smart_resize`` bounds, torchvision bicubic with
+antialias, uint8), before the processor (which then keeps that size); ``min_pixels``/``max_pixels``
+set the processor's pixel bounds as ``AutoProcessor.from_pretrained(min_pixels=, max_pixels=)``
+does; ``stop: tokenizer_eos`` stops at the tokenizer's eos only, as
+``generate(eos_token_id=tokenizer.eos_token_id)`` does.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
 from harness.models.decoding import greedy_decode
 from harness.models.frames import check_frames, resize_frames
 from harness.models.loading import parse_dtype, resolve_model_dir
+from harness.models.pipeline import choice, parse_pipeline
 from harness.pruning.selection import Selection, TokenGeometry
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +95,24 @@ class PreparedInputs:
     native_tokens: int  # visual tokens the unpruned model would use on the ORIGINAL frames
 
 
+@dataclass(frozen=True)
+class QwenPipeline:
+    """``model.pipeline`` keys of the Qwen families; the defaults are stock transformers'."""
+
+    resize: str = choice("processor", "qwen_vl_utils")
+    min_pixels: int | None = None  # processor pixel bounds (None: the checkpoint's)
+    max_pixels: int | None = None
+    frame_max_pixels: int | None = None  # resize qwen_vl_utils: per-frame cap (VIDEO_MAX_TOKEN_NUM * 28^2)
+    total_pixels: int | None = None  # resize qwen_vl_utils: whole-clip budget (MODEL_SEQ_LEN * 28^2 * 0.9)
+    stop: str = choice("generation_config", "tokenizer_eos")
+
+    def __post_init__(self) -> None:
+        if self.resize == "qwen_vl_utils":
+            missing = [k for k in ("min_pixels", "frame_max_pixels", "total_pixels") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"model.pipeline resize qwen_vl_utils needs {', '.join(missing)}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The adapter.
 # ---------------------------------------------------------------------------------------------
@@ -97,8 +124,10 @@ class Qwen25VLAdapter(ModelAdapter):
     name = "qwen2_5_vl"
     model_class: ClassVar[type] = Qwen2_5_VLForConditionalGeneration
 
-    def __init__(self, model: torch.nn.Module, processor: Any, source: str = ""):
+    def __init__(self, model: torch.nn.Module, processor: Any, source: str = "",
+                 pipeline: QwenPipeline | None = None):
         self.model = model.eval()
+        self.pipeline = pipeline or QwenPipeline()
         self.processor = processor
         self.source = source
         self.device = next(model.parameters()).device
@@ -120,9 +149,11 @@ class Qwen25VLAdapter(ModelAdapter):
         cache_dir: str | Path | None = None,
         local_files_only: bool = True,
         attn_implementation: str | None = None,
+        pipeline: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Qwen25VLAdapter:
         """Load from a local HF-layout dir or an HF cache id (``local_files_only``: never downloads)."""
+        pipe = parse_pipeline(QwenPipeline, pipeline, cls.name)
         local = resolve_model_dir(path_or_id, cache_dir=cache_dir, local_files_only=local_files_only)
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
@@ -130,11 +161,54 @@ class Qwen25VLAdapter(ModelAdapter):
             local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
         )
         processor = AutoProcessor.from_pretrained(local, local_files_only=True)
-        return cls(model.to(device), processor, source=str(path_or_id))
+        if pipe.min_pixels or pipe.max_pixels:
+            # what AutoProcessor.from_pretrained(min_pixels=, max_pixels=) does (lmms-eval), without
+            # the deprecated keywords: both processors' pixel bounds
+            for proc in (processor.image_processor, processor.video_processor):
+                size = dict(proc.size)
+                if pipe.min_pixels:
+                    size["shortest_edge"] = pipe.min_pixels
+                if pipe.max_pixels:
+                    size["longest_edge"] = pipe.max_pixels
+                proc.size = size
+        return cls(model.to(device), processor, source=str(path_or_id), pipeline=pipe)
 
     # -- geometry ------------------------------------------------------------------------------
 
+    def pre_resized_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """The size ``resize: qwen_vl_utils`` gives the frames before the processor (else unchanged).
+
+        qwen-vl-utils' ``fetch_video`` bounds: at least ``min_pixels``; at most ``max_pixels``,
+        the per-frame cap and the clip budget ``total_pixels / T * 2``, never below 1.05 x min.
+        """
+        p = self.pipeline
+        if p.resize != "qwen_vl_utils":
+            return height, width
+        cap = max(min(p.frame_max_pixels, p.total_pixels / num_frames * self.temporal_patch_size),
+                  int(p.min_pixels * 1.05))
+        if p.max_pixels is not None:
+            cap = min(p.max_pixels, cap)
+        factor = self.patch_size * self.merge_size
+        return smart_resize(height, width, factor=factor, min_pixels=p.min_pixels, max_pixels=cap)
+
+    def pre_resize(self, frames: np.ndarray) -> np.ndarray:
+        """``resize: qwen_vl_utils``: torchvision bicubic + antialias on the uint8 frames."""
+        if self.pipeline.resize != "qwen_vl_utils":
+            return frames
+        t, h, w = frames.shape[:3]
+        size = self.pre_resized_hw(t, h, w)
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.functional import resize
+
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        out = resize(video, list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return out.permute(0, 2, 3, 1).contiguous().numpy()
+
     def _resized_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """The size the model sees frames of ``height x width`` at: pre-resize, then the processor's."""
+        return self._processor_hw(num_frames, *self.pre_resized_hw(num_frames, height, width))
+
+    def _processor_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The frame size the stock video processor resizes to (mirrors its ``resize``)."""
         vp = self.processor.video_processor
         factor = self.patch_size * self.merge_size
@@ -212,8 +286,10 @@ class Qwen25VLAdapter(ModelAdapter):
         check_frames(frames)
         if not fps or fps <= 0:
             raise ValueError(f"fps must be the positive frame rate of the frames given, got {fps!r}")
-        t, h, w = frames.shape[:3]
-        native = self.token_geometry(t, h, w)
+        t = frames.shape[0]
+        frames = self.pre_resize(frames)
+        h, w = frames.shape[1:3]
+        native = self._geometry(t, *self._processor_hw(t, h, w))
         video_kwargs: dict[str, Any] = {"do_sample_frames": False}
         geometry = native
         if selection is not None:
@@ -379,7 +455,8 @@ class Qwen25VLAdapter(ModelAdapter):
         with timer.stage("vision"):
             features = self.visual_features(prepared, kept, prune_stage)
         llm_inputs = self.llm_inputs(prepared.batch, kept, features)
-        ids = greedy_decode(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer)
+        stop = {int(self.processor.tokenizer.eos_token_id)} if self.pipeline.stop == "tokenizer_eos" else None
+        ids = greedy_decode(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
         tokens = TokenCounts(
             visual_before=prepared.native_tokens,

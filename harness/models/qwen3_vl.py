@@ -43,7 +43,7 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
     name = "qwen3_vl"
     model_class: ClassVar[type] = Qwen3VLForConditionalGeneration
 
-    def _resized_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    def _processor_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The frame size the stock Qwen3-VL video processor resizes to (mirrors its ``resize``)."""
         vp = self.processor.video_processor
         factor = self.patch_size * self.merge_size

@@ -11,10 +11,11 @@ Layout of a config (every key optional except ``benchmark.name`` and ``pruners``
     output_dir: runs/demo            # where run directories go
     seed: 0
     backend: transformers            # transformers | vllm
-    model: {family, path, name, device, dtype, prune_stage, kwargs}
+    model: {family, path, name, device, dtype, prune_stage, kwargs, preset, pipeline}
     models: [ {...model keys..., frames: {...}, generation: {...}, pruners: [...]}, ... ]  # optional
     benchmark: {name, kwargs, limit, extraction, prompt_kwargs}
-    frames: {num_frames, fps, max_frames, resolution, keep_aspect, chunk_size}
+    frames: {num_frames, fps, max_frames, resolution, keep_aspect, chunk_size,
+             index_rounding, count_multiple, fps_convention}
     generation: {max_new_tokens, enabled, batch_size}
     pruners:
       - {name: none}
@@ -34,12 +35,16 @@ from typing import Any
 
 import yaml
 
+from harness.runner.presets import PresetError, apply_preset
+
 
 class ConfigError(ValueError):
     """A config that cannot run: the message names the key (and the file) and the valid choices."""
 
 
 BACKENDS = ("transformers", "vllm")
+INDEX_ROUNDINGS = ("floor", "nearest")
+FPS_CONVENTIONS = ("span", "count")
 PRUNE_STAGES = ("post_vit", "pre_vit")
 # Model path that means "build the tiny random-weight model of this family into the cache".
 TINY_PATH = "tiny"
@@ -54,6 +59,12 @@ class ModelConfig:
     dtype: str = "auto"
     prune_stage: str = "post_vit"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # A named set of settings (harness/runner/presets.yaml), e.g. ``lmms-eval``: fills the model's
+    # ``pipeline``/``dtype`` and the ``frames`` keys it lists, under any key the config sets itself.
+    preset: str | None = None
+    # The adapter's preprocessing knobs (pixel limits, resize method, stop tokens, ...); each
+    # family lists its valid keys. Empty = the family's defaults (stock transformers).
+    pipeline: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -85,6 +96,11 @@ class FramesConfig:
     keep_aspect: bool = True  # fit inside ``resolution`` keeping the aspect ratio
     chunk_size: int = 16  # frames decoded per chunk (bounded memory)
     max_decoded_gb: float = 16.0  # refuse a sample whose sampled frames would exceed this (set resolution)
+    index_rounding: str = "floor"  # linspace -> indices: floor (lmms-eval load_video) | nearest (qwen-vl-utils)
+    count_multiple: int = 1  # floor the frame count to a multiple of this (qwen-vl-utils: 2)
+    # fps handed to the model: span = (T - 1) / (t_last - t_first) of the sampled frames;
+    # count = T / frames_in_video * source_fps (qwen-vl-utils' sample_fps, what lmms-eval passes)
+    fps_convention: str = "span"
 
 
 @dataclass
@@ -140,11 +156,12 @@ class EvalConfig:
         for i, entry in enumerate(self.models):
             where = f"models.{i}"
             entry = dict(entry)
-            frames = _merge_section(FramesConfig, self.frames, entry.pop("frames", None), f"{where}.frames")
             gen = _merge_section(GenerationConfig, self.generation, entry.pop("generation", None), f"{where}.generation")
             pruners = self.pruners
             if "pruners" in entry:
                 pruners = _parse_pruners(entry.pop("pruners"), f"{where}.pruners")
+            entry, entry_frames = _entry_preset(self.model, entry, entry.pop("frames", None), where)
+            frames = _merge_section(FramesConfig, self.frames, entry_frames, f"{where}.frames")
             model = _merge_section(ModelConfig, self.model, entry, where)
             plans.append(ModelPlan(model, frames, gen, pruners))
         labels = [p.model.label for p in plans]
@@ -198,6 +215,43 @@ def _merge_section(cls: type, base: Any, override: dict[str, Any] | None, where:
     return cls(**merged)
 
 
+def _entry_preset(top: ModelConfig, entry: dict[str, Any], frames: dict[str, Any] | None,
+                  where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A ``models:`` entry with its preset applied (its own, else the top-level one, for its family).
+
+    The top-level ``pipeline`` is inherited only by entries of the same family: pipeline keys are
+    per family.
+    """
+    family = entry.get("family", top.family)
+    if family != top.family and "pipeline" not in entry:
+        entry = {**entry, "pipeline": {}}
+    name = entry.get("preset", top.preset)
+    if not name:
+        return entry, frames
+    base = top.pipeline if family == top.family else None
+    try:
+        entry, frames = apply_preset({**entry, "preset": name}, frames, family, base_pipeline=base)
+    except PresetError as exc:
+        raise ConfigError(f"{where}.preset: {exc}") from None
+    return entry, frames
+
+
+def _top_level_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``model.preset`` filled into ``model`` and ``frames`` (keys set win)."""
+    model = data.get("model")
+    if not isinstance(model, dict) or not model.get("preset"):
+        return data
+    _check_keys(model, ModelConfig, "model")
+    frames = data.get("frames")
+    if frames is not None and not isinstance(frames, dict):
+        return data  # _build reports it
+    try:
+        data["model"], data["frames"] = apply_preset(model, frames, str(model.get("family", ModelConfig.family)))
+    except PresetError as exc:
+        raise ConfigError(f"model.preset: {exc}") from None
+    return data
+
+
 def _parse_pruners(data: Any, where: str = "pruners") -> list[PrunerSpec]:
     if isinstance(data, str | dict):
         data = [data]
@@ -223,6 +277,7 @@ def from_dict(data: dict[str, Any], source: str | None = None) -> EvalConfig:
     """Build (and structurally validate) an ``EvalConfig`` from a plain dict."""
     data = copy.deepcopy(data or {})
     _check_keys(data, EvalConfig, "")
+    data = _top_level_preset(data)
     cfg = EvalConfig(
         name=str(data.get("name", "eval")),
         output_dir=str(data.get("output_dir", f"runs/{data.get('name', 'eval')}")),
@@ -257,6 +312,14 @@ def _check_values(cfg: EvalConfig) -> None:
             raise ConfigError(f"frames.fps must be > 0, got {f.fps}")
         if f.resolution is not None:
             f.resolution = parse_resolution(f.resolution)
+        if f.index_rounding not in INDEX_ROUNDINGS:
+            raise ConfigError(f"frames.index_rounding {f.index_rounding!r}; valid choices: {', '.join(INDEX_ROUNDINGS)}")
+        if f.fps_convention not in FPS_CONVENTIONS:
+            raise ConfigError(f"frames.fps_convention {f.fps_convention!r}; valid choices: {', '.join(FPS_CONVENTIONS)}")
+        if isinstance(f.count_multiple, bool) or not isinstance(f.count_multiple, int) or f.count_multiple < 1:
+            raise ConfigError(f"frames.count_multiple must be an integer >= 1, got {f.count_multiple!r}")
+        if not isinstance(m.pipeline, dict):
+            raise ConfigError(f"model.pipeline must be a mapping, got {m.pipeline!r}")
         if int(g.max_new_tokens) < 1:
             raise ConfigError(f"generation.max_new_tokens must be >= 1, got {g.max_new_tokens}")
         if isinstance(g.batch_size, bool) or not isinstance(g.batch_size, int) or g.batch_size < 1:

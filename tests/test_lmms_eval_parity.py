@@ -1,0 +1,128 @@
+"""lmms-eval 0.7.3's own model classes vs our runner with ``model.preset: lmms-eval`` and pruner none.
+
+The peer is run, not imitated: its CLI (in .venv-lmms, see tests/lmms_eval_peer.py) on a tiny
+random-weight checkpoint saved to disk and a local VideoMME-layout task, next to our runner on
+the same checkpoint and videos. Per-sample generated text must be identical and the VideoMME
+score in lmms-eval's results file equal to ours. The tiny model answers with input-dependent
+text (``favour_letters``), and each broken preset key is shown to change some answer, so the
+equality can fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from harness.cli.main import main
+from harness.models.qwen2_5_vl import Qwen25VLAdapter
+from harness.models.tiny import build_tiny_model
+from harness.runner.components import load_frames
+from harness.runner.config import load_config
+from harness.runner.records import read_run_records
+from tests.lmms_eval_peer import (
+    TASK,
+    VIDEOS,
+    lmms_python,
+    make_videomme,
+    qwen_vl_utils_video,
+    run_lmms_eval,
+    write_task,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory):
+    python = lmms_python()
+    root = tmp_path_factory.mktemp("lmms")
+    hf_home = root / "hf_home"
+    data = make_videomme(hf_home)
+    task = write_task(root / "tasks" / TASK, data)
+    return python, root, hf_home, data, task
+
+
+def run_ours(model_dir: Path, family: str, data: Path, out: Path, overrides: tuple[str, ...] = ()) -> tuple[dict, float]:
+    """Our runner (pruner none, preset lmms-eval): question_id -> output, and the score in percent."""
+    config = {
+        "name": "lmms_parity", "output_dir": str(out),
+        "model": {"family": family, "path": str(model_dir), "preset": "lmms-eval"},
+        "benchmark": {"name": "videomme", "kwargs": {"data_dir": str(data)}, "extraction": "lmms-eval-mcq"},
+        "generation": {"max_new_tokens": 16},
+        "pruners": ["none"],
+    }
+    path = out.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(config))
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    assert main(["eval", "--config", str(path), "--no-progress", *sets]) == 0
+    (run_dir,) = [p.parent for p in out.rglob("run.json")]
+    records = read_run_records(run_dir)
+    assert all(r["error"] is None for r in records), [r["error"] for r in records]
+    outputs = {r["sample_id"]: r["output"] for r in records}
+    return outputs, 100.0 * sum(bool(r["correct"]) for r in records) / len(records)
+
+
+@pytest.fixture(scope="module")
+def qwen2_5_vl(peer):
+    python, root, hf_home, data, task = peer
+    model = build_tiny_model("qwen2_5_vl", root / "qwen2_5_vl", answer_letters=True)
+    # --model qwen2_5_vl resolves to lmms-eval's CHAT class (models/chat/qwen2_5_vl.py)
+    theirs = run_lmms_eval(python, "qwen2_5_vl", f"pretrained={model},device_map=cpu,device=cpu",
+                           task.parent, hf_home, root / "lmms_qwen2_5_vl")
+    return model, theirs
+
+
+def test_qwen2_5_vl_preset_equals_lmms_eval(qwen2_5_vl, peer, tmp_path):
+    model, theirs = qwen2_5_vl
+    ours, score = run_ours(model, "qwen2_5_vl", peer[3], tmp_path / "ours")
+    assert len(theirs.outputs) == 6 and len(set(theirs.outputs.values())) > 1, theirs.outputs
+    assert ours == theirs.outputs
+    assert score == pytest.approx(theirs.score, abs=1e-9)
+
+
+@pytest.mark.parametrize("broken", [
+    "frames.index_rounding=floor",      # our generic lmms-eval load_video rule
+    "model.pipeline.resize=processor",  # the processor's resize at the checkpoint's bounds
+    "model.dtype=float32",              # lmms-eval hard-codes bfloat16
+])
+def test_qwen2_5_vl_broken_preset_differs(qwen2_5_vl, peer, tmp_path, broken):
+    model, theirs = qwen2_5_vl
+    ours, _ = run_ours(model, "qwen2_5_vl", peer[3], tmp_path / "ours", (broken,))
+    assert set(ours) == set(theirs.outputs)
+    assert ours != theirs.outputs, f"{broken} did not change any answer: the equality test could not fail"
+
+
+@pytest.mark.parametrize("video", range(len(VIDEOS)))
+def test_qwen2_5_vl_frames_and_fps_equal_qwen_vl_utils(qwen2_5_vl, peer, tmp_path, video):
+    """What lmms-eval hands the processor, from qwen-vl-utils itself: frame indices, resized
+    pixels (bit for bit) and the fps of its metadata, vs our frames loader + the adapter's resize.
+
+    The fps convention and the even count show here rather than in the answers: on the tiny model
+    the temporal positions they move (by up to 8 on the 300-frame clip) and the 25th frame do not
+    flip a greedy token.
+    """
+    model, _ = qwen2_5_vl
+    python, _, _, data, _ = peer
+    path = data / "data" / f"vid{video}.mp4"
+    cfg = load_config(data={"model": {"family": "qwen2_5_vl", "preset": "lmms-eval"}})
+    ours = load_frames(str(path), cfg.frames)
+    adapter = Qwen25VLAdapter.from_pretrained(str(model), pipeline=cfg.model.pipeline)
+    pipe = cfg.model.pipeline
+    frames, meta = qwen_vl_utils_video(python, path, len(ours.indices), pipe["min_pixels"], pipe["max_pixels"],
+                                       tmp_path / "peer")
+    assert ours.indices.tolist() == meta["indices"]
+    np.testing.assert_array_equal(adapter.pre_resize(ours.frames), frames.astype(np.uint8))
+    assert frames.shape[1] * frames.shape[2] >= pipe["min_pixels"]  # upscaled from 160x120, as lmms-eval does
+    assert ours.fps == pytest.approx(meta["sampled_fps"], rel=1e-12)
+    span = load_frames(str(path), dataclasses.replace(cfg.frames, fps_convention="span"))
+    assert span.fps != pytest.approx(meta["sampled_fps"], rel=1e-6)  # the broken convention is caught
+    floor = load_frames(str(path), dataclasses.replace(cfg.frames, index_rounding="floor"))
+    odd = load_frames(str(path), dataclasses.replace(cfg.frames, count_multiple=1))
+    if video == 1:  # 25 frames: 24 taken (even), where the broken rule takes all 25
+        assert len(meta["indices"]) == 24 and len(odd.indices) == 25
+    else:
+        assert floor.indices.tolist() != meta["indices"]
