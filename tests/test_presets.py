@@ -67,7 +67,7 @@ def test_bad_frame_knobs_name_the_valid_values(key, value, message):
 
 def test_unknown_pipeline_key_lists_the_valid_keys():
     with pytest.raises(ValueError, match=r"unknown model.pipeline key 'resise' for qwen2_5_vl; valid keys: "
-                                         r"frame_max_pixels, max_pixels, min_pixels, resize, stop, total_pixels"):
+                                         r"frame_max_pixels, max_pixels, min_pixels, resize, stop, text_positions, total_pixels"):
         parse_pipeline(QwenPipeline, {"resise": "x"}, "qwen2_5_vl")
     with pytest.raises(ValueError, match=r"model.pipeline.resize 'area' for qwen2_5_vl; valid choices: processor, "):
         parse_pipeline(QwenPipeline, {"resize": "area"}, "qwen2_5_vl")

@@ -105,12 +105,38 @@ class QwenPipeline:
     frame_max_pixels: int | None = None  # resize qwen_vl_utils: per-frame cap (VIDEO_MAX_TOKEN_NUM * 28^2)
     total_pixels: int | None = None  # resize qwen_vl_utils: whole-clip budget (MODEL_SEQ_LEN * 28^2 * 0.9)
     stop: str = choice("generation_config", "tokenizer_eos")
+    # Where the text after a video resumes in M-RoPE: "transformers" = the installed
+    # get_rope_index (since transformers 5.3.0: video start + max(h, w) / merge); "reference" =
+    # Qwen's own rule, used in training and by transformers <= 5.2.0 and vLLM: after the
+    # video's largest position. They differ when the temporal extent exceeds the spatial one.
+    text_positions: str = choice("transformers", "reference")
 
     def __post_init__(self) -> None:
         if self.resize == "qwen_vl_utils":
             missing = [k for k in ("min_pixels", "frame_max_pixels", "total_pixels") if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"model.pipeline resize qwen_vl_utils needs {', '.join(missing)}")
+
+
+def reference_text_positions(positions: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
+    """Positions (3, B, L) where each text run after a visual run starts at the largest position
+    so far + 1 (Qwen's reference ``get_rope_index``), everything after it shifted alike.
+
+    ``positions`` are transformers' (>= 5.3: text resumes at ``start + max(h, w) / merge``, which
+    is never later), so the shift is >= 0; visual runs keep their layout relative to their start.
+    """
+    out = positions.clone()
+    for b in range(positions.shape[1]):
+        types = token_types[b].to(positions.device)
+        starts = [0, *((types[1:] != types[:-1]).nonzero().squeeze(-1) + 1).tolist(), types.numel()]
+        shift = 0
+        for s, e in zip(starts[:-1], starts[1:]):
+            out[:, b, s:e] += shift
+            if s > 0 and int(types[s]) == 0 and int(types[s - 1]) != 0:
+                delta = int(out[:, b, :s].max()) + 1 - int(out[0, b, s])
+                out[:, b, s:e] += delta
+                shift += delta
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +403,8 @@ class Qwen25VLAdapter(ModelAdapter):
         return BaseModelOutputWithPooling(pooler_output=(features.embeds,))
 
     def rope_index(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Stock 3D M-RoPE positions (3, 1, L) of the FULL sequence."""
+        """3D M-RoPE positions (3, 1, L) of the FULL sequence: stock, or with ``text_positions:
+        reference`` the text after each video moved to resume after its largest position."""
         extra = {"second_per_grid_ts": batch["second_per_grid_ts"]} if "second_per_grid_ts" in batch else {}
         positions, _ = self.model.model.get_rope_index(
             batch["input_ids"],
@@ -386,6 +413,8 @@ class Qwen25VLAdapter(ModelAdapter):
             attention_mask=batch["attention_mask"],
             **extra,
         )
+        if self.pipeline.text_positions == "reference":
+            positions = reference_text_positions(positions, batch["mm_token_type_ids"])
         return positions
 
     def llm_inputs(
@@ -475,6 +504,7 @@ class Qwen25VLAdapter(ModelAdapter):
                 "preprocess_s": preprocess_s,
                 "model_size": [g.height, g.width],
                 "token_grid": [g.grid_t, g.grid_h, g.grid_w],
+                "text_positions": self.pipeline.text_positions,
                 "output_ids": ids,
             },
         )
