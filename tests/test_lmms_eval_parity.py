@@ -46,14 +46,15 @@ def peer(tmp_path_factory):
     return python, root, hf_home, data, task
 
 
-def run_ours(model_dir: Path, family: str, data: Path, out: Path, overrides: tuple[str, ...] = ()) -> tuple[dict, float]:
-    """Our runner (pruner none, preset lmms-eval): question_id -> output, and the score in percent."""
+def run_ours(model_dir: Path, family: str, data: Path, out: Path, overrides: tuple[str, ...] = (),
+             pruner: str | dict = "none") -> tuple[dict, float]:
+    """Our runner (preset lmms-eval, one pruner): question_id -> output, and the score in percent."""
     config = {
         "name": "lmms_parity", "output_dir": str(out),
         "model": {"family": family, "path": str(model_dir), "preset": "lmms-eval"},
         "benchmark": {"name": "videomme", "kwargs": {"data_dir": str(data)}, "extraction": "lmms-eval-mcq"},
         "generation": {"max_new_tokens": 16},
-        "pruners": ["none"],
+        "pruners": [pruner],
     }
     path = out.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(config))
@@ -63,6 +64,7 @@ def run_ours(model_dir: Path, family: str, data: Path, out: Path, overrides: tup
     records = read_run_records(run_dir)
     assert all(r["error"] is None for r in records), [r["error"] for r in records]
     outputs = {r["sample_id"]: r["output"] for r in records}
+    run_ours.records = {r["sample_id"]: r for r in records}  # for tests that look further
     return outputs, 100.0 * sum(bool(r["correct"]) for r in records) / len(records)
 
 
@@ -126,3 +128,35 @@ def test_qwen2_5_vl_frames_and_fps_equal_qwen_vl_utils(qwen2_5_vl, peer, tmp_pat
         assert len(meta["indices"]) == 24 and len(odd.indices) == 25
     else:
         assert floor.indices.tolist() != meta["indices"]
+
+
+def test_plugin_in_lmms_eval_cli_equals_our_runner(qwen2_5_vl, peer, tmp_path):
+    """``lmms-eval --model harness_qwen2_5_vl`` (our entry point) with a pruner: same answers as
+    our runner with that pruner, and kept-token counts in lmms-eval's sample log."""
+    model, unpruned = qwen2_5_vl
+    python, root, hf_home, data, task = peer
+    args = f"pretrained={model},preset=lmms-eval,pruner=random,ratio=0.5,seed=3"
+    theirs = run_lmms_eval(python, "harness_qwen2_5_vl", args, task.parent, hf_home, tmp_path / "lmms")
+    ours, score = run_ours(model, "qwen2_5_vl", data, tmp_path / "ours",
+                           pruner={"name": "random", "params": {"ratio": 0.5, "seed": 3}})
+    assert ours == theirs.outputs and score == pytest.approx(theirs.score, abs=1e-9)
+    assert ours != unpruned.outputs  # pruning changed answers: the equality is not the unpruned one
+    for sample in theirs.samples:
+        qid = sample["videomme_perception_score"]["question_id"]
+        counts, record = sample["token_counts"][0], run_ours.records[qid]["tokens"]
+        assert counts["visual_after"] == record["visual_after"] < counts["visual_before"] == record["visual_before"]
+        assert counts["timings"]["prefill"] > 0
+
+
+def test_plugin_bad_model_args_name_the_valid_ones(peer, qwen2_5_vl, tmp_path):
+    model, _ = qwen2_5_vl
+    python, root, hf_home, data, task = peer
+    for args, message in [
+        (f"pretrained={model},pruner=random,gazing_ratio=0.3",
+         "unknown --model_args key 'gazing_ratio' (pruner 'random'); valid keys: budget, device, dtype, "
+         "num_frames, preset, pretrained, prune_stage, pruner, ratio, seed"),
+        (f"pretrained={model},preset=lmms", "unknown preset 'lmms'; valid presets: lmms-eval"),
+    ]:
+        with pytest.raises(pytest.fail.Exception, match="wrote no samples") as failed:
+            run_lmms_eval(python, "harness_qwen2_5_vl", args, task.parent, hf_home, tmp_path / "bad")
+        assert message in str(failed.value)
