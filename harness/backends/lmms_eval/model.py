@@ -16,6 +16,7 @@ counts and stage timings go into lmms-eval's sample log (``token_counts``).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -115,7 +116,9 @@ class HarnessModel(lmms):
             frames = video.frames
             geometry = self.adapter.token_geometry(*frames.shape[:3])
             budget = resolve_budget(self.budget, geometry.total_tokens, None)
+            start = time.perf_counter()
             selection = self.pruner.select(frames, geometry, budget=budget, fps=video.fps)
+            gaze_s = time.perf_counter() - start
             gen = self.adapter.generate(frames, selection, context, fps=video.fps,
                                         max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)),
                                         prune_stage=self.model_cfg.prune_stage)
@@ -124,7 +127,7 @@ class HarnessModel(lmms):
             return GenerationResult(text="")
         counts = HarnessTokenCounts(input_tokens=gen.tokens.prompt, output_tokens=gen.tokens.generated,
                                     visual_before=gen.tokens.visual_before, visual_after=gen.tokens.visual_after,
-                                    timings={"decode": video.seconds, **gen.timings})
+                                    timings={"decode": video.seconds, "gaze": gaze_s, **gen.timings})
         return GenerationResult(text=gen.text, token_counts=counts)
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
