@@ -29,6 +29,8 @@ TASK = "videomme_local"
 # (frames, fps): 64 at 25 fps (nearest vs floor indices differ), 25 frames (an odd count: the
 # even-count rule matters), 300 at 2 fps (the two fps conventions give temporal positions up to 8 apart).
 VIDEOS = ((64, 25.0), (25, 25.0), (300, 2.0))
+# lmms-eval's Qwen3-VL class asks qwen-vl-utils for exactly 32 frames: every clip has at least 32
+QWEN3_VIDEOS = ((64, 25.0), (33, 10.0), (300, 2.0))
 
 TASK_YAML = """\
 dataset_path: parquet
@@ -56,6 +58,10 @@ lmms_eval_specific_kwargs:
   default:
     pre_prompt: ""
     post_prompt: "\\nAnswer with the option's letter from the given choices directly."
+  qwen3_vl:
+    format: "qwen3_vl"
+    pre_prompt: "Question: "
+    post_prompt: "Answer with the option letter only."
 """
 
 
@@ -69,7 +75,7 @@ def lmms_python() -> str:
     return path
 
 
-def make_videomme(hf_home: Path) -> Path:
+def make_videomme(hf_home: Path, videos: tuple[tuple[int, float], ...] = VIDEOS) -> Path:
     """Videos in lmms-eval's unzip dir ``$HF_HOME/videomme/data`` + the parquet; returns the data dir.
 
     Moving noise (so every frame differs and the tiny model's answer depends on which frames it
@@ -79,7 +85,7 @@ def make_videomme(hf_home: Path) -> Path:
     root = hf_home / "videomme"
     rng = np.random.default_rng(0)
     rows = []
-    for v, (count, fps) in enumerate(VIDEOS):
+    for v, (count, fps) in enumerate(videos):
         vid = f"vid{v}"
         base = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
         write_video(root / "data" / f"{vid}.mp4", (np.roll(base, 5 * t + 3 * v, axis=1) for t in range(count)), fps=fps)

@@ -19,11 +19,12 @@ import yaml
 
 from harness.cli.main import main
 from harness.models.qwen2_5_vl import Qwen25VLAdapter
-from harness.models.tiny import build_tiny_model
+from harness.models.tiny import build_tiny_model, favour_letters
 from harness.runner.components import load_frames
 from harness.runner.config import load_config
 from harness.runner.records import read_run_records
 from tests.lmms_eval_peer import (
+    QWEN3_VIDEOS,
     TASK,
     VIDEOS,
     lmms_python,
@@ -47,12 +48,12 @@ def peer(tmp_path_factory):
 
 
 def run_ours(model_dir: Path, family: str, data: Path, out: Path, overrides: tuple[str, ...] = (),
-             pruner: str | dict = "none") -> tuple[dict, float]:
+             pruner: str | dict = "none", prompt_style: str = "default") -> tuple[dict, float]:
     """Our runner (preset lmms-eval, one pruner): question_id -> output, and the score in percent."""
     config = {
         "name": "lmms_parity", "output_dir": str(out),
         "model": {"family": family, "path": str(model_dir), "preset": "lmms-eval"},
-        "benchmark": {"name": "videomme", "kwargs": {"data_dir": str(data)}, "extraction": "lmms-eval-mcq"},
+        "benchmark": {"name": "videomme", "kwargs": {"data_dir": str(data), "prompt_style": prompt_style}, "extraction": "lmms-eval-mcq"},
         "generation": {"max_new_tokens": 16},
         "pruners": [pruner],
     }
@@ -160,3 +161,40 @@ def test_plugin_bad_model_args_name_the_valid_ones(peer, qwen2_5_vl, tmp_path):
         with pytest.raises(pytest.fail.Exception, match="wrote no samples") as failed:
             run_lmms_eval(python, "harness_qwen2_5_vl", args, task.parent, hf_home, tmp_path / "bad")
         assert message in str(failed.value)
+
+
+@pytest.fixture(scope="module")
+def qwen3_vl(tmp_path_factory):
+    python = lmms_python()
+    root = tmp_path_factory.mktemp("lmms3")
+    hf_home = root / "hf_home"
+    data = make_videomme(hf_home, QWEN3_VIDEOS)
+    task = write_task(root / "tasks" / TASK, data)
+    # seed 1 with a small letter margin: seed 0 answers "CCCC..." whatever the input
+    model = build_tiny_model("qwen3_vl", root / "qwen3_vl", seed=1)
+    favour_letters(model, margin=1.0)
+    # --model qwen3_vl resolves to lmms-eval's CHAT class (models/chat/qwen3_vl.py); the task's
+    # qwen3_vl prompt style is picked by that model name
+    theirs = run_lmms_eval(python, "qwen3_vl", f"pretrained={model},device_map=cpu,device=cpu",
+                           task.parent, hf_home, root / "lmms_qwen3_vl")
+    return model, data, theirs
+
+
+def test_qwen3_vl_preset_equals_lmms_eval(qwen3_vl, tmp_path):
+    model, data, theirs = qwen3_vl
+    ours, score = run_ours(model, "qwen3_vl", data, tmp_path / "ours", prompt_style="qwen3_vl")
+    assert len(theirs.outputs) == 6 and len(set(theirs.outputs.values())) > 1, theirs.outputs
+    assert ours == theirs.outputs
+    assert score == pytest.approx(theirs.score, abs=1e-9)
+
+
+@pytest.mark.parametrize("broken", [
+    "frames.fps_convention=count",       # frames 0..T-1 at the sampled rate: other timestamps
+    "frames.index_rounding=floor",
+    "model.pipeline.min_pixels=100352",  # qwen-vl-utils' own default (128 tokens of 32 px) instead of 256*28*28
+])
+def test_qwen3_vl_broken_preset_differs(qwen3_vl, tmp_path, broken):
+    model, data, theirs = qwen3_vl
+    ours, _ = run_ours(model, "qwen3_vl", data, tmp_path / "ours", (broken,), prompt_style="qwen3_vl")
+    assert set(ours) == set(theirs.outputs)
+    assert ours != theirs.outputs, f"{broken} did not change any answer: the equality test could not fail"

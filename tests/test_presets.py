@@ -11,9 +11,10 @@ import pytest
 
 from harness.models.pipeline import parse_pipeline
 from harness.models.qwen2_5_vl import QwenPipeline
+from harness.models.qwen3_vl import Qwen3VLAdapter
 from harness.runner.components import count_fps
 from harness.runner.config import ConfigError, load_config
-from harness.runner.presets import preset_names, preset_settings
+from harness.runner.presets import preset_families, preset_names, preset_settings
 from harness.video.sampling import sample_indices
 from harness.video.types import VideoMeta
 
@@ -67,7 +68,8 @@ def test_bad_frame_knobs_name_the_valid_values(key, value, message):
 
 def test_unknown_pipeline_key_lists_the_valid_keys():
     with pytest.raises(ValueError, match=r"unknown model.pipeline key 'resise' for qwen2_5_vl; valid keys: "
-                                         r"frame_max_pixels, max_pixels, min_pixels, resize, stop, text_positions, total_pixels"):
+                                         r"frame_max_pixels, max_pixels, min_pixels, processor_resize, resize, stop, "
+                                         r"system_prompt, text_positions, total_pixels"):
         parse_pipeline(QwenPipeline, {"resise": "x"}, "qwen2_5_vl")
     with pytest.raises(ValueError, match=r"model.pipeline.resize 'area' for qwen2_5_vl; valid choices: processor, "):
         parse_pipeline(QwenPipeline, {"resize": "area"}, "qwen2_5_vl")
@@ -77,8 +79,10 @@ def test_unknown_pipeline_key_lists_the_valid_keys():
 
 def test_every_preset_entry_parses():
     for name in preset_names():
-        settings = preset_settings(name, "qwen2_5_vl")
-        parse_pipeline(QwenPipeline, settings["model"]["pipeline"], "qwen2_5_vl")
+        for family in preset_families(name):
+            settings = preset_settings(name, family)
+            parse_pipeline(QwenPipeline, settings["model"]["pipeline"], family)  # both are Qwen today
+            load_config(data={"model": {"family": family, "preset": name}})
 
 
 def test_nearest_rounding_and_even_count():
@@ -99,3 +103,16 @@ def test_nearest_rounding_and_even_count():
 def test_count_fps_is_qwen_vl_utils_sample_fps():
     assert count_fps(32, 1800, 30.0) == pytest.approx(32 / 60)
     assert count_fps(32, 64, 25.0) == 12.5
+
+
+def test_system_prompt_and_processor_resize_knobs(tmp_path):
+    from harness.models.tiny import build_tiny_model
+
+    model_dir = build_tiny_model("qwen3_vl", tmp_path / "m")
+    adapter = Qwen3VLAdapter.from_pretrained(str(model_dir), pipeline={"system_prompt": "Be brief.",
+                                                                      "processor_resize": False})
+    text = adapter.chat_text("Q?")
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>") and "helpful assistant" not in text
+    assert adapter.token_geometry(4, 96, 128).height == 96  # the processor keeps the size it is given
+    with pytest.raises(Exception, match="processor_resize false needs frame sides that are multiples of 32 px, got 128x100"):  # ... so it must fit the patch grid
+        adapter.generate(np.zeros((4, 100, 128, 3), np.uint8), None, "Q?", fps=1.0, max_new_tokens=1)

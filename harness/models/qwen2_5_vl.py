@@ -110,6 +110,8 @@ class QwenPipeline:
     # Qwen's own rule, used in training and by transformers <= 5.2.0 and vLLM: after the
     # video's largest position. They differ when the temporal extent exceeds the spatial one.
     text_positions: str = choice("transformers", "reference")
+    system_prompt: str | None = None  # an explicit system turn (None: the chat template's default)
+    processor_resize: bool = True  # False: the processor keeps the frames' size (do_resize=False)
 
     def __post_init__(self) -> None:
         if self.resize == "qwen_vl_utils":
@@ -236,6 +238,8 @@ class Qwen25VLAdapter(ModelAdapter):
 
     def _processor_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The frame size the stock video processor resizes to (mirrors its ``resize``)."""
+        if not self.pipeline.processor_resize:
+            return height, width
         vp = self.processor.video_processor
         factor = self.patch_size * self.merge_size
         max_pixels = vp.size["longest_edge"]
@@ -274,6 +278,8 @@ class Qwen25VLAdapter(ModelAdapter):
     def chat_text(self, prompt: str) -> str:
         """The checkpoint's chat template with the video first, then the question."""
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        if self.pipeline.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": self.pipeline.system_prompt}]})
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def fit_to_selection(
@@ -306,7 +312,8 @@ class Qwen25VLAdapter(ModelAdapter):
         return resize_frames(frames, sg.height, sg.width), self._geometry(t, sg.height, sg.width), True
 
     def prepare(
-        self, frames: np.ndarray, prompt: str, *, fps: float, selection: Selection | None = None
+        self, frames: np.ndarray, prompt: str, *, fps: float, selection: Selection | None = None,
+        frame_indices: Any = None, source_frames: int | None = None,
     ) -> PreparedInputs:
         """Run the stock processor on the frames (resized to ``selection.geometry`` when that differs)."""
         check_frames(frames)
@@ -315,19 +322,28 @@ class Qwen25VLAdapter(ModelAdapter):
         t = frames.shape[0]
         frames = self.pre_resize(frames)
         h, w = frames.shape[1:3]
+        factor = self.patch_size * self.merge_size
+        if not self.pipeline.processor_resize and (h % factor or w % factor):
+            raise ValueError(f"{self.name}: model.pipeline.processor_resize false needs frame sides that are "
+                             f"multiples of {factor} px, got {w}x{h} (use resize: qwen_vl_utils)")
         native = self._geometry(t, *self._processor_hw(t, h, w))
         video_kwargs: dict[str, Any] = {"do_sample_frames": False}
+        if not self.pipeline.processor_resize:
+            video_kwargs["do_resize"] = False
         geometry = native
         if selection is not None:
             frames, geometry, resized = self.fit_to_selection(frames, native, selection)
             if resized:
                 video_kwargs["do_resize"] = False  # the processor would smart_resize it back
+        indices = list(range(t)) if frame_indices is None else [int(i) for i in frame_indices]
+        if len(indices) != t:
+            raise ValueError(f"{len(indices)} frame indices for {t} frames")
         meta = VideoMetadata(
-            total_num_frames=t,
+            total_num_frames=t if frame_indices is None else int(source_frames or max(indices) + 1),
             fps=float(fps),
             width=int(frames.shape[2]),
             height=int(frames.shape[1]),
-            frames_indices=list(range(t)),
+            frames_indices=indices,
             video_backend="harness",
         )
         batch = self.processor(
@@ -473,12 +489,20 @@ class Qwen25VLAdapter(ModelAdapter):
         fps: float,
         max_new_tokens: int = 16,
         prune_stage: PruneStage = "post_vit",
+        frame_indices: Any = None,
+        source_frames: int | None = None,
     ) -> Generation:
-        """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens."""
+        """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens.
+
+        ``frame_indices``/``source_frames`` (``frames.fps_convention: source``): the frames' source
+        indices and the source's frame count for the processor's video metadata, with ``fps`` the
+        source rate (Qwen3-VL's timestamps are index / fps); default: frames 0..T-1 at ``fps``.
+        """
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         start = time.perf_counter()
-        prepared = self.prepare(frames, prompt, fps=fps, selection=selection)
+        prepared = self.prepare(frames, prompt, fps=fps, selection=selection, frame_indices=frame_indices,
+                                source_frames=source_frames)
         preprocess_s = time.perf_counter() - start  # CPU processor work: resize, normalise, patchify
         kept = self.kept_indices(prepared, selection)
         with timer.stage("vision"):

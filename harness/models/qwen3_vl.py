@@ -45,6 +45,8 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
 
     def _processor_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The frame size the stock Qwen3-VL video processor resizes to (mirrors its ``resize``)."""
+        if not self.pipeline.processor_resize:
+            return height, width
         vp = self.processor.video_processor
         factor = self.patch_size * self.merge_size
         max_pixels = vp.size["longest_edge"]

@@ -48,8 +48,9 @@ def supports_batching(adapter: Any) -> bool:
 def generate_one(adapter: Any, item: BatchItem, *, max_new_tokens: int, prune_stage: str) -> Outcome:
     """The single-request path: ``adapter.generate``; an ``Exception`` becomes the outcome's error."""
     try:
+        extra = {} if item.indices is None else {"frame_indices": item.indices, "source_frames": item.source_frames}
         gen = adapter.generate(item.frames, item.selection, item.prompt, fps=item.fps,
-                               max_new_tokens=max_new_tokens, prune_stage=prune_stage)
+                               max_new_tokens=max_new_tokens, prune_stage=prune_stage, **extra)
     except Exception as exc:  # noqa: BLE001 - recorded against this request's sample
         return Outcome(error=exc)
     return Outcome(generation=gen)

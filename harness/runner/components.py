@@ -33,6 +33,9 @@ class DecodedVideo:
     fps: float  # rate of the *sampled* frames (what adapters use for temporal positions)
     source_fps: float
     source_size: tuple[int, int]  # (height, width) of the source video
+    source_frames: int = 0  # frames in the source video
+    # fps_convention "source": the adapter gets the source indices (its processor metadata)
+    pass_indices: bool = False
     decoder: str = ""
     seconds: float = 0.0
 
@@ -108,11 +111,14 @@ def load_frames(path: str, frames_cfg: FramesConfig) -> DecodedVideo:
         decoder = getattr(reader.meta, "decoder", "")
     if frames_cfg.fps_convention == "count":
         fps = count_fps(len(idx), meta.num_frames, meta.fps)
+    elif frames_cfg.fps_convention == "source":
+        fps = float(meta.fps) if meta.fps and meta.fps > 0 else sampled_fps(timestamps, meta.fps)
     else:
         fps = sampled_fps(timestamps, meta.fps)
     return DecodedVideo(frames=frames, indices=np.asarray(idx), timestamps=timestamps,
                         fps=fps, source_fps=float(meta.fps),
                         source_size=(meta.height, meta.width), decoder=decoder,
+                        source_frames=int(meta.num_frames), pass_indices=frames_cfg.fps_convention == "source",
                         seconds=time.perf_counter() - start)
 
 

@@ -44,7 +44,7 @@ class ConfigError(ValueError):
 
 BACKENDS = ("transformers", "vllm")
 INDEX_ROUNDINGS = ("floor", "nearest")
-FPS_CONVENTIONS = ("span", "count")
+FPS_CONVENTIONS = ("span", "count", "source")
 PRUNE_STAGES = ("post_vit", "pre_vit")
 # Model path that means "build the tiny random-weight model of this family into the cache".
 TINY_PATH = "tiny"
@@ -99,7 +99,8 @@ class FramesConfig:
     index_rounding: str = "floor"  # linspace -> indices: floor (lmms-eval load_video) | nearest (qwen-vl-utils)
     count_multiple: int = 1  # floor the frame count to a multiple of this (qwen-vl-utils: 2)
     # fps handed to the model: span = (T - 1) / (t_last - t_first) of the sampled frames;
-    # count = T / frames_in_video * source_fps (qwen-vl-utils' sample_fps, what lmms-eval passes)
+    # count = T / frames_in_video * source_fps (qwen-vl-utils' sample_fps, what lmms-eval passes);
+    # source = the source fps, with the sampled frames' source indices (Qwen3-VL's timestamps)
     fps_convention: str = "span"
 
 

@@ -441,6 +441,8 @@ class Evaluator:
             return None
         if not plan.generation.enabled:
             return None
+        if video.pass_indices:
+            return BatchItem(frames, selection, prompt, video.fps, video.indices, video.source_frames)
         return BatchItem(frames, selection, prompt, video.fps)
 
     def _finish(self, rec: dict[str, Any], sample: Any, benchmark: Any, outcome: Outcome) -> None:

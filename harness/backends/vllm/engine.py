@@ -54,6 +54,10 @@ class BatchItem:
     selection: Selection | None
     prompt: str
     fps: float
+    # with frames.fps_convention "source": the frames' source indices and the source's frame count,
+    # for the processor's video metadata (Qwen3-VL timestamps); None = frames 0..T-1 at ``fps``
+    indices: np.ndarray | None = None
+    source_frames: int | None = None
 
 
 @dataclass
