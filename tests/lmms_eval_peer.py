@@ -114,18 +114,25 @@ def write_task(task_dir: Path, data_dir: Path) -> Path:
 
 @dataclass
 class LmmsRun:
-    outputs: dict[str, str]  # question_id -> generated text
+    outputs: dict[str, str]  # question_id -> generated text (lmms-eval's "resps")
     score: float  # videomme_perception_score from lmms-eval's results file
     samples: list[dict]  # the raw sample log lines
     log: str
 
 
+def _text(resps) -> str:
+    """lmms-eval logs one response as a string or nested in lists, by version."""
+    while isinstance(resps, list):
+        (resps,) = resps
+    return resps
+
+
 def run_lmms_eval(python: str, model: str, model_args: str, task_dir: Path, hf_home: Path, out: Path,
-                  env: dict[str, str] | None = None, timeout: int = 600) -> LmmsRun:
+                  env: dict[str, str] | None = None, timeout: int = 600, extra: tuple[str, ...] = ()) -> LmmsRun:
     """``python -m lmms_eval eval`` on the local task; fails the test naming the log when no samples came."""
     cmd = [python, "-m", "lmms_eval", "eval", "--model", model, "--model_args", model_args,
            "--tasks", TASK, "--include_path", str(task_dir), "--batch_size", "1",
-           "--log_samples", "--output_path", str(out)]
+           "--log_samples", "--output_path", str(out), *extra]
     run_env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=timeout)
@@ -135,7 +142,10 @@ def run_lmms_eval(python: str, model: str, model_args: str, task_dir: Path, hf_h
     if not samples_files or not results_files:
         pytest.fail(f"lmms-eval wrote no samples/results (exit {proc.returncode}); its log ends:\n{log[-4000:]}")
     samples = [json.loads(line) for line in samples_files[-1].read_text().splitlines() if line.strip()]
-    outputs = {s["videomme_perception_score"]["question_id"]: s["filtered_resps"] for s in samples}
+    # "resps": the model's text as generated; "filtered_resps": after the task's filters (stripped).
+    # The log keeps "resps" only where the two differ.
+    outputs = {s["videomme_perception_score"]["question_id"]: _text(s.get("resps", s["filtered_resps"]))
+               for s in samples}
     results = json.loads(results_files[-1].read_text())["results"][TASK]
     return LmmsRun(outputs, float(results["videomme_perception_score,none"]), samples, log)
 

@@ -198,3 +198,36 @@ def test_qwen3_vl_broken_preset_differs(qwen3_vl, tmp_path, broken):
     ours, _ = run_ours(model, "qwen3_vl", data, tmp_path / "ours", (broken,), prompt_style="qwen3_vl")
     assert set(ours) == set(theirs.outputs)
     assert ours != theirs.outputs, f"{broken} did not change any answer: the equality test could not fail"
+
+
+@pytest.fixture(scope="module")
+def llava_onevision(tmp_path_factory):
+    python = lmms_python()
+    root = tmp_path_factory.mktemp("lmms_llava")
+    hf_home = root / "hf_home"
+    data = make_videomme(hf_home, QWEN3_VIDEOS)  # at least 32 frames: lmms-eval would repeat frames
+    task = write_task(root / "tasks" / TASK, data)
+    model = build_tiny_model("llava_onevision", root / "llava_onevision", answer_letters=True)
+    # `--model llava_hf --force_simple`: lmms-eval's simple HF class (models/simple/llava_hf.py)
+    theirs = run_lmms_eval(python, "llava_hf", f"pretrained={model},device_map=cpu,device=cpu",
+                           task.parent, hf_home, root / "lmms_llava", extra=("--force_simple",))
+    return model, data, theirs
+
+
+def test_llava_onevision_preset_equals_lmms_eval(llava_onevision, tmp_path):
+    model, data, theirs = llava_onevision
+    ours, score = run_ours(model, "llava_onevision", data, tmp_path / "ours")
+    assert len(theirs.outputs) == 6 and len(set(theirs.outputs.values())) > 1, theirs.outputs
+    assert ours == theirs.outputs
+    assert score == pytest.approx(theirs.score, abs=1e-9)
+
+
+@pytest.mark.parametrize("broken", [
+    "frames.index_rounding=nearest",
+    "model.pipeline.prompt=processor",  # [video, text] through the processor's template
+])
+def test_llava_onevision_broken_preset_differs(llava_onevision, tmp_path, broken):
+    model, data, theirs = llava_onevision
+    ours, _ = run_ours(model, "llava_onevision", data, tmp_path / "ours", (broken,))
+    assert set(ours) == set(theirs.outputs)
+    assert ours != theirs.outputs, f"{broken} did not change any answer: the equality test could not fail"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from harness.models.pipeline import parse_pipeline
+from harness.models.llava_onevision import LlavaPipeline
 from harness.models.qwen2_5_vl import QwenPipeline
 from harness.models.qwen3_vl import Qwen3VLAdapter
 from harness.runner.components import count_fps
@@ -81,7 +82,8 @@ def test_every_preset_entry_parses():
     for name in preset_names():
         for family in preset_families(name):
             settings = preset_settings(name, family)
-            parse_pipeline(QwenPipeline, settings["model"]["pipeline"], family)  # both are Qwen today
+            cls = LlavaPipeline if family == "llava_onevision" else QwenPipeline
+            parse_pipeline(cls, settings["model"]["pipeline"], family)
             load_config(data={"model": {"family": family, "preset": name}})
 
 
