@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.models.pipeline import parse_pipeline
 from harness.models.llava_onevision import LlavaPipeline
+from harness.models.pipeline import parse_pipeline
 from harness.models.qwen2_5_vl import QwenPipeline
 from harness.models.qwen3_vl import Qwen3VLAdapter
 from harness.runner.components import count_fps
