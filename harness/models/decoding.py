@@ -22,7 +22,8 @@ def stop_token_ids(model: torch.nn.Module) -> set[int]:
 
 @torch.inference_mode()
 def greedy_decode(
-    model: torch.nn.Module, prefill_kwargs: dict[str, Any], *, max_new_tokens: int, timer: StageTimer
+    model: torch.nn.Module, prefill_kwargs: dict[str, Any], *, max_new_tokens: int, timer: StageTimer,
+    stop: set[int] | None = None,
 ) -> list[int]:
     """Greedy decoding over the KV cache; times ``prefill`` (to the first token) and ``generate``.
 
@@ -31,10 +32,11 @@ def greedy_decode(
     ``generate``. ``prefill_kwargs`` holds ``input_ids``, a 2D all-ones ``attention_mask`` and
     explicit ``position_ids``: 1D (1, L) for 1D-RoPE LLMs or (R, 1, L) for M-RoPE ones; each new
     token takes every position row's last value + 1, exactly as ``generate`` extends them.
+    ``stop``: the ids that end decoding (default: the generation config's eos ids).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    stop = stop_token_ids(model)
+    stop = stop_token_ids(model) if stop is None else set(stop)
     attention_mask = prefill_kwargs["attention_mask"]
     position_ids = prefill_kwargs["position_ids"][..., -1:]
     with timer.stage("prefill"):

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ from harness.models.common import StageTimer, reset_peak_memory
 from harness.models.frames import check_frames, resize_frames
 from harness.models.gazed_siglip import ATTN_TYPES
 from harness.models.loading import parse_dtype, resolve_model_dir
+from harness.models.pipeline import choice, parse_pipeline
 from harness.models.rope1d import (
     PrunedInputs,
     generate_pruned,
@@ -69,6 +71,16 @@ from harness.pruning.selection import Selection, TokenGeometry
 # ---------------------------------------------------------------------------------------------
 # The adapter.
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LlavaPipeline:
+    """``model.pipeline`` keys of LLaVA-OneVision; the defaults are stock transformers'."""
+
+    # processor: [video, text] through the processor's chat template; video_token_text: the
+    # string "<video>\n" + prompt through the tokenizer's (lmms-eval's simple llava_hf)
+    prompt: str = choice("processor", "video_token_text")
+    stop: str = choice("generation_config", "tokenizer_eos")
 
 
 class LlavaOnevisionAdapter(ModelAdapter):
@@ -89,6 +101,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         self.native_attn = native_attn
         self.model = model.eval()
         self.processor = processor
+        self.pipeline = LlavaPipeline()
         self.source = source
         self.device = next(model.parameters()).device
         vision = model.config.vision_config
@@ -106,7 +119,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", **kwargs: Any
+        cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", pipeline: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> LlavaOnevisionAdapter:
         """Load model + processor offline from a local HF directory or an HF cache id.
 
@@ -114,6 +128,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         SigLIP attention layout of ``prune_stage: native`` (default ``block_causal``); other kwargs
         go to the model's ``from_pretrained`` (e.g. ``attn_implementation``).
         """
+        pipe = parse_pipeline(LlavaPipeline, pipeline, cls.name)
         local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
         native_attn = kwargs.pop("native_attn", "block_causal")
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(
@@ -125,7 +140,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
                 f"{local}: processor config lacks num_image_tokens; the LLaVA-OV processor cannot "
                 "count video placeholders without it"
             )
-        return cls(model, processor, source=str(path_or_id), native_attn=native_attn)
+        adapter = cls(model, processor, source=str(path_or_id), native_attn=native_attn)
+        adapter.pipeline = pipe
+        return adapter
 
     # -- geometry -----------------------------------------------------------------------------
 
@@ -156,7 +173,14 @@ class LlavaOnevisionAdapter(ModelAdapter):
     # -- the pipeline, step by step (public so tests can compare each step with stock) ---------
 
     def chat_text(self, prompt: str) -> str:
-        """The prompt wrapped by the checkpoint's chat template, with one ``<video>`` before the text."""
+        """The prompt wrapped by the checkpoint's chat template, with one ``<video>`` before the text.
+
+        ``pipeline.prompt: video_token_text`` (lmms-eval's simple ``llava_hf``): the user turn is the
+        string ``"<video>\n" + prompt`` through the TOKENIZER's chat template.
+        """
+        if self.pipeline.prompt == "video_token_text":
+            turn = [{"role": "user", "content": f"{self.processor.video_token}\n{prompt}"}]
+            return self.processor.tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
@@ -393,4 +417,5 @@ class LlavaOnevisionAdapter(ModelAdapter):
             device=self.device,
             max_new_tokens=max_new_tokens,
             extra={"newline_tokens": 1, "fps": fps, "prune_stage": prune_stage, "vit_tokens": vit_tokens},
+            stop={int(self.processor.tokenizer.eos_token_id)} if self.pipeline.stop == "tokenizer_eos" else None,
         )

@@ -35,6 +35,14 @@ as stock ``generate`` does. Tests check the ids equal stock ``generate``'s.
 ``fps`` passed to ``generate`` is the rate of the FRAMES GIVEN (after the harness's sampling): it
 becomes the processor's ``video_metadata`` (without it the processor assumes 24 fps and the
 temporal positions, ``second_per_grid_ts``, are silently wrong).
+
+``model.pipeline`` (``QwenPipeline``) changes the preprocessing, e.g. to lmms-eval's
+(``model.preset: lmms-eval``, docs/lmms_eval.md): ``resize: qwen_vl_utils`` resizes the frames
+first as qwen-vl-utils' ``fetch_video`` does (its ``smart_resize`` bounds, torchvision bicubic with
+antialias, uint8), before the processor (which then keeps that size); ``min_pixels``/``max_pixels``
+set the processor's pixel bounds as ``AutoProcessor.from_pretrained(min_pixels=, max_pixels=)``
+does; ``stop: tokenizer_eos`` stops at the tokenizer's eos only, as
+``generate(eos_token_id=tokenizer.eos_token_id)`` does.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
 from harness.models.decoding import greedy_decode
 from harness.models.frames import check_frames, resize_frames
 from harness.models.loading import parse_dtype, resolve_model_dir
+from harness.models.pipeline import choice, parse_pipeline
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of
 from harness.pruning.selection import Selection, TokenGeometry
 
@@ -87,6 +96,52 @@ class PreparedInputs:
     native_tokens: int  # visual tokens the unpruned model would use on the ORIGINAL frames
 
 
+@dataclass(frozen=True)
+class QwenPipeline:
+    """``model.pipeline`` keys of the Qwen families; the defaults are stock transformers'."""
+
+    resize: str = choice("processor", "qwen_vl_utils")
+    min_pixels: int | None = None  # processor pixel bounds (None: the checkpoint's)
+    max_pixels: int | None = None
+    frame_max_pixels: int | None = None  # resize qwen_vl_utils: per-frame cap (VIDEO_MAX_TOKEN_NUM * 28^2)
+    total_pixels: int | None = None  # resize qwen_vl_utils: whole-clip budget (MODEL_SEQ_LEN * 28^2 * 0.9)
+    stop: str = choice("generation_config", "tokenizer_eos")
+    # Where the text after a video resumes in M-RoPE: "transformers" = the installed
+    # get_rope_index (since transformers 5.3.0: video start + max(h, w) / merge); "reference" =
+    # Qwen's own rule, used in training and by transformers <= 5.2.0 and vLLM: after the
+    # video's largest position. They differ when the temporal extent exceeds the spatial one.
+    text_positions: str = choice("transformers", "reference")
+    system_prompt: str | None = None  # an explicit system turn (None: the chat template's default)
+    processor_resize: bool = True  # False: the processor keeps the frames' size (do_resize=False)
+
+    def __post_init__(self) -> None:
+        if self.resize == "qwen_vl_utils":
+            missing = [k for k in ("min_pixels", "frame_max_pixels", "total_pixels") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"model.pipeline resize qwen_vl_utils needs {', '.join(missing)}")
+
+
+def reference_text_positions(positions: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
+    """Positions (3, B, L) where each text run after a visual run starts at the largest position
+    so far + 1 (Qwen's reference ``get_rope_index``), everything after it shifted alike.
+
+    ``positions`` are transformers' (>= 5.3: text resumes at ``start + max(h, w) / merge``, which
+    is never later), so the shift is >= 0; visual runs keep their layout relative to their start.
+    """
+    out = positions.clone()
+    for b in range(positions.shape[1]):
+        types = token_types[b].to(positions.device)
+        starts = [0, *((types[1:] != types[:-1]).nonzero().squeeze(-1) + 1).tolist(), types.numel()]
+        shift = 0
+        for s, e in zip(starts[:-1], starts[1:]):
+            out[:, b, s:e] += shift
+            if s > 0 and int(types[s]) == 0 and int(types[s - 1]) != 0:
+                delta = int(out[:, b, :s].max()) + 1 - int(out[0, b, s])
+                out[:, b, s:e] += delta
+                shift += delta
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The adapter.
 # ---------------------------------------------------------------------------------------------
@@ -98,8 +153,10 @@ class Qwen25VLAdapter(ModelAdapter):
     name = "qwen2_5_vl"
     model_class: ClassVar[type] = Qwen2_5_VLForConditionalGeneration
 
-    def __init__(self, model: torch.nn.Module, processor: Any, source: str = ""):
+    def __init__(self, model: torch.nn.Module, processor: Any, source: str = "",
+                 pipeline: QwenPipeline | None = None):
         self.model = model.eval()
+        self.pipeline = pipeline or QwenPipeline()
         self.processor = processor
         self.source = source
         self.device = next(model.parameters()).device
@@ -121,9 +178,11 @@ class Qwen25VLAdapter(ModelAdapter):
         cache_dir: str | Path | None = None,
         local_files_only: bool = True,
         attn_implementation: str | None = None,
+        pipeline: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Qwen25VLAdapter:
         """Load from a local HF-layout dir or an HF cache id (``local_files_only``: never downloads)."""
+        pipe = parse_pipeline(QwenPipeline, pipeline, cls.name)
         local = resolve_model_dir(path_or_id, cache_dir=cache_dir, local_files_only=local_files_only)
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
@@ -131,12 +190,57 @@ class Qwen25VLAdapter(ModelAdapter):
             local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
         )
         processor = AutoProcessor.from_pretrained(local, local_files_only=True)
-        return cls(model.to(device), processor, source=str(path_or_id))
+        if pipe.min_pixels or pipe.max_pixels:
+            # what AutoProcessor.from_pretrained(min_pixels=, max_pixels=) does (lmms-eval), without
+            # the deprecated keywords: both processors' pixel bounds
+            for proc in (processor.image_processor, processor.video_processor):
+                size = dict(proc.size)
+                if pipe.min_pixels:
+                    size["shortest_edge"] = pipe.min_pixels
+                if pipe.max_pixels:
+                    size["longest_edge"] = pipe.max_pixels
+                proc.size = size
+        return cls(model.to(device), processor, source=str(path_or_id), pipeline=pipe)
 
     # -- geometry ------------------------------------------------------------------------------
 
+    def pre_resized_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """The size ``resize: qwen_vl_utils`` gives the frames before the processor (else unchanged).
+
+        qwen-vl-utils' ``fetch_video`` bounds: at least ``min_pixels``; at most ``max_pixels``,
+        the per-frame cap and the clip budget ``total_pixels / T * 2``, never below 1.05 x min.
+        """
+        p = self.pipeline
+        if p.resize != "qwen_vl_utils":
+            return height, width
+        cap = max(min(p.frame_max_pixels, p.total_pixels / num_frames * self.temporal_patch_size),
+                  int(p.min_pixels * 1.05))
+        if p.max_pixels is not None:
+            cap = min(p.max_pixels, cap)
+        factor = self.patch_size * self.merge_size
+        return smart_resize(height, width, factor=factor, min_pixels=p.min_pixels, max_pixels=cap)
+
+    def pre_resize(self, frames: np.ndarray) -> np.ndarray:
+        """``resize: qwen_vl_utils``: torchvision bicubic + antialias on the uint8 frames."""
+        if self.pipeline.resize != "qwen_vl_utils":
+            return frames
+        t, h, w = frames.shape[:3]
+        size = self.pre_resized_hw(t, h, w)
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.functional import resize
+
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        out = resize(video, list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return out.permute(0, 2, 3, 1).contiguous().numpy()
+
     def _resized_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """The size the model sees frames of ``height x width`` at: pre-resize, then the processor's."""
+        return self._processor_hw(num_frames, *self.pre_resized_hw(num_frames, height, width))
+
+    def _processor_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The frame size the stock video processor resizes to (mirrors its ``resize``)."""
+        if not self.pipeline.processor_resize:
+            return height, width
         vp = self.processor.video_processor
         factor = self.patch_size * self.merge_size
         max_pixels = vp.size["longest_edge"]
@@ -175,6 +279,8 @@ class Qwen25VLAdapter(ModelAdapter):
     def chat_text(self, prompt: str) -> str:
         """The checkpoint's chat template with the video first, then the question."""
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        if self.pipeline.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": self.pipeline.system_prompt}]})
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def fit_to_selection(
@@ -207,26 +313,38 @@ class Qwen25VLAdapter(ModelAdapter):
         return resize_frames(frames, sg.height, sg.width), self._geometry(t, sg.height, sg.width), True
 
     def prepare(
-        self, frames: np.ndarray, prompt: str, *, fps: float, selection: Selection | None = None
+        self, frames: np.ndarray, prompt: str, *, fps: float, selection: Selection | None = None,
+        frame_indices: Any = None, source_frames: int | None = None,
     ) -> PreparedInputs:
         """Run the stock processor on the frames (resized to ``selection.geometry`` when that differs)."""
         check_frames(frames)
         if not fps or fps <= 0:
             raise ValueError(f"fps must be the positive frame rate of the frames given, got {fps!r}")
-        t, h, w = frames.shape[:3]
-        native = self.token_geometry(t, h, w)
+        t = frames.shape[0]
+        frames = self.pre_resize(frames)
+        h, w = frames.shape[1:3]
+        factor = self.patch_size * self.merge_size
+        if not self.pipeline.processor_resize and (h % factor or w % factor):
+            raise ValueError(f"{self.name}: model.pipeline.processor_resize false needs frame sides that are "
+                             f"multiples of {factor} px, got {w}x{h} (use resize: qwen_vl_utils)")
+        native = self._geometry(t, *self._processor_hw(t, h, w))
         video_kwargs: dict[str, Any] = {"do_sample_frames": False}
+        if not self.pipeline.processor_resize:
+            video_kwargs["do_resize"] = False
         geometry = native
         if selection is not None:
             frames, geometry, resized = self.fit_to_selection(frames, native, selection)
             if resized:
                 video_kwargs["do_resize"] = False  # the processor would smart_resize it back
+        indices = list(range(t)) if frame_indices is None else [int(i) for i in frame_indices]
+        if len(indices) != t:
+            raise ValueError(f"{len(indices)} frame indices for {t} frames")
         meta = VideoMetadata(
-            total_num_frames=t,
+            total_num_frames=t if frame_indices is None else int(source_frames or max(indices) + 1),
             fps=float(fps),
             width=int(frames.shape[2]),
             height=int(frames.shape[1]),
-            frames_indices=list(range(t)),
+            frames_indices=indices,
             video_backend="harness",
         )
         batch = self.processor(
@@ -302,7 +420,8 @@ class Qwen25VLAdapter(ModelAdapter):
         return BaseModelOutputWithPooling(pooler_output=(features.embeds,))
 
     def rope_index(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Stock 3D M-RoPE positions (3, 1, L) of the FULL sequence."""
+        """3D M-RoPE positions (3, 1, L) of the FULL sequence: stock, or with ``text_positions:
+        reference`` the text after each video moved to resume after its largest position."""
         extra = {"second_per_grid_ts": batch["second_per_grid_ts"]} if "second_per_grid_ts" in batch else {}
         positions, _ = self.model.model.get_rope_index(
             batch["input_ids"],
@@ -311,6 +430,8 @@ class Qwen25VLAdapter(ModelAdapter):
             attention_mask=batch["attention_mask"],
             **extra,
         )
+        if self.pipeline.text_positions == "reference":
+            positions = reference_text_positions(positions, batch["mm_token_type_ids"])
         return positions
 
     def llm_inputs(
@@ -417,8 +538,15 @@ class Qwen25VLAdapter(ModelAdapter):
         fps: float,
         max_new_tokens: int = 16,
         prune_stage: PruneStage = "post_vit",
+        frame_indices: Any = None,
+        source_frames: int | None = None,
     ) -> Generation:
-        """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens."""
+        """Greedy answer to ``prompt`` about ``frames`` seeing only ``selection``'s visual tokens.
+
+        ``frame_indices``/``source_frames`` (``frames.fps_convention: source``): the frames' source
+        indices and the source's frame count for the processor's video metadata, with ``fps`` the
+        source rate (Qwen3-VL's timestamps are index / fps); default: frames 0..T-1 at ``fps``.
+        """
         if prune_stage == "native" and getattr(selection, "native", None) is not None:
             check_frames(frames)
             target = self.native_target(*frames.shape[:3])
@@ -429,13 +557,15 @@ class Qwen25VLAdapter(ModelAdapter):
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         start = time.perf_counter()
-        prepared = self.prepare(frames, prompt, fps=fps, selection=selection)
+        prepared = self.prepare(frames, prompt, fps=fps, selection=selection, frame_indices=frame_indices,
+                                source_frames=source_frames)
         preprocess_s = time.perf_counter() - start  # CPU processor work: resize, normalise, patchify
         kept = self.kept_indices(prepared, selection)
         with timer.stage("vision"):
             features = self.visual_features(prepared, kept, prune_stage)
         llm_inputs = self.llm_inputs(prepared.batch, kept, features)
-        ids = greedy_decode(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer)
+        stop = {int(self.processor.tokenizer.eos_token_id)} if self.pipeline.stop == "tokenizer_eos" else None
+        ids = greedy_decode(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
         tokens = TokenCounts(
             visual_before=prepared.native_tokens,
@@ -454,6 +584,7 @@ class Qwen25VLAdapter(ModelAdapter):
                 "preprocess_s": preprocess_s,
                 "model_size": [g.height, g.width],
                 "token_grid": [g.grid_t, g.grid_h, g.grid_w],
+                "text_positions": self.pipeline.text_positions,
                 "output_ids": ids,
             },
         )

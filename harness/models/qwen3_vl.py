@@ -50,8 +50,10 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
             "positions need their own rule; the design is in docs/pruning.md); use post_vit or pre_vit"
         )
 
-    def _resized_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    def _processor_hw(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The frame size the stock Qwen3-VL video processor resizes to (mirrors its ``resize``)."""
+        if not self.pipeline.processor_resize:
+            return height, width
         vp = self.processor.video_processor
         factor = self.patch_size * self.merge_size
         max_pixels = vp.size["longest_edge"]

@@ -173,15 +173,17 @@ def generate_pruned(
     device: torch.device | str | None,
     max_new_tokens: int,
     extra: dict[str, Any],
+    stop: set[int] | None = None,
 ) -> Generation:
     """Greedy-decode ``pruned`` and account for it: the common end of both 1D-RoPE adapters' ``generate``.
 
     Why shared: LLaVA-OV and InternVL3 must count tokens and time the same way for their records
     to compare. ``visual_before`` is the native model's count (LLaVA-OV adds its newline token);
     ``geometry`` the one the model ran at. ``extra`` holds the family's own facts; it lands between
-    ``output_ids`` and ``model_size``/``token_grid`` in ``Generation.extra``.
+    ``output_ids`` and ``model_size``/``token_grid`` in ``Generation.extra``. ``stop``: the ids
+    that end decoding (default: the generation config's eos ids).
     """
-    ids = greedy_decode(model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer)
+    ids = greedy_decode(model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
     tokens = TokenCounts(
         visual_before=visual_before,
         visual_after=pruned.visual_after,

@@ -48,7 +48,9 @@ def supports_batching(adapter: Any) -> bool:
 def generate_one(adapter: Any, item: BatchItem, *, max_new_tokens: int, prune_stage: str) -> Outcome:
     """The single-request path: ``adapter.generate``; an ``Exception`` becomes the outcome's error."""
     # the sample's own video file, only to adapters that ask for it (NVILA's video_input: source)
-    extra = {"video_path": item.video} if getattr(adapter, "wants_video_path", False) else {}
+    extra: dict[str, Any] = {"video_path": item.video} if getattr(adapter, "wants_video_path", False) else {}
+    if item.indices is not None:  # frames.fps_convention: source (Qwen3-VL's timestamps)
+        extra.update(frame_indices=item.indices, source_frames=item.source_frames)
     try:
         gen = adapter.generate(item.frames, item.selection, item.prompt, fps=item.fps,
                                max_new_tokens=max_new_tokens, prune_stage=prune_stage, **extra)

@@ -35,6 +35,9 @@ class DecodedVideo:
     fps: float  # rate of the *sampled* frames (what adapters use for temporal positions)
     source_fps: float
     source_size: tuple[int, int]  # (height, width) of the source video
+    source_frames: int = 0  # frames in the source video
+    # fps_convention "source": the adapter gets the source indices (its processor metadata)
+    pass_indices: bool = False
     decoder: str = ""
     seconds: float = 0.0
     shared: bool = False  # handed over from an earlier model entry (frame_share.py): not decoded again
@@ -62,6 +65,17 @@ def sampled_fps(timestamps: np.ndarray, source_fps: float) -> float:
     return float(source_fps) if source_fps and source_fps > 0 else 1.0
 
 
+def count_fps(num_sampled: int, num_source: int, source_fps: float) -> float:
+    """qwen-vl-utils' ``sample_fps``: sampled count / source count * source rate.
+
+    32 of 64 frames at 25 fps: 12.5, where ``sampled_fps`` gives 31 / 2.52 s = 12.3; 32 of
+    1,800 at 30 fps: 0.533 vs 31 / 59.97 s = 0.517. The temporal positions
+    (``second_per_grid_ts``) follow.
+    """
+    rate = float(source_fps) if source_fps and source_fps > 0 else 1.0
+    return num_sampled / max(num_source, 1) * rate
+
+
 def _video_size(frames_cfg: FramesConfig) -> int | tuple[int, int] | None:
     res = frames_cfg.resolution
     if res is None or isinstance(res, int):
@@ -79,7 +93,8 @@ def load_frames(path: str, frames_cfg: FramesConfig) -> DecodedVideo:
         meta = reader.meta
         num = None if frames_cfg.fps is not None else frames_cfg.num_frames  # fps wins; max_frames caps it
         idx = sample_indices(meta, num_frames=num, fps=frames_cfg.fps,
-                             max_frames=frames_cfg.max_frames, timestamps=reader.timestamps)
+                             max_frames=frames_cfg.max_frames, timestamps=reader.timestamps,
+                             rounding=frames_cfg.index_rounding, count_multiple=frames_cfg.count_multiple)
         size = _video_size(frames_cfg)
         out_h, out_w = reader.output_size(size, frames_cfg.keep_aspect)
         if min(out_h, out_w) < MIN_SIDE_PX:
@@ -102,9 +117,16 @@ def load_frames(path: str, frames_cfg: FramesConfig) -> DecodedVideo:
             pos += len(chunk)
         timestamps = np.asarray(reader.timestamps)[idx]
         decoder = getattr(reader.meta, "decoder", "")
+    if frames_cfg.fps_convention == "count":
+        fps = count_fps(len(idx), meta.num_frames, meta.fps)
+    elif frames_cfg.fps_convention == "source":
+        fps = float(meta.fps) if meta.fps and meta.fps > 0 else sampled_fps(timestamps, meta.fps)
+    else:
+        fps = sampled_fps(timestamps, meta.fps)
     return DecodedVideo(frames=frames, indices=np.asarray(idx), timestamps=timestamps,
-                        fps=sampled_fps(timestamps, meta.fps), source_fps=float(meta.fps),
+                        fps=fps, source_fps=float(meta.fps),
                         source_size=(meta.height, meta.width), decoder=decoder,
+                        source_frames=int(meta.num_frames), pass_indices=frames_cfg.fps_convention == "source",
                         seconds=time.perf_counter() - start)
 
 
@@ -139,8 +161,9 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
     if backend == "transformers":
         from harness.models.registry import get_adapter_class
 
+        extra = {"pipeline": dict(model.pipeline)} if model.pipeline else {}
         return get_adapter_class(model.family).from_pretrained(path, device=device, dtype=model.dtype,
-                                                              **model.kwargs)
+                                                              **extra, **model.kwargs)
     if backend == "vllm":
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("backend 'vllm' needs vLLM installed: pip install .[vllm] (see docs/vllm.md)")
@@ -149,6 +172,8 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
         except ImportError as exc:
             raise ConfigError(f"backend 'vllm' cannot be imported ({exc}); install the extra: pip install .[vllm]") \
                 from exc
+        if model.pipeline:
+            raise ConfigError("model.pipeline (and presets that set it) are not supported by the vllm backend yet")
         # model.kwargs go to vllm.LLM (gpu_memory_utilization, max_model_len, tensor_parallel_size, ...)
         return VLLMBackend.from_pretrained(model.family, path, dtype=model.dtype, device=device, seed=seed,
                                            **model.kwargs)

@@ -12,12 +12,14 @@ Layout of a config (every key optional except ``benchmark.name`` and ``pruners``
     output_dir: runs/demo            # where run directories go
     seed: 0
     backend: transformers            # transformers | vllm
-    model: {family, path, name, device, dtype, prune_stage, kwargs, runtime}
+    model: {family, path, name, device, dtype, prune_stage, kwargs, runtime, preset, pipeline}
                                      # runtime: {python: VENV/bin/python} or {env: NAME}, timeout_s
                                      #   (the model runs in a worker there; docs/runtimes.md)
+                                     # preset: named settings (harness/runner/presets.yaml), e.g. lmms-eval
     models: [ {...model keys..., frames: {...}, generation: {...}, pruners: [...]}, ... ]  # optional
     benchmark: {name, kwargs, limit, extraction, prompt_kwargs}
-    frames: {num_frames, fps, max_frames, resolution, keep_aspect, chunk_size, max_decoded_gb}
+    frames: {num_frames, fps, max_frames, resolution, keep_aspect, chunk_size, max_decoded_gb,
+             index_rounding, count_multiple, fps_convention}
     generation: {max_new_tokens, enabled, batch_size}
     pruners:
       - {name: none}
@@ -37,12 +39,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.runner.presets import PresetError, apply_preset
+
 
 class ConfigError(ValueError):
     """A config that cannot run: the message names the key (and the file) and the valid choices."""
 
 
 BACKENDS = ("transformers", "vllm")
+INDEX_ROUNDINGS = ("floor", "nearest")
+FPS_CONVENTIONS = ("span", "count", "source")
 PRUNE_STAGES = ("post_vit", "pre_vit", "native")
 # Model path that means "build the tiny random-weight model of this family into the cache".
 TINY_PATH = "tiny"
@@ -90,6 +96,12 @@ class ModelConfig(_Section):
     prune_stage: Literal[PRUNE_STAGES] = "post_vit"  # native: AutoGaze's gazes embedded at their scales
     kwargs: dict[str, Any] = Field(default_factory=dict)
     runtime: RuntimeConfig | None = None  # None: in this process; else a worker in that interpreter
+    # A named set of settings (harness/runner/presets.yaml), e.g. ``lmms-eval``: fills the model's
+    # ``pipeline``/``dtype`` and the ``frames`` keys it lists, under any key the config sets itself.
+    preset: str | None = None
+    # The adapter's preprocessing knobs (pixel limits, resize method, stop tokens, ...); each
+    # family lists its valid keys. Empty = the family's defaults (stock transformers).
+    pipeline: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _runtime_route(self) -> ModelConfig:
@@ -126,6 +138,13 @@ class FramesConfig(_Section):
     keep_aspect: bool = True  # fit inside ``resolution`` keeping the aspect ratio
     chunk_size: int = Field(default=16, ge=1)  # frames decoded per chunk (bounded memory)
     max_decoded_gb: float = Field(default=16.0, gt=0)  # refuse a sample whose frames would exceed this
+    # linspace -> indices: floor (lmms-eval load_video) | nearest (qwen-vl-utils)
+    index_rounding: Literal[INDEX_ROUNDINGS] = "floor"
+    count_multiple: int = Field(default=1, ge=1, strict=True)  # floor the frame count to a multiple (qwen-vl-utils: 2)
+    # fps handed to the model: span = (T - 1) / (t_last - t_first) of the sampled frames;
+    # count = T / frames_in_video * source_fps (qwen-vl-utils' sample_fps, what lmms-eval passes);
+    # source = the source fps, with the sampled frames' source indices (Qwen3-VL's timestamps)
+    fps_convention: Literal[FPS_CONVENTIONS] = "span"
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -264,8 +283,9 @@ class EvalConfig(_Section):
             where = f"models.{i}"
             given = {k: getattr(entry, k) for k in entry.model_fields_set
                      if k in ModelConfig.model_fields}
+            given, entry_frames = _entry_preset(self.model, given, entry.frames, where)
             model = _merged(ModelConfig, self.model, given, where)
-            frames = _merged(FramesConfig, self.frames, entry.frames, f"{where}.frames")
+            frames = _merged(FramesConfig, self.frames, entry_frames, f"{where}.frames")
             gen = _merged(GenerationConfig, self.generation, entry.generation, f"{where}.generation")
             pruners = self.pruners if entry.pruners is None else entry.pruners
             plans.append(ModelPlan(model=model, frames=frames, generation=gen, pruners=pruners))
@@ -333,10 +353,47 @@ def _valid_keys_at(loc: list[str], root: type[BaseModel]) -> list[str]:
     return sorted(k for k in cls.model_fields if k != "source")
 
 
+def _entry_preset(top: ModelConfig, entry: dict[str, Any], frames: dict[str, Any] | None,
+                  where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A ``models:`` entry with its preset applied (its own, else the top-level one, for its family).
+
+    The top-level ``pipeline`` is inherited only by entries of the same family: pipeline keys are
+    per family.
+    """
+    family = entry.get("family", top.family)
+    if family != top.family and "pipeline" not in entry:
+        entry = {**entry, "pipeline": {}}
+    name = entry.get("preset", top.preset)
+    if not name:
+        return entry, frames
+    base = top.pipeline if family == top.family else None
+    try:
+        entry, frames = apply_preset({**entry, "preset": name}, frames, family, base_pipeline=base)
+    except PresetError as exc:
+        raise ValueError(f"{where}.preset: {exc}") from None
+    return entry, frames
+
+
+def _top_level_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``model.preset`` filled into ``model`` and ``frames`` (keys set win)."""
+    model = data.get("model")
+    if not isinstance(model, dict) or not model.get("preset"):
+        return data
+    frames = data.get("frames")
+    if frames is not None and not isinstance(frames, dict):
+        return data  # the schema reports it
+    try:
+        data["model"], data["frames"] = apply_preset(model, frames, str(model.get("family", ModelConfig.model_fields["family"].default)))
+    except PresetError as exc:
+        raise ConfigError(f"model.preset: {exc}") from None
+    return data
+
+
 def from_dict(data: dict[str, Any], source: str | None = None) -> EvalConfig:
     """Build and validate an ``EvalConfig`` from a plain dict (``ConfigError`` in one line)."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}")
+    data = _top_level_preset(copy.deepcopy(data))
     try:
         cfg = EvalConfig.model_validate(copy.deepcopy(data))
     except ValidationError as exc:

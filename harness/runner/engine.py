@@ -604,7 +604,10 @@ class Evaluator:
             return None
         if not plan.generation.enabled:
             return None
-        return BatchItem(frames, selection, prompt, video.fps, str(sample.video_path))
+        if video.pass_indices:
+            return BatchItem(frames, selection, prompt, video.fps, video=str(sample.video_path),
+                             indices=video.indices, source_frames=video.source_frames)
+        return BatchItem(frames, selection, prompt, video.fps, video=str(sample.video_path))
 
     def _finish(self, rec: dict[str, Any], sample: Any, benchmark: Any, outcome: Outcome) -> None:
         """Fill a record from its generation outcome and score it (the same fields on every path)."""

@@ -7,6 +7,11 @@ loaders use: the first and the last frame are always included and the count is
 ``min(num_frames, total, int(duration * fps))``. transformers' ``default_sample_indices_fn``
 (``arange(n) * total // n``, never the last frame; fps takes priority over num_frames) is available
 as ``convention="transformers"`` for parity with stock HF processors.
+
+Two knobs reproduce other pipelines exactly (``frames.index_rounding`` / ``frames.count_multiple``
+in a config): qwen-vl-utils (lmms-eval's Qwen classes) rounds ``linspace`` to the NEAREST frame
+(``torch.linspace(0, total - 1, n).round()``, float32, halves to even) where lmms-eval's generic
+loader floors, and it floors the count to a multiple of 2 (``FRAME_FACTOR``), at least 2.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import numpy as np
 from harness.video.types import VideoMeta
 
 Convention = Literal["lmms_eval", "transformers"]
+Rounding = Literal["floor", "nearest"]
+ROUNDINGS = ("floor", "nearest")
 
 
 def frame_window(
@@ -60,6 +67,8 @@ def sample_indices(
     end_s: float | None = None,
     timestamps: np.ndarray | None = None,
     convention: Convention = "lmms_eval",
+    rounding: Rounding = "floor",
+    count_multiple: int = 1,
 ) -> np.ndarray:
     """Sorted, unique int64 frame indices, spread uniformly over the (windowed) video.
 
@@ -67,6 +76,11 @@ def sample_indices(
       frames, at least 1); both given: the smaller count (lmms-eval). Neither: every frame.
     - ``max_frames`` caps the count; the count never exceeds the frames in the window.
     - ``start_s``/``end_s``: a time window (inclusive), see :func:`frame_window`.
+    - ``rounding``: how the ``lmms_eval`` convention turns ``linspace`` into indices: ``floor``
+      (``np.linspace(..., dtype=int)``) or ``nearest`` (qwen-vl-utils: float32 ``torch.linspace``
+      rounded half to even; float32 matters, it moves some halves).
+    - ``count_multiple``: the count is floored to a multiple of this, never below one multiple
+      (qwen-vl-utils' FRAME_FACTOR 2), after every other cap.
     Pure function of its arguments, so indices are reproducible across runs and machines.
     """
     if num_frames is not None and num_frames < 1:
@@ -77,6 +91,10 @@ def sample_indices(
         raise ValueError(f"{meta.path}: max_frames must be >= 1, got {max_frames}")
     if meta.num_frames < 1:
         raise ValueError(f"{meta.path}: video has no frames")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown index rounding {rounding!r}; valid choices: {', '.join(ROUNDINGS)}")
+    if count_multiple < 1:
+        raise ValueError(f"count_multiple must be >= 1, got {count_multiple}")
     first, stop = frame_window(meta, start_s, end_s, timestamps)
     total = stop - first
 
@@ -92,8 +110,18 @@ def sample_indices(
     if max_frames is not None:
         count = min(count, max_frames)
     count = min(count, total)
+    if count_multiple > 1:
+        count = max(count_multiple, count // count_multiple * count_multiple)
+        if count > total:
+            raise ValueError(
+                f"{meta.path}: {total} frames in the window, fewer than count_multiple={count_multiple}"
+            )
 
-    if convention == "lmms_eval":
+    if convention == "lmms_eval" and rounding == "nearest":
+        import torch  # float32 linspace, exactly as qwen-vl-utils computes it
+
+        rel = torch.linspace(0, total - 1, count).round().long().numpy().astype(np.int64)
+    elif convention == "lmms_eval":
         rel = np.linspace(0, total - 1, count, dtype=np.int64)
     elif convention == "transformers":
         rel = np.arange(count, dtype=np.int64) * total // count

@@ -55,6 +55,10 @@ class BatchItem:
     prompt: str
     fps: float
     video: str | None = None  # the sample's own file, for adapters with ``wants_video_path`` (NVILA source)
+    # with frames.fps_convention "source": the frames' source indices and the source's frame count,
+    # for the processor's video metadata (Qwen3-VL timestamps); None = frames 0..T-1 at ``fps``
+    indices: np.ndarray | None = None
+    source_frames: int | None = None
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Our adapters and pruners as lmms-eval models (``--model harness_<family>``), see plugin.py."""

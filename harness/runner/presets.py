@@ -1,0 +1,73 @@
+"""Named presets (``model.preset``): per-family settings, kept as data in ``presets.yaml``.
+
+Why data and not code: a preset such as ``lmms-eval`` must say exactly which frames, pixel
+limits, resize and generation settings another pipeline uses, so a reader can check each value
+against its source, and a run records the values (the resolved config), not only a name.
+Merging rule: the preset fills a key only where the config does not set it (the config wins,
+key by key, also inside ``model.pipeline``).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+# What a preset may set: the model keys and the frames section.
+PRESET_MODEL_KEYS = ("dtype", "pipeline")
+
+
+class PresetError(ValueError):
+    """An unknown preset, or one that has no settings for the family asked."""
+
+
+@cache
+def _presets() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load(PRESETS_FILE.read_text()) or {}
+
+
+def preset_names() -> list[str]:
+    return sorted(_presets())
+
+
+def preset_families(name: str) -> list[str]:
+    return sorted(_presets().get(name) or {})
+
+
+def preset_settings(name: str, family: str) -> dict[str, Any]:
+    """``{"model": {...}, "frames": {...}}`` of preset ``name`` for ``family`` (a copy)."""
+    presets = _presets()
+    if name not in presets:
+        raise PresetError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
+    if family not in presets[name]:
+        raise PresetError(
+            f"preset {name!r} has no settings for model family {family!r}; it has: "
+            f"{', '.join(preset_families(name))}"
+        )
+    return copy.deepcopy(presets[name][family])
+
+
+def apply_preset(model: dict[str, Any], frames: dict[str, Any] | None, family: str,
+                 base_pipeline: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model and frames dicts with ``model["preset"]`` filled in under the keys they set.
+
+    ``base_pipeline``: pipeline keys inherited from elsewhere (a ``models:`` entry inherits the
+    top-level one), between the preset's and the entry's own.
+    """
+    model, frames = dict(model), dict(frames or {})
+    name = model.get("preset")
+    if not name:
+        return model, frames
+    settings = preset_settings(str(name), family)
+    for key, value in (settings.get("model") or {}).items():
+        if key == "pipeline":
+            model["pipeline"] = {**value, **(base_pipeline or {}), **(model.get("pipeline") or {})}
+        elif key not in model:
+            model[key] = value
+    for key, value in (settings.get("frames") or {}).items():
+        frames.setdefault(key, value)
+    return model, frames
