@@ -1,6 +1,6 @@
 """AutoGaze speed: our greedy loop vs the same-run bound, plus gaze_video's bounded memory.
 
-    python -m harness.perf.gaze [--model DIR] [--threads N] [--skip-memory]
+    python -m harness.perf.gaze [--model DIR] [--threads N] [--skip-memory] [--selection numpy,torch]
 
 For batch 1 and 8 at gazing ratio 0.3 and 0.75 (16-frame 224 px clips, the parity checkpoint
 by default) it times ``AutoGaze.gaze`` and, in the same run, the *bound* of the parity README:
@@ -146,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads (default 0: every core of the machine; 1 is the stable choice on a busy shared box)",
     )
     ap.add_argument("--skip-memory", action="store_true", help="skip the gaze_video bounded-memory probe")
+    ap.add_argument(
+        "--selection",
+        default="auto",
+        help="token choice: auto (numpy on CPU), numpy, torch, torch-static; comma-separated to compare in one run",
+    )
     ap.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_probe is not None:
@@ -157,7 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     model = AutoGaze.from_pretrained(args.model)
     print(f"AutoGaze gaze loop on {args.model} (cpu, {torch.get_num_threads()} threads, float32)", flush=True)
-    result = time_configs(model)
+    variants = [v.strip() for v in args.selection.split(",") if v.strip()]
+    by_variant = {}
+    for variant in variants:
+        kwargs = {"selection": variant.removesuffix("-static"), "static": variant.endswith("-static")}
+        if len(variants) > 1:
+            print(f"selection {variant}:", flush=True)
+        by_variant[variant] = time_configs(model, **kwargs)
+    result = dict(by_variant[variants[0]])
+    if len(variants) > 1:
+        result["by_selection"] = by_variant
+    result["selection"] = variants[0]
     result["threads"] = torch.get_num_threads()
     result["device"] = "cpu"
     if not args.skip_memory:
