@@ -100,12 +100,14 @@ clean:
 # unpacked into .gpu-wheels/site (ignored by git; carry it with the run, under 64 MiB); gpu_check
 # appends that folder to sys.path. Steps whose packages are still missing say which (docs/gpu.md).
 GPU_WHEELS ?= .gpu-wheels
-GPU_EXTRAS ?= av pydantic pydantic-core annotated-types typing-inspection
-gpu-wheels: $(STAMP)
+# PyAV is not in the default list: unpacked it is 127 MiB (ffmpeg libraries), over the carry limit.
+GPU_EXTRAS ?= pydantic pydantic-core annotated-types typing-inspection
+GPU_PY ?= $(PYTHON)
+gpu-wheels:
 	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)/wheels $(GPU_WHEELS)/site
-	$(PIP) download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+	$(GPU_PY) -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  --platform any -d $(GPU_WHEELS)/wheels $(GPU_EXTRAS)
-	$(PY) -c "import pathlib, zipfile; [zipfile.ZipFile(w).extractall('$(GPU_WHEELS)/site') for w in pathlib.Path('$(GPU_WHEELS)/wheels').glob('*.whl')]"
+	$(GPU_PY) -c "import pathlib, zipfile; [zipfile.ZipFile(w).extractall('$(GPU_WHEELS)/site') for w in pathlib.Path('$(GPU_WHEELS)/wheels').glob('*.whl')]"
 	rm -rf $(GPU_WHEELS)/wheels
 	du -sh $(GPU_WHEELS)/site

@@ -188,7 +188,7 @@ def step_e2e(device: str, tiny: bool) -> dict[str, Any]:
     try:
         import av  # noqa: F401 - the synthetic video is written with PyAV
     except ImportError:
-        return {"status": "skipped: PyAV not installed (make gpu-wheels, see docs/gpu.md)"}
+        return {"status": "skipped: PyAV not installed (too large to carry to the GPU machine, see docs/gpu.md)"}
     from harness.perf import e2e
 
     fixture = find_fixture()
