@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-native perf regression test-vllm test-lmms test-runtime runtime-env clean browser
+.PHONY: install test lint demo demo-native perf regression test-vllm test-lmms test-runtime runtime-env clean browser gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -146,3 +146,20 @@ perf: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(LMMS_VENV) .venv-tf455 runs .pytest_cache .ruff_cache
+
+# Extra packages for `python -m harness.perf.gpu_check` on a lent GPU machine, which has Python 3.12,
+# torch, transformers, numpy and safetensors but no package index. Wheels for cp312 / x86_64 are
+# unpacked into .gpu-wheels/site (ignored by git; carry it with the run, under 64 MiB); gpu_check
+# appends that folder to sys.path. Steps whose packages are still missing say which (docs/gpu.md).
+GPU_WHEELS ?= .gpu-wheels
+# PyAV is not in the default list: unpacked it is 127 MiB (ffmpeg libraries), over the carry limit.
+GPU_EXTRAS ?= pydantic pydantic-core annotated-types typing-inspection
+GPU_PY ?= $(PYTHON)
+gpu-wheels:
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)/wheels $(GPU_WHEELS)/site
+	$(GPU_PY) -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform any -d $(GPU_WHEELS)/wheels $(GPU_EXTRAS)
+	$(GPU_PY) -c "import pathlib, zipfile; [zipfile.ZipFile(w).extractall('$(GPU_WHEELS)/site') for w in pathlib.Path('$(GPU_WHEELS)/wheels').glob('*.whl')]"
+	rm -rf $(GPU_WHEELS)/wheels
+	du -sh $(GPU_WHEELS)/site

@@ -317,12 +317,30 @@ def test_bad_inputs_get_clear_errors(model, video, kwargs, match):
 
 
 def test_bfloat16_path_runs_and_stays_consistent(parity_dir):
-    """The GPU-style bf16 path is not bit-identical to the float32 original, but must be coherent."""
+    """bf16 as the original's mixed precision: float32 weights, autocast, bf16 KV cache, float32 heads.
+    Not bit-identical to the float32 original, but coherent."""
     model = AutoGaze.from_pretrained(parity_dir / "model", dtype=torch.bfloat16)
-    assert model.dtype == torch.bfloat16
+    assert model.dtype == torch.float32 and model.compute_dtype == torch.bfloat16
     assert (
         model.gazing_model.gaze_decoder.rope(torch.arange(3)[None], torch.bfloat16)[0].dtype == torch.bfloat16
     )
-    out = model.gaze(torch.randn(1, 2, 3, 224, 224), gazing_ratio=0.1)
+    stream = model.stream(1, gazing_ratio=0.1, frames_hint=2)
+    out = stream.gaze(torch.randn(1, 2, 3, 224, 224))
+    assert stream.state.cache.k.dtype == torch.bfloat16
     assert out.num_gazing_each_frame.tolist() == [26, 26]
     assert int(sum(m.sum() for m in out.gazing_mask)) == 52
+
+
+def test_heads_stay_float32_under_autocast(parity_dir):
+    """Under bf16 autocast the heads compute in float32: logits equal a float32 pass of the same
+    hidden state, and differ from a bf16 head (so the check can fail)."""
+    dec = AutoGaze.from_pretrained(parity_dir / "model").gazing_model.gaze_decoder
+    h = torch.randn(3, 1, dec.cfg.hidden_size)
+    want, want_tl = dec.heads(h)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, got_tl = dec.heads(h.to(torch.bfloat16).float())
+        bf16 = dec.lm_head(h)[:, -1].float().view(3, dec.cfg.num_multi_token_pred, -1)
+    assert got.dtype == torch.float32
+    h32 = h.to(torch.bfloat16).float()
+    assert torch.equal(got, dec.heads(h32)[0]) and torch.equal(got_tl, dec.heads(h32)[1])
+    assert not torch.equal(bf16, want)

@@ -88,3 +88,15 @@ def test_streaming_one_frame_at_a_time_matches_fixture(model, data):
     assert torch.equal(out.gazing_pos, data["ratio030.gazing_pos"])
     assert torch.equal(out.if_padded_gazing, data["ratio030.if_padded_gazing"])
     assert torch.equal(out.num_gazing_each_frame, data["ratio030.num_gazing_each_frame"])
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("name", ["ratio004", "tile448_ratio020"])
+def test_device_selection_loop_is_exact(name, static, model, data, cases):
+    """The accelerator loop (token choice in torch ops, optionally fixed-shape steps) run on CPU
+    still reproduces the original bit for bit (the task-loss cases: tests/test_gaze_stream.py)."""
+    args = dict(cases[name])
+    video = data[args.pop("input", "video")]
+    out = model.gaze(video, selection="torch", static=static, **args)
+    assert torch.equal(out.gazing_pos, data[f"{name}.gazing_pos"])
+    assert torch.equal(out.if_padded_gazing, data[f"{name}.if_padded_gazing"])

@@ -154,3 +154,48 @@ def test_budget_rules(model, video):
     assert default.task_loss_requirement == 0.7
     with pytest.raises(ValueError, match="2 per-frame values but frame 2"):
         model.gaze(video[:1, :3], gazing_ratio=[0.1, 0.1])
+
+
+@pytest.fixture(scope="module")
+def whole_independent(model, video):
+    return model.gaze(video, **ARGS, independent_rows=True)
+
+
+def _same(a: GazeOutput, b: GazeOutput) -> bool:
+    return (
+        torch.equal(a.gazing_pos, b.gazing_pos)
+        and torch.equal(a.if_padded_gazing, b.if_padded_gazing)
+        and torch.equal(a.num_gazing_each_frame, b.num_gazing_each_frame)
+        and all(torch.equal(x, y) for x, y in zip(a.gazing_mask, b.gazing_mask))
+    )
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("independent", [False, True])
+def test_device_selection_loop_equals_numpy_loop(model, video, whole, whole_independent, static, independent):
+    """Token choice on the device (and fixed-shape steps) gives the numpy loop's gazes, in the
+    setting where rows stop at different steps (per-step stop reads, carries, padding)."""
+    want = whole_independent if independent else whole
+    got = model.gaze(video, **ARGS, independent_rows=independent, selection="torch", static=static)
+    assert _same(got, want)
+
+
+def test_stacked_single_rows_equal_independent_batch(model, video, whole_independent):
+    """``GazeOutput.stack`` of batch-1 runs is what an independent-rows batch returns (the
+    deterministic mode on accelerators gazes row by row and stacks)."""
+    rows = [model.gaze(video[i : i + 1], **ARGS) for i in range(video.shape[0])]
+    assert _same(GazeOutput.stack(rows), whole_independent)
+    assert not _same(GazeOutput.stack(rows[::-1]), whole_independent)  # the check can fail
+
+
+def test_deterministic_mode_is_batch_invariant(model, video):
+    """At 2 threads, a deterministic batch gives each clip exactly its batch-1 gazes."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batch = model.gaze(video, **ARGS, deterministic=True)
+        assert torch.get_num_threads() == 2  # restored after the call
+        alone = [model.gaze(video[i : i + 1], **ARGS, deterministic=True) for i in range(video.shape[0])]
+    finally:
+        torch.set_num_threads(old)
+    assert _same(batch, GazeOutput.stack(alone))

@@ -16,6 +16,7 @@ config's fixed inference defaults are used.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ class AutoGaze(nn.Module):
         super().__init__()
         self.config = config
         self.gazing_model = GazingModel(config)
+        self.compute_dtype = torch.float32  # see from_pretrained(dtype=...)
 
     # ------------------------------------------------------------------ loading
 
@@ -63,6 +65,11 @@ class AutoGaze(nn.Module):
         checkpoint's ``AutoGazeImageProcessor``.
 
         ``"tiny"`` builds (once) and loads the random-weight AutoGaze of ``harness.gaze.tiny``.
+
+        ``dtype``: the compute precision. float32 (default) is the original's CPU arithmetic.
+        bfloat16/float16 keep the weights in float32 and gaze under ``torch.autocast`` with a
+        low-precision KV cache, the heads in float32 (as the original's mixed-precision runs: the
+        argmax then sees float32 scores instead of bf16 values full of ties).
         """
         directory = resolve_checkpoint(resolve_gaze_checkpoint(str(path_or_id)))
         config = AutoGazeConfig.from_file(directory / CONFIG_NAME)
@@ -74,7 +81,10 @@ class AutoGaze(nn.Module):
         load_weights_strict(model, directory / WEIGHTS_NAME)
         model.checkpoint_dir = directory
         model.processor = processor
-        return model.to(device=device, dtype=dtype).eval()
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"AutoGaze dtype must be float32, bfloat16 or float16, got {dtype}")
+        model.compute_dtype = dtype
+        return model.to(device=device).eval()
 
     @property
     def scales(self) -> list[int]:
@@ -100,6 +110,9 @@ class AutoGaze(nn.Module):
         target_patch_size: int | None = None,
         *,
         independent_rows: bool = False,
+        deterministic: bool = False,
+        selection: str = "auto",
+        static: bool | None = None,
     ) -> GazeOutput:
         """Greedy gazing of preprocessed clips ``video`` (B, T, 3, H, W) float.
 
@@ -108,6 +121,10 @@ class AutoGaze(nn.Module):
         batch-mates can gaze differently in later frames than it would alone. True makes every
         row gaze exactly as the original does at batch 1, whatever else is in the batch. The two
         agree whenever no row stops early (e.g. a ratio-only budget).
+
+        ``deterministic``: batch-invariant gazing: a clip's gazes never depend on its batch-mates
+        (see ``GazeStream``); implies ``independent_rows``. ``selection``/``static``: the loop's
+        device options (``GazeStream``); they change speed, not the rules.
 
         ``target_scales``/``target_patch_size`` describe a downstream ViT whose largest scale
         exceeds the gaze model's: the clip (H == W == max target scale) is padded and cut into
@@ -122,8 +139,9 @@ class AutoGaze(nn.Module):
                 video = tiling.split(video)
         b, t = video.shape[:2]
         stream = self.stream(
-            b, gazing_ratio, task_loss_requirement, frames_hint=t, independent_rows=independent_rows
-        )
+            b, gazing_ratio, task_loss_requirement, frames_hint=t, independent_rows=independent_rows,
+            deterministic=deterministic, selection=selection, static=static,
+        )  # fmt: skip
         out = stream.gaze(video)
         return tiling.merge(out) if tiling is not None else out
 
@@ -134,14 +152,18 @@ class AutoGaze(nn.Module):
         task_loss_requirement: float | None = None,
         frames_hint: int = 16,
         independent_rows: bool = False,
+        deterministic: bool = False,
+        selection: str = "auto",
+        static: bool | None = None,
     ) -> GazeStream:
         """Start gazing ``batch_size`` clips chunk by chunk, keeping the KV and conv caches between chunks.
 
         ``frames_hint`` only sizes the preallocated KV cache (it grows by doubling if exceeded);
-        ``independent_rows`` as in ``gaze``."""
+        the other options as in ``gaze`` / ``GazeStream``."""
         return GazeStream(
-            self, batch_size, gazing_ratio, task_loss_requirement, frames_hint, independent_rows
-        )
+            self, batch_size, gazing_ratio, task_loss_requirement, frames_hint, independent_rows,
+            deterministic=deterministic, selection=selection, static=static,
+        )  # fmt: skip
 
     def _check_video(self, video: torch.Tensor) -> torch.Tensor:
         if not isinstance(video, torch.Tensor):
@@ -165,9 +187,31 @@ class AutoGaze(nn.Module):
             raise ValueError(f"AutoGaze.gaze: {t} frames is not a multiple of the temporal patch size {tp}")
         return video.to(device=self.device, dtype=self.dtype)
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for ``compute_dtype`` below float32 (weights stay float32), else nothing."""
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
 
 class GazeStream:
-    """Gaze a batch of clips one frame or chunk at a time; identical to gazing the whole clips at once."""
+    """Gaze a batch of clips one frame or chunk at a time; identical to gazing the whole clips at once.
+
+    Loop options (the rules never change, only where and how the work runs):
+
+    * ``selection``: ``"numpy"`` chooses each step's tokens on the host (CPU: fastest, the logits
+      are already there), ``"torch"`` on the device without per-step host syncs (accelerators);
+      ``"auto"`` (default) = numpy on CPU, torch elsewhere.
+    * ``static``: fixed-shape decoding steps (KV cache written in place at a fixed capacity,
+      attention over the whole capacity, masks from a preallocated buffer; CUDA-graph and
+      ``torch.compile`` friendly). Default: on for accelerators, off on CPU, where attending over
+      the unused capacity costs time and the sliced path is the one pinned to the original's bits.
+    * ``deterministic``: batch invariance. Rows are independent (``independent_rows``) and the
+      arithmetic cannot depend on the batch: on CPU the gaze runs at one torch thread (multi-thread
+      BLAS splits work by row count; measured by ``python -m harness.perf.gaze_batch``), on an
+      accelerator each row is gazed in its own batch of one (GPU GEMM kernels are chosen by
+      shape).
+    """
 
     def __init__(
         self,
@@ -177,11 +221,31 @@ class GazeStream:
         requirement: float | None,
         frames_hint: int,
         independent_rows: bool = False,
+        *,
+        deterministic: bool = False,
+        selection: str = "auto",
+        static: bool | None = None,
     ):
         cfg = model.config
         self.model = model
         self.batch_size = batch_size
-        self.independent_rows = independent_rows
+        self.deterministic = deterministic
+        self.independent_rows = independent_rows or deterministic
+        on_cpu = model.device.type == "cpu"
+        if selection == "auto":
+            selection = "numpy" if on_cpu else "torch"
+        if selection not in ("numpy", "torch"):
+            raise ValueError(f"selection must be 'auto', 'numpy' or 'torch', got {selection!r}")
+        self.selection = selection
+        self.static = (not on_cpu) if static is None else bool(static)
+        if self.static and selection != "torch":
+            raise ValueError("static=True needs selection='torch'")
+        self.row_streams: list[GazeStream] | None = None
+        if deterministic and not on_cpu and batch_size > 1:  # one batch of one per row
+            self.row_streams = [
+                GazeStream(model, 1, gazing_ratio, requirement, frames_hint, True, selection=selection,
+                           static=static) for _ in range(batch_size)
+            ]  # fmt: skip
         self.gazing_ratio, self.requirement = _resolve_budget(cfg, gazing_ratio, requirement)
         first_cap = self._cap(0)
         cap_hint = max(first_cap, 1)
@@ -189,7 +253,7 @@ class GazeStream:
             frames_hint, cfg.vision_tokens_per_frame, cap_hint, cfg.decoder.num_multi_token_pred
         )
         self.state = GazeState.empty(
-            model.gazing_model.gaze_decoder, batch_size, capacity, model.dtype, model.device
+            model.gazing_model.gaze_decoder, batch_size, capacity, model.compute_dtype, model.device
         )
 
     def _cap(self, frame: int) -> int:
@@ -206,12 +270,27 @@ class GazeStream:
     @torch.no_grad()
     def gaze(self, chunk: torch.Tensor) -> GazeOutput:
         """Gaze the next frames ``chunk`` (B, t, 3, H, W) of every clip; returns their ``GazeOutput``."""
-        model, cfg = self.model, self.model.config
+        model = self.model
         chunk = model._check_video(chunk)
         if chunk.shape[0] != self.batch_size:
             raise ValueError(
                 f"GazeStream.gaze: chunk batch {chunk.shape[0]} != stream batch size {self.batch_size}"
             )
+        if self.row_streams is not None:
+            return GazeOutput.stack([s.gaze(chunk[i : i + 1]) for i, s in enumerate(self.row_streams)])
+        threads = torch.get_num_threads()
+        one_thread = self.deterministic and chunk.device.type == "cpu" and threads != 1
+        if one_thread:
+            torch.set_num_threads(1)
+        try:
+            with model.autocast():
+                return self._gaze(chunk)
+        finally:
+            if one_thread:
+                torch.set_num_threads(threads)
+
+    def _gaze(self, chunk: torch.Tensor) -> GazeOutput:
+        model, cfg = self.model, self.model.config
         b, t = chunk.shape[:2]
         size = cfg.input_img_size
         frames = chunk.flatten(0, 1)
@@ -229,8 +308,9 @@ class GazeStream:
         for i in range(vision.shape[1]):
             cap = self._cap(offset + i)
             ids = gaze_frame(
-                model.gazing_model.gaze_decoder, self.state, vision[:, i], cap, req, self.independent_rows
-            )
+                model.gazing_model.gaze_decoder, self.state, vision[:, i], cap, req, self.independent_rows,
+                self.selection, self.static,
+            )  # fmt: skip
             ids_per_frame.append(ids)
         eos = cfg.decoder.eos_token_id
         gazing_pos = torch.cat([ids + n_tok * (offset + i) for i, ids in enumerate(ids_per_frame)], dim=1)

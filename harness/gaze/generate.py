@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from harness.gaze.model import EXACT_MIN_ROWS, GazeDecoder, KVCache
+from harness.gaze.select import select_step_numpy as select_step
+from harness.gaze.select import select_step_torch
 
 
 @dataclass
@@ -109,6 +111,8 @@ def gaze_frame(
     cap: int,
     requirement: torch.Tensor | None,
     independent_rows: bool = False,
+    selection: str = "numpy",
+    static: bool = False,
 ) -> torch.Tensor:
     """Gaze one frame for every row. vision: (B, N, C) connector tokens. Returns ids (B, n) with EOS padding.
 
@@ -118,7 +122,15 @@ def gaze_frame(
     row behaves exactly as if gazed alone (the original at batch 1): once a row finishes, its
     last step is kept back as its own carry for the next frame, and what the batch feeds for it
     meanwhile is invisible padding (masked, position-neutral). Identical when no row stops early.
+
+    ``selection``: ``"numpy"`` (CPU: logits copied to the host each step, chosen in numpy) or
+    ``"torch"`` (``_gaze_frame_torch``: chosen on the device, no per-step host sync without a
+    task-loss budget). ``static`` (torch selection only): fixed-shape decoding steps.
     """
+    if selection == "torch":
+        return _gaze_frame_torch(decoder, state, vision, cap, requirement, independent_rows, static)
+    if selection != "numpy":
+        raise ValueError(f"selection must be 'numpy' or 'torch', got {selection!r}")
     cfg = decoder.cfg
     k, eos, vocab = cfg.num_multi_token_pred, cfg.eos_token_id, cfg.vocab_size
     b, dev = vision.shape[0], vision.device
@@ -196,52 +208,143 @@ def gaze_frame(
     return torch.from_numpy(np.concatenate(steps, axis=1)).to(dev)
 
 
-def select_step(
-    logits: np.ndarray,
-    task_loss: np.ndarray,
-    banned: np.ndarray,
-    unfinished: np.ndarray,
-    requirement: np.ndarray | None,
-    n: int,
-    cap: int,
-    first: bool,
-    eos: int,
-) -> tuple[np.ndarray, bool]:
-    """Choose one step's tokens for every row, as the original's ``_sample`` does.
+def _static_mask(state: GazeState, slots: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (B, 1, q, capacity) for queries at cache entries ``slots`` (static-shape mode),
+    written into a buffer kept in ``state.scratch`` (same shape every step): a key is attended if
+    it is marked in ``key_mask`` and is not after the query."""
+    b, cap = state.key_mask.shape
+    q = slots.shape[0]
+    key = ("mask", q, cap, dtype)
+    buf = state.scratch.get(key)
+    if buf is None:
+        buf = torch.empty(b, 1, q, cap, dtype=dtype, device=slots.device)
+        state.scratch[key] = buf
+        state.scratch[("cols", cap)] = torch.arange(cap, device=slots.device)
+    cols = state.scratch[("cols", cap)]
+    allowed = state.key_mask[:, None, None, :] & (cols[None, None, None, :] <= slots[None, None, :, None])
+    buf.zero_().masked_fill_(~allowed, float("-inf"))
+    return buf
 
-    logits (B, K, V) and task_loss (B, K) float32; ``banned`` (B, V) ids already gazed this frame
-    (plus EOS); ``unfinished`` (B,) is updated in place. Returns (tokens (B, m), frame over?).
-    Pure comparisons and argmaxes (first maximum, like torch), so numpy gives torch's exact choices
-    at a fraction of the per-op overhead.
+
+@torch.no_grad()
+def _gaze_frame_torch(
+    decoder: GazeDecoder,
+    state: GazeState,
+    vision: torch.Tensor,
+    cap: int,
+    requirement: torch.Tensor | None,
+    independent_rows: bool,
+    static: bool,
+) -> torch.Tensor:
+    """``gaze_frame`` with the slot choice on the device (``select_step_torch``).
+
+    Host synchronisation: none per step when only a ratio budgets the frame (the step count is
+    ``ceil(cap / K)``, known in advance); one small read per step with a task-loss requirement
+    (whether every row has finished: the original then ends the frame, and what is fed next
+    depends on it); one read per frame to confirm no slot was -inf for every row (impossible with
+    finite scores: a slot has 265 candidates and the cap stops first). If one was, the frame is
+    rolled back and redone by the numpy loop, so the result is always the original's.
+
+    ``static``: every decoding step writes its keys at ``slots`` (a device tensor) and attends
+    over the whole cache with a mask from a preallocated buffer: identical shapes every step.
     """
-    b, k, _ = logits.shape
-    rows = np.arange(b)
-    scores = np.where(banned[:, None, :], -np.inf, logits).astype(np.float32, copy=False)
-    chosen: list[np.ndarray] = []
-    early = False
-    for i in range(k):
-        if n + len(chosen) >= cap:
-            early = True
+    cfg = decoder.cfg
+    k, eos, vocab = cfg.num_multi_token_pred, cfg.eos_token_id, cfg.vocab_size
+    b, dev = vision.shape[0], vision.device
+    embed = decoder.model.embed_tokens
+    saved = (state.length, state.next_pos, state.carry)
+    cache_dtype = state.cache.k.dtype
+
+    carry = state.carry
+    new_mask = torch.ones(b, carry.shape[1] + vision.shape[1], dtype=torch.bool, device=dev)
+    if carry.shape[1]:
+        x = torch.cat([embed(carry).to(vision.dtype), vision], dim=1)
+        new_mask[:, : carry.shape[1]] = carry != eos
+    else:
+        x = vision
+    q, start = x.shape[1], state.length
+    pos = state.next_pos[:, None] + new_mask.long().cumsum(1) - 1
+    state.next_pos = state.next_pos + new_mask.sum(1)
+    steps_max = -(-cap // k)
+    state.ensure(start + q + steps_max * k)
+    state.key_mask[:, start : start + q] = new_mask
+    if static:
+        slots = torch.arange(start, start + q, device=dev)
+        h = decoder.forward_chunk(
+            x, pos, state.cache, start, _static_mask(state, slots, cache_dtype), last=EXACT_MIN_ROWS, slots=slots
+        )
+    else:
+        mask = None if start == 0 and carry.shape[1] == 0 else _chunk_mask(state.key_mask, start, q, cache_dtype)
+        h = decoder.forward_chunk(x, pos, state.cache, start, mask, last=EXACT_MIN_ROWS)
+    state.length = start + q
+    step_pos = pos[:, -k:]
+    logits, task_loss = decoder.heads(h[:, -1:])
+
+    gen_start = state.length
+    req = None if requirement is None else requirement.to(dev, torch.float32)
+    banned = torch.zeros(b, vocab, dtype=torch.bool, device=dev)
+    banned[:, eos] = True
+    unfinished = torch.ones(b, dtype=torch.bool, device=dev)
+    ok = torch.ones((), dtype=torch.bool, device=dev)  # no slot was -inf for every row
+    early_done = torch.zeros((), dtype=torch.bool, device=dev)  # a row finished before the last step
+    own_carry = torch.full((b, k), eos, dtype=torch.long, device=dev)
+    steps: list[torch.Tensor] = []
+    fed: list[torch.Tensor] = []
+    rope = decoder.rope(step_pos, x.dtype)
+    step_slots = torch.arange(k, device=dev)
+    n, first = 0, True
+    while True:
+        toks, taken, now_unfinished, stop = select_step_torch(
+            logits, task_loss, banned, unfinished, req, n, cap, first, eos
+        )
+        m = toks.shape[1]
+        ok = ok & (taken == m)
+        if independent_rows:
+            done = unfinished & ~now_unfinished
+            own_carry[:, :m] = torch.where(done[:, None], toks, own_carry[:, :m])
+        unfinished = now_unfinished
+        n += m
+        steps.append(toks)
+        banned.scatter_(1, toks, True)
+        first = False
+        if n >= cap or (req is not None and bool(stop)):
             break
-        s = scores[:, i]
-        if np.all(s == -np.inf):
-            early = True
-            break
-        tok = s.argmax(-1)
-        chosen.append(tok)
-        if i + 1 < k:
-            scores[rows[:, None], np.arange(i + 1, k)[None, :], tok[:, None]] = -np.inf
-    toks = np.stack(chosen, axis=1)
-    toks = np.where(unfinished[:, None], toks, eos)
-    if requirement is not None:
-        meet = task_loss[:, : toks.shape[1]] <= requirement[:, None]
-        if first:
-            meet[:, 0] = False
-        toks = np.where(meet, eos, toks)
-        unfinished &= ~meet.any(1)
-    if n + toks.shape[1] >= cap:
-        toks = toks[:, : cap - n]
-        early = True
-    if early:
-        unfinished[:] = False
-    return toks.astype(np.int64), not unfinished.any()
+        if independent_rows:
+            early_done = early_done | ~unfinished.all()
+        start = state.length
+        if independent_rows:
+            toks = torch.where(unfinished[:, None], toks, eos)
+            state.key_mask[:, start : start + k] = unfinished[:, None]
+        else:
+            state.key_mask[:, start : start + k] = True
+        fed.append(toks)
+        if static:
+            slots = step_slots + start
+            h = decoder.forward_chunk(
+                embed(toks).to(x.dtype), step_pos, state.cache, start, _static_mask(state, slots, cache_dtype),
+                rope=rope, last=EXACT_MIN_ROWS, slots=slots,
+            )  # fmt: skip
+        else:
+            h = decoder.forward_chunk(
+                embed(toks).to(x.dtype), step_pos, state.cache, start,
+                _chunk_mask(state.key_mask, start, k, cache_dtype), rope=rope, last=EXACT_MIN_ROWS,
+            )  # fmt: skip
+        state.length = start + k
+        logits, task_loss = decoder.heads(h[:, -1:])
+
+    flags = torch.stack([ok, early_done]).tolist()  # the frame's one host read
+    if not flags[0]:  # a slot was -inf for every row: roll back, let the numpy loop redo the frame
+        state.length, state.next_pos, state.carry = saved
+        return gaze_frame(decoder, state, vision, cap, requirement, independent_rows)
+    if fed:
+        real = torch.cat(fed, dim=1) != eos
+        state.key_mask[:, gen_start : state.length] = real
+        state.next_pos = state.next_pos + real.sum(1)
+    if independent_rows:
+        # As the numpy loop: the carry is as wide as the widest step at which some row finished.
+        own_len = k if flags[1] else steps[-1].shape[1]
+        state.carry = own_carry[:, :own_len].contiguous()
+    else:
+        state.carry = steps[-1]
+    state.frames_done += 1
+    return torch.cat(steps, dim=1)

@@ -148,8 +148,10 @@ class KVCache:
 
     def __init__(self, layers: int, batch: int, heads: int, head_dim: int, capacity: int, dtype, device):
         shape = (layers, batch, heads, capacity, head_dim)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        # Zeros, not empty: the static-shape path attends over unwritten entries (masked), and a
+        # masked NaN/inf from uninitialised memory would still poison the sums (0 * NaN).
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
 
     @property
     def capacity(self) -> int:
@@ -160,8 +162,8 @@ class KVCache:
             return
         cap = max(needed, 2 * self.capacity)
         shape = (*self.k.shape[:3], cap, self.k.shape[4])
-        k = torch.empty(shape, dtype=self.k.dtype, device=self.k.device)
-        v = torch.empty_like(k)
+        k = torch.zeros(shape, dtype=self.k.dtype, device=self.k.device)
+        v = torch.zeros_like(k)
         k[:, :, :, : self.capacity] = self.k
         v[:, :, :, : self.capacity] = self.v
         self.k, self.v = k, v
@@ -201,12 +203,18 @@ class Attention(nn.Module):
         start: int,
         mask: torch.Tensor | None,
         keep: int | None = None,
+        slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, q, hidden). With a cache, keys/values land at [start, start+q) and attention covers
         [0, start+q) under ``mask`` (bool (B, 1, q, start+q)); ``mask=None`` means plain causal.
 
         ``keep``: keys/values for all q tokens, but queries (and the output) only for the last
-        ``keep`` of them (see ``GazeDecoder.forward_chunk``)."""
+        ``keep`` of them (see ``GazeDecoder.forward_chunk``).
+
+        ``slots`` (q,) long on the device: static-shape mode. Keys/values are written at those
+        cache entries (``index_copy_``, no Python offsets) and attention covers the whole cache
+        capacity under ``mask`` (B, 1, q, capacity), so every decoding step has the same shapes
+        (CUDA graphs, ``torch.compile``). Same math; not the same float sums as the sliced path."""
         b, q, _ = x.shape
         weight, bias = _fused_linear(self, [self.q_proj, self.k_proj, self.v_proj])
         h, kv, d = self.heads, self.kv_heads, self.head_dim
@@ -224,18 +232,24 @@ class Attention(nn.Module):
                 mask = _causal_rows(start, q, keep, x.dtype, x.device)
             else:
                 mask = mask[:, :, -keep:]
-        if cache_k is not None:
+        if cache_k is not None and slots is not None:  # static shapes: write in place, attend over the capacity
+            cache_k.index_copy_(2, slots, ks.to(cache_k.dtype))
+            cache_v.index_copy_(2, slots, vs.to(cache_v.dtype))
+            ks, vs = cache_k, cache_v
+        elif cache_k is not None:
             end = start + q
             cache_k[:, :, start:end] = ks
             cache_v[:, :, start:end] = vs
             ks, vs = cache_k[:, :, :end], cache_v[:, :, :end]
+        if qs.dtype != ks.dtype:  # fp32 rope under autocast, low-precision cache: sdpa wants one dtype
+            qs = qs.to(ks.dtype)
         if self.kv_heads != self.heads:
             rep = self.heads // self.kv_heads
             ks, vs = ks.repeat_interleave(rep, dim=1), vs.repeat_interleave(rep, dim=1)
         out = F.scaled_dot_product_attention(
             qs, ks, vs, attn_mask=mask, is_causal=mask is None and q > 1, scale=self.head_dim**-0.5
         )
-        return self.o_proj(out.transpose(1, 2).reshape(b, rows, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(b, rows, -1).to(x.dtype))
 
 
 class MLP(nn.Module):
@@ -259,9 +273,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, cache_k, cache_v, start, mask, keep: int | None = None):
+    def forward(self, x, cos, sin, cache_k, cache_v, start, mask, keep: int | None = None, slots=None):
         """``keep``: compute the output for the last ``keep`` tokens only (their keys/values are all cached)."""
-        a = self.self_attn(self.input_layernorm(x), cos, sin, cache_k, cache_v, start, mask, keep)
+        a = self.self_attn(self.input_layernorm(x), cos, sin, cache_k, cache_v, start, mask, keep, slots)
         if keep is not None and keep < x.shape[1]:
             x = x[:, -keep:]
         x = x + a
@@ -317,6 +331,7 @@ class GazeDecoder(nn.Module):
         mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         last: int | None = None,
+        slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run embeddings ``x`` (B, q, hidden) at rope ``positions`` (B, q); return final-norm hidden states.
 
@@ -327,18 +342,28 @@ class GazeDecoder(nn.Module):
         layer's keys/values come from its input, so every token is still cached, but its queries,
         attention, o_proj and MLP run for those rows only: the greedy loop reads one row, and a
         196-token prefill then skips most of a layer. Rows come out bit-identical to the full pass
-        as long as ``last`` >= ``EXACT_MIN_ROWS`` (CPU BLAS takes another path for 1-2-row GEMMs)."""
+        as long as ``last`` >= ``EXACT_MIN_ROWS`` (CPU BLAS takes another path for 1-2-row GEMMs).
+
+        ``slots``: static-shape mode (see ``Attention.forward``)."""
         cos, sin = rope if rope is not None else self.rope(positions, x.dtype)
         n = len(self.model.layers)
         for i, layer in enumerate(self.model.layers):
             ck = cache.k[i] if cache is not None else None
             cv = cache.v[i] if cache is not None else None
-            x = layer(x, cos, sin, ck, cv, start, mask, last if i == n - 1 else None)
+            x = layer(x, cos, sin, ck, cv, start, mask, last if i == n - 1 else None, slots)
         return self.model.norm(x)
 
     def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (B, 1, hidden) at the last position -> logits (B, K, vocab) float32, task loss (B, K) float32."""
         k, v = self.cfg.num_multi_token_pred, self.cfg.vocab_size
+        if torch.is_autocast_enabled(h.device.type):
+            # Mixed precision: the heads run in float32 (weights are float32 under autocast), so the
+            # argmax sees float32 scores, not bf16 ones with their many ties.
+            with torch.autocast(h.device.type, enabled=False):
+                return self._heads(h.float(), k, v)
+        return self._heads(h, k, v)
+
+    def _heads(self, h: torch.Tensor, k: int, v: int) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.lm_head(h)[:, -1].float().view(h.shape[0], k, v)
         tl = self.task_loss_prediction_head(h)[:, -1].float()
         return logits, tl

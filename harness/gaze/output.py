@@ -55,3 +55,38 @@ class GazeOutput:
             frame_offset=first.frame_offset,
             task_loss_requirement=first.task_loss_requirement,
         )
+
+    @staticmethod
+    def stack(outputs: list[GazeOutput]) -> GazeOutput:
+        """Join outputs of the same frames for different clips (each its own batch) into one batch.
+
+        Each frame's slot count becomes the largest of the parts (what a batched run reports);
+        shorter rows are padded (``if_padded_gazing`` True, value: the frame's EOS position)."""
+        if not outputs:
+            raise ValueError("GazeOutput.stack needs at least one output")
+        first = outputs[0]
+        n_tok = first.num_vision_tokens_each_frame
+        counts = torch.stack([o.num_gazing_each_frame for o in outputs])  # (parts, T)
+        widest = counts.max(0).values
+        pos, pad = [], []
+        for o in outputs:
+            p_parts = o.gazing_pos.split(o.num_gazing_each_frame.tolist(), dim=1)
+            m_parts = o.if_padded_gazing.split(o.num_gazing_each_frame.tolist(), dim=1)
+            row_p, row_m = [], []
+            for f, (p, m) in enumerate(zip(p_parts, m_parts)):
+                extra = int(widest[f]) - p.shape[1]
+                fill = n_tok * (first.frame_offset + f + 1)
+                row_p.append(torch.cat([p, p.new_full((p.shape[0], extra), fill)], dim=1))
+                row_m.append(torch.cat([m, m.new_ones((m.shape[0], extra))], dim=1))
+            pos.append(torch.cat(row_p, dim=1))
+            pad.append(torch.cat(row_m, dim=1))
+        return GazeOutput(
+            gazing_pos=torch.cat(pos, dim=0),
+            if_padded_gazing=torch.cat(pad, dim=0),
+            num_gazing_each_frame=widest,
+            gazing_mask=[torch.cat(ms, dim=0) for ms in zip(*(o.gazing_mask for o in outputs))],
+            scales=list(first.scales),
+            num_vision_tokens_each_frame=n_tok,
+            frame_offset=first.frame_offset,
+            task_loss_requirement=first.task_loss_requirement,
+        )

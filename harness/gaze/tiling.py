@@ -126,6 +126,7 @@ def gaze_video(
     processor: AutoGazeImageProcessor | None = None,
     max_tiles: int | None = None,
     independent_rows: bool = True,
+    deterministic: bool = False,
 ) -> VideoGaze:
     """Gaze a whole video (uint8 (T, H, W, 3) array, or an iterable of ``FrameChunk``) -> ``VideoGaze``.
 
@@ -133,6 +134,8 @@ def gaze_video(
     True) makes every clip-tile gaze exactly as the original does when run on it alone, so results
     never depend on ``batch_size`` or on which clips/tiles share a batch (see ``AutoGaze.gaze``);
     False reproduces the original's batched run instead (differs only under a task-loss requirement).
+    ``deterministic``: also make the arithmetic batch-invariant (``AutoGaze.gaze``): multi-thread
+    CPU BLAS or GPU kernels chosen by batch shape can otherwise flip a near-tie argmax.
     """
     if clip_len < 1 or batch_size < 1 or tile_size < 1:
         raise ValueError(
@@ -143,7 +146,7 @@ def gaze_video(
     chunks = _chunks(frames)
     run = _Run(
         model, processor, gazing_ratio, task_loss_requirement, tile_size, clip_len, batch_size, max_tiles,
-        independent_rows,
+        independent_rows, deterministic,
     )  # fmt: skip
     pending: list[np.ndarray] = []
     pending_idx: list[np.ndarray] = []
@@ -216,10 +219,12 @@ class _Run:
     """Accumulates clip-tile rows, gazes them ``batch_size`` at a time, writes frame-level masks."""
 
     def __init__(
-        self, model, processor, ratio, requirement, tile, clip_len, batch, max_tiles, independent_rows
+        self, model, processor, ratio, requirement, tile, clip_len, batch, max_tiles, independent_rows,
+        deterministic=False,
     ):
         self.model, self.processor = model, processor
         self.independent_rows = independent_rows
+        self.deterministic = deterministic
         self.ratio, self.requirement = ratio, requirement
         self.tile, self.clip_len, self.batch, self.max_tiles = tile, clip_len, batch, max_tiles
         cfg = model.config
@@ -273,6 +278,7 @@ class _Run:
             gazing_ratio=self.ratio,
             task_loss_requirement=self.requirement,
             independent_rows=self.independent_rows,
+            deterministic=self.deterministic,
         )
         counts = out.gazed_per_frame().cpu().numpy()
         nc = self.layout[1]

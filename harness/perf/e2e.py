@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     video = ensure_video(args.width, args.height, args.frames, args.fps)
     rss["video_ready"] = peak_rss_mb()
-    gaze_params: dict[str, Any] = {"gazing_ratio": args.gazing_ratio}
+    gaze_params: dict[str, Any] = {"gazing_ratio": args.gazing_ratio, "device": args.device}
     if args.gaze_model:
         gaze_params["model"] = args.gaze_model
 

@@ -1,6 +1,6 @@
 """AutoGaze speed: our greedy loop vs the same-run bound, plus gaze_video's bounded memory.
 
-    python -m harness.perf.gaze [--model DIR] [--threads N] [--skip-memory]
+    python -m harness.perf.gaze [--model DIR] [--threads N] [--skip-memory] [--selection numpy,torch]
 
 For batch 1 and 8 at gazing ratio 0.3 and 0.75 (16-frame 224 px clips, the parity checkpoint
 by default) it times ``AutoGaze.gaze`` and, in the same run, the *bound* of the parity README:
@@ -9,9 +9,9 @@ one teacher-forced decoder pass (causal sdpa, no cache) over the same number of 
 than that pass, so ``share_of_bound`` = bound time / loop time is the machine-independent
 yardstick (targets: >= 60% at ratio 0.3, >= 40% at 0.75). Loop: best of 2 runs;
 bound: best of 3 (the machine is shared, minima are the stable statistic).
-Threads default to 1: on a shared 2-core machine two OpenMP threads spin-wait on the loop's
-many small ops whenever the other core is busy, which made runs swing by up to 5x; with one
-thread loop and bound are both stable. ``--threads 2`` (or 0 for torch's choice) on an idle box.
+Threads default to every core of the machine (``--threads 0``), the condition of a real run;
+on a shared, busy 2-core machine OpenMP threads wait on the other core and runs swing, so
+``--threads 1`` is the stable choice there (compare within one run, interleaved).
 
 Memory: ``gaze_video`` over a streamed synthetic video of 32 and of 128 frames (each in its own
 subprocess, so ru_maxrss is that run's alone); equal peaks show memory is bounded by the batch,
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -44,39 +45,55 @@ def _clips(model, batch: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 16, 3, size, size, generator=g) * 0.5
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def bound_seconds(model, batch: int, tokens: int, repeats: int = 3) -> float:
-    """One teacher-forced causal pass of the decoder over ``tokens`` tokens per clip (best of ``repeats``)."""
+    """One teacher-forced causal pass of the decoder over ``tokens`` tokens per clip (best of ``repeats``),
+    on the model's device and in its compute precision."""
     dec = model.gazing_model.gaze_decoder
-    x = torch.randn(batch, tokens, dec.cfg.hidden_size)
-    pos = torch.arange(tokens)[None].expand(batch, -1)
-    dec.forward_chunk(x[:, :256], pos[:, :256])  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        h = dec.forward_chunk(x, pos)
-        dec.heads(h[:, -1:])
-        best = min(best, time.perf_counter() - start)
+    dev = model.device
+    x = torch.randn(batch, tokens, dec.cfg.hidden_size, device=dev)
+    pos = torch.arange(tokens, device=dev)[None].expand(batch, -1)
+    with model.autocast():
+        dec.forward_chunk(x[:, :256], pos[:, :256])  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(dev)
+            start = time.perf_counter()
+            h = dec.forward_chunk(x, pos)
+            dec.heads(h[:, -1:])
+            _sync(dev)
+            best = min(best, time.perf_counter() - start)
     return best
 
 
-def time_configs(model) -> dict[str, dict[str, float]]:
-    video = _clips(model, max(b for b, _ in CONFIGS))
-    model.gaze(video[:1, :2], gazing_ratio=0.3)  # warm-up (kernels, allocator)
+def time_configs(
+    model, configs: list[tuple[int, float]] = CONFIGS, frames: int = 16, **gaze_kwargs
+) -> dict[str, dict[str, float]]:
+    """Time ``model.gaze`` (best of 2) and the same-run bound for each (batch, ratio)."""
+    dev = model.device
+    video = _clips(model, max(b for b, _ in configs))[:, :frames].to(dev)
+    model.gaze(video[:1, :2], gazing_ratio=0.3, **gaze_kwargs)  # warm-up (kernels, allocator)
     res: dict[str, dict[str, float]] = {
         "clips_per_s": {},
         "ms_per_clip": {},
         "bound_clips_per_s": {},
         "share_of_bound": {},
     }
-    for batch, ratio in CONFIGS:
+    for batch, ratio in configs:
         key = f"b{batch}_r{ratio}"
         loop = float("inf")
         for _ in range(2):  # best of 2: the machine is shared
+            _sync(dev)
             start = time.perf_counter()
-            out = model.gaze(video[:batch], gazing_ratio=ratio)
+            out = model.gaze(video[:batch], gazing_ratio=ratio, **gaze_kwargs)
+            _sync(dev)
             loop = min(loop, time.perf_counter() - start)
-        tokens = 16 * model.config.vision_tokens_per_frame + int(out.num_gazing_each_frame.sum())
+        tokens = frames * model.config.vision_tokens_per_frame + int(out.num_gazing_each_frame.sum())
         bound = bound_seconds(model, batch, tokens)
         res["clips_per_s"][key] = round(batch / loop, 3)
         res["ms_per_clip"][key] = round(1000 * loop / batch, 1)
@@ -125,10 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads (default 1: stable on a shared machine; 0 = torch's choice)",
+        default=0,
+        help="torch threads (default 0: every core of the machine; 1 is the stable choice on a busy shared box)",
     )
     ap.add_argument("--skip-memory", action="store_true", help="skip the gaze_video bounded-memory probe")
+    ap.add_argument(
+        "--selection",
+        default="auto",
+        help="token choice: auto (numpy on CPU), numpy, torch, torch-static; comma-separated to compare in one run",
+    )
     ap.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_probe is not None:
@@ -137,11 +159,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from harness.gaze import AutoGaze
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     model = AutoGaze.from_pretrained(args.model)
     print(f"AutoGaze gaze loop on {args.model} (cpu, {torch.get_num_threads()} threads, float32)", flush=True)
-    result = time_configs(model)
+    variants = [v.strip() for v in args.selection.split(",") if v.strip()]
+    by_variant = {}
+    for variant in variants:
+        kwargs = {"selection": variant.removesuffix("-static"), "static": variant.endswith("-static")}
+        if len(variants) > 1:
+            print(f"selection {variant}:", flush=True)
+        by_variant[variant] = time_configs(model, **kwargs)
+    result = dict(by_variant[variants[0]])
+    if len(variants) > 1:
+        result["by_selection"] = by_variant
+    result["selection"] = variants[0]
     result["threads"] = torch.get_num_threads()
     result["device"] = "cpu"
     if not args.skip_memory:

@@ -75,7 +75,12 @@ class AutoGazePruner(Pruner):
         batch_size: int = 8,
         tile_size: int = 224,
         clip_len: int = 16,
+        deterministic: bool | None = None,
     ):
+        """``deterministic``: batch-invariant gazing (``AutoGaze.gaze``), so a sample's gazes never
+        depend on the batch its clips were gazed in. None (default) = on for CPU (the gaze runs at
+        one torch thread, where multi-thread BLAS could flip a near-tie), off elsewhere (on a GPU it
+        would gaze row by row). The resolved value is in ``params()``, hence in every run record."""
         if not 0.0 < float(gazing_ratio) <= 1.0:
             raise PruningError(f"autogaze: gazing_ratio must be in (0, 1], got {gazing_ratio!r}")
         if int(batch_size) < 1 or int(clip_len) < 1 or int(tile_size) < 1:
@@ -88,6 +93,7 @@ class AutoGazePruner(Pruner):
         self.batch_size = int(batch_size)
         self.tile_size = int(tile_size)
         self.clip_len = int(clip_len)
+        self.deterministic = (self.device == "cpu") if deterministic is None else bool(deterministic)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -99,13 +105,14 @@ class AutoGazePruner(Pruner):
             "batch_size": self.batch_size,
             "tile_size": self.tile_size,
             "clip_len": self.clip_len,
+            "deterministic": self.deterministic,
         }
 
     def gaze_setting(self) -> dict[str, Any]:
         """Every setting that decides a gaze (the gaze cache's key; ``policy`` only maps it afterwards)."""
         return {"gazing_ratio": self.gazing_ratio, "task_loss_requirement": self.task_loss_requirement,
                 "tile_size": self.tile_size, "clip_len": self.clip_len, "batch_size": self.batch_size,
-                "max_tiles": None, "independent_rows": True}
+                "max_tiles": None, "independent_rows": True, "deterministic": self.deterministic}
 
     def warm_up_key(self) -> tuple[str, str, str]:
         """Settings sharing a gaze model share its warm-up (lazy initialisation is per model)."""
@@ -140,6 +147,7 @@ class AutoGazePruner(Pruner):
                 tile_size=self.tile_size,
                 clip_len=self.clip_len,
                 batch_size=self.batch_size,
+                deterministic=self.deterministic,
             )
 
         if not cache.active():
@@ -173,6 +181,7 @@ class AutoGazePruner(Pruner):
                 task_loss_requirement=self.task_loss_requirement,
                 clip_len=self.clip_len,
                 batch_size=self.batch_size,
+                deterministic=self.deterministic,
             )
 
         if not cache.active():

@@ -190,6 +190,7 @@ def gaze_native(
     clip_len: int = 16,
     batch_size: int = 8,
     processor: Any = None,
+    deterministic: bool = False,
 ) -> NativeGaze:
     """Gaze ``frames`` at ``target`` (see the module docstring for every step)."""
     from harness.gaze.tiling import _default_processor
@@ -215,6 +216,7 @@ def gaze_native(
             target_scales=list(target.scales),
             target_patch_size=target.patch_size,
             independent_rows=True,
+            deterministic=deterministic,
         )
         for s, (mask, n) in enumerate(zip(out.gazing_mask, layout.tokens_per_scale, strict=True)):
             if mask.shape[-1] != n:
