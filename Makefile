@@ -120,10 +120,11 @@ test-runtime: $(STAMP)
 # The CI regression gate: rerun the regression subset and compare it with the committed baseline:
 # outputs and kept tokens unchanged per sample (--exact), no significant drop in accuracy or
 # evidence hits (exit 1 REGRESSION, 3 UNDERPOWERED, 4 NOT COMPARABLE; docs/regression.md).
+# --no-gaze-cache: the gate must gaze, not read a gaze computed by an earlier build.
 REGRESSION_GATE := --baseline results/ci_regression runs/ci_regression --gate-splits none --tolerance 20
 regression: $(STAMP)
 	rm -rf runs/ci_regression
-	$(PY) run_eval.py eval --config configs/ci_regression.yaml --no-progress --no-report
+	$(PY) run_eval.py eval --config configs/ci_regression.yaml --no-progress --no-report --no-gaze-cache
 	$(PY) run_eval.py compare $(REGRESSION_GATE) --exact
 	$(PY) run_eval.py compare $(REGRESSION_GATE) --metric evidence_hit
 
