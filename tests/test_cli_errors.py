@@ -135,3 +135,19 @@ def test_usage_names_the_installed_command(capsys, monkeypatch):
     monkeypatch.setattr("sys.argv", ["/venv/bin/harness-eval"])
     assert main([]) == 0
     assert capsys.readouterr().out.startswith("usage: harness-eval {")
+
+
+def test_remote_code_needs_an_explicit_opt_in(capsys, tmp_path):
+    """NVILA runs its snapshot's own code: refused before anything loads unless the config opts in."""
+    snapshot = tmp_path / "nvila"
+    snapshot.mkdir()
+    (snapshot / "config.json").write_text("{}")
+    args = ["eval", "--config", DEMO, "--dry-run", "--model-family", "nvila_hd_video",
+            "--model-path", str(snapshot), "--set", "pruners=[none]"]
+    err = _one_line_error(capsys, args)
+    assert "runs Python code shipped in its snapshot; set model.trust_remote_code: true" in err
+    assert main([*args, "--set", "model.trust_remote_code=true"]) == 0
+    from harness.models.nvila_hd_video import NvilaHDVideoAdapter
+
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        NvilaHDVideoAdapter.from_pretrained(str(snapshot))

@@ -34,6 +34,7 @@ from tests.test_nvila_standin import build_standin
 
 PER_FRAME = 4 + 16 + 49 + 196  # stand-in scales 32+64+112+224, patch 16
 SMALL = {
+    "trust_remote_code": True,
     "num_video_frames": 16,
     "num_video_frames_thumbnail": 4,
     "max_tiles_video": 2,
@@ -56,12 +57,12 @@ def _frames(t: int = 16, h: int = 224, w: int = 448, seed: int = 0) -> np.ndarra
 def test_registry_and_missing_snapshot_message(tmp_path: Path) -> None:
     assert get_adapter_class("nvila_hd_video") is NvilaHDVideoAdapter
     with pytest.raises(NvilaSnapshotError, match=r"nvidia/NVILA-8B-HD-Video.*hf download"):
-        NvilaHDVideoAdapter.from_pretrained(str(tmp_path / "nowhere"))
+        NvilaHDVideoAdapter.from_pretrained(str(tmp_path / "nowhere"), trust_remote_code=True)
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "modeling_nvila.X"}}))
     with pytest.raises(NvilaSnapshotError, match=r"missing \['configuration_nvila.py', 'modeling_nvila.py'"):
-        NvilaHDVideoAdapter.from_pretrained(str(partial))
+        NvilaHDVideoAdapter.from_pretrained(str(partial), trust_remote_code=True)
 
 
 def test_settings_map_onto_the_model_card_names() -> None:

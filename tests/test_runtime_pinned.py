@@ -73,7 +73,7 @@ def nvila_config(out: Path, standin: Path, runtime: dict[str, Any] | None = None
     data = copy.deepcopy(BASE)
     data.update(output_dir=str(out), pruners=[{"name": "none"}])
     data["model"] = {"family": "nvila_hd_video", "path": str(standin), "device": "cpu", "dtype": "float32",
-                     "prune_stage": "pre_vit", "kwargs": NVILA_KWARGS}
+                     "prune_stage": "pre_vit", "kwargs": NVILA_KWARGS, "trust_remote_code": True}
     if runtime is not None:
         data["model"]["runtime"] = runtime
     return from_dict(data)

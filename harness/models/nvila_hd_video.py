@@ -522,9 +522,18 @@ class NvilaHDVideoAdapter(ModelAdapter):
     def from_pretrained(
         cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", **kwargs: Any
     ) -> NvilaHDVideoAdapter:
-        """Load a local snapshot (or an HF-cache id) with its shipped code; never downloads."""
+        """Load a local snapshot (or an HF-cache id) with its shipped code; never downloads.
+
+        ``trust_remote_code=True`` is required: the snapshot's ``modeling_*.py`` / ``processing_*.py``
+        run in this process (the runner passes ``model.trust_remote_code`` from the config).
+        """
         from transformers import AutoModel, AutoProcessor
 
+        if not kwargs.pop("trust_remote_code", False):
+            raise ValueError(
+                f"{path_or_id}: NVILA-8B-HD-Video runs Python code shipped in its snapshot; pass "
+                "trust_remote_code=True (config: model.trust_remote_code: true) to allow it"
+            )
         settings = NvilaSettings.from_kwargs(kwargs)
         snapshot = resolve_snapshot(path_or_id, settings.local_files_only)
         processor = AutoProcessor.from_pretrained(

@@ -16,6 +16,11 @@ ADAPTERS: dict[str, str] = {
 }
 
 
+# families whose checkpoints run code shipped in the snapshot (``trust_remote_code``): loading one
+# needs ``model.trust_remote_code: true`` in the config, as transformers and lmms-eval ask for it.
+REMOTE_CODE_FAMILIES: frozenset[str] = frozenset({"nvila_hd_video"})
+
+
 def get_adapter_class(family: str) -> type[ModelAdapter]:
     if family not in ADAPTERS:
         raise KeyError(f"unknown model family {family!r}; valid choices: {', '.join(sorted(ADAPTERS))}")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.cache import build_once, cache_dir
-from harness.runner.config import BenchmarkConfig, ConfigError, FramesConfig, ModelConfig
+from harness.runner.config import BenchmarkConfig, ConfigError, FramesConfig, ModelConfig, remote_code_refusal
 
 TINY_LABEL = "tiny random-weight model: numbers are plumbing checks, not accuracy"
 # Below two 14-px patches a side is blown up by the model's processor (Qwen's smart_resize floor is
@@ -155,7 +155,11 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
     (``harness.runtime.client.WorkerAdapter``, same contract); it is started and the model loaded
     here, so a runtime that cannot start fails before any sample, in one line.
     """
+    from harness.models.registry import REMOTE_CODE_FAMILIES
+
     path = resolve_model_path(model, seed=seed)
+    if model.family in REMOTE_CODE_FAMILIES and not model.trust_remote_code:
+        raise ConfigError(remote_code_refusal(model.label, model.family))
     if model.runtime is not None:
         return start_worker(model, path, backend, device, seed)
     if backend == "transformers":
@@ -163,7 +167,7 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
 
         extra = {"pipeline": dict(model.pipeline)} if model.pipeline else {}
         return get_adapter_class(model.family).from_pretrained(path, device=device, dtype=model.dtype,
-                                                              **extra, **model.kwargs)
+                                                              **extra, **adapter_kwargs(model))
     if backend == "vllm":
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("backend 'vllm' needs vLLM installed: pip install .[vllm] (see docs/vllm.md)")
@@ -180,6 +184,15 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
     raise ConfigError(f"unknown backend {backend!r}; valid choices: transformers, vllm")
 
 
+def adapter_kwargs(model: ModelConfig) -> dict[str, Any]:
+    """``model.kwargs`` for the adapter, plus the remote-code opt-in for families that need it."""
+    from harness.models.registry import REMOTE_CODE_FAMILIES
+
+    if model.family in REMOTE_CODE_FAMILIES:
+        return {**model.kwargs, "trust_remote_code": model.trust_remote_code}
+    return dict(model.kwargs)
+
+
 def start_worker(model: ModelConfig, path: str, backend: str, device: str, seed: int = 0) -> Any:
     """A started :class:`WorkerAdapter` for ``model`` (``ConfigError`` naming the interpreter and the cause)."""
     from harness.runtime.client import RuntimeStartError, WorkerAdapter
@@ -187,7 +200,7 @@ def start_worker(model: ModelConfig, path: str, backend: str, device: str, seed:
     assert model.runtime is not None
     python = model.runtime.interpreter()
     load = {"family": model.family, "path": path, "backend": backend, "device": device, "dtype": model.dtype,
-            "seed": seed, "kwargs": model.kwargs}
+            "seed": seed, "kwargs": adapter_kwargs(model)}
     worker = WorkerAdapter(python, load, label=model.label, timeout_s=model.runtime.timeout_s)
     try:
         return worker.start()

@@ -102,6 +102,9 @@ class ModelConfig(_Section):
     # The adapter's preprocessing knobs (pixel limits, resize method, stop tokens, ...); each
     # family lists its valid keys. Empty = the family's defaults (stock transformers).
     pipeline: dict[str, Any] = Field(default_factory=dict)
+    # Run code shipped inside the model snapshot (NVILA's modeling_*.py): an explicit opt-in, as
+    # transformers and lmms-eval require; see docs/security.md.
+    trust_remote_code: bool = False
 
     @model_validator(mode="after")
     def _runtime_route(self) -> ModelConfig:
@@ -624,9 +627,24 @@ def validate_model_paths(cfg: EvalConfig) -> None:
             raise ConfigError(f"model {plan.model.label!r}: {_first_line(exc)}") from None
 
 
+def validate_remote_code(cfg: EvalConfig) -> None:
+    """A family whose snapshot ships its own code loads only with ``model.trust_remote_code: true``."""
+    from harness.models.registry import REMOTE_CODE_FAMILIES
+
+    for plan in cfg.plans():
+        if plan.model.family in REMOTE_CODE_FAMILIES and not plan.model.trust_remote_code:
+            raise ConfigError(remote_code_refusal(plan.model.label, plan.model.family))
+
+
+def remote_code_refusal(label: str, family: str) -> str:
+    return (f"model {label!r} ({family}) runs Python code shipped in its snapshot; set "
+            "model.trust_remote_code: true to allow it (review that code first; docs/security.md)")
+
+
 def preflight(cfg: EvalConfig) -> None:
     """Everything that can be checked before a model loads: names, parameters, paths."""
     validate_names(cfg)
+    validate_remote_code(cfg)
     validate_benchmark(cfg)
     validate_pruner_params(cfg)
     validate_model_paths(cfg)
