@@ -138,7 +138,6 @@ demo: $(STAMP)
 # AutoGaze settings, tiny LLaVA-OV / InternVL3 / Qwen2.5-VL (docs/pruning.md, "The native route").
 demo-native: $(STAMP)
 	$(PY) run_eval.py eval --config configs/native_routes.yaml
-	$(PY) run_eval.py report runs/native_routes --out runs/native_routes/report
 
 perf: $(STAMP)
 	$(PY) -m harness.perf.gaze
