@@ -62,6 +62,20 @@ def selection_from_gaze(gaze: GazeLike, geometry: TokenGeometry, policy: str) ->
     return Selection(geometry, keep, info=info)
 
 
+def _through_cache(kind: str, frames: np.ndarray, model: Any, setting: dict[str, Any], compute: Any,
+                   encode: Any, decode: Any) -> Any:
+    """``compute()``, or its cached value when the gaze cache is on; tagged with ``cache_status``."""
+    from harness.gaze import cache
+
+    if not cache.active():
+        value, status = compute(), cache.OFF
+    else:
+        key, facts = cache.make_key(kind, frames, model, setting)
+        value, status = cache.cached(key, facts, compute, encode, decode)
+    value.cache_status = status
+    return value
+
+
 class AutoGazePruner(Pruner):
     name = "autogaze"
 
@@ -150,13 +164,8 @@ class AutoGazePruner(Pruner):
                 deterministic=self.deterministic,
             )
 
-        if not cache.active():
-            value, status = compute(), cache.OFF
-        else:
-            key, facts = cache.make_key("mapped", frames, model, self.gaze_setting())
-            value, status = cache.cached(key, facts, compute, cache.encode_video_gaze, cache.decode_video_gaze)
-        value.cache_status = status
-        return value
+        return _through_cache("mapped", frames, model, self.gaze_setting(), compute,
+                              cache.encode_video_gaze, cache.decode_video_gaze)
 
     def _select(
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None
@@ -184,15 +193,10 @@ class AutoGazePruner(Pruner):
                 deterministic=self.deterministic,
             )
 
-        if not cache.active():
-            value, status = compute(), cache.OFF
-        else:
-            setting = {**self.gaze_setting(), "tile_size": None,
-                       "target": [list(target.scales), target.patch_size, target.resize, target.temporal_stride]}
-            key, facts = cache.make_key("native", frames, model, setting)
-            value, status = cache.cached(key, facts, compute, cache.encode_native_gaze, cache.decode_native_gaze)
-        value.cache_status = status
-        return value
+        setting = {**self.gaze_setting(), "tile_size": None,
+                   "target": [list(target.scales), target.patch_size, target.resize, target.temporal_stride]}
+        return _through_cache("native", frames, model, setting, compute,
+                              cache.encode_native_gaze, cache.decode_native_gaze)
 
     def select_native(
         self, frames: np.ndarray, target: NativeTarget, geometry: TokenGeometry, *, fps: float | None = None
