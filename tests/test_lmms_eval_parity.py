@@ -10,7 +10,6 @@ equality can fail.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -121,10 +120,10 @@ def test_qwen2_5_vl_frames_and_fps_equal_qwen_vl_utils(qwen2_5_vl, peer, tmp_pat
     np.testing.assert_array_equal(adapter.pre_resize(ours.frames), frames.astype(np.uint8))
     assert frames.shape[1] * frames.shape[2] >= pipe["min_pixels"]  # upscaled from 160x120, as lmms-eval does
     assert ours.fps == pytest.approx(meta["sampled_fps"], rel=1e-12)
-    span = load_frames(str(path), dataclasses.replace(cfg.frames, fps_convention="span"))
+    span = load_frames(str(path), cfg.frames.model_copy(update={"fps_convention": "span"}))
     assert span.fps != pytest.approx(meta["sampled_fps"], rel=1e-6)  # the broken convention is caught
-    floor = load_frames(str(path), dataclasses.replace(cfg.frames, index_rounding="floor"))
-    odd = load_frames(str(path), dataclasses.replace(cfg.frames, count_multiple=1))
+    floor = load_frames(str(path), cfg.frames.model_copy(update={"index_rounding": "floor"}))
+    odd = load_frames(str(path), cfg.frames.model_copy(update={"count_multiple": 1}))
     if video == 1:  # 25 frames: 24 taken (even), where the broken rule takes all 25
         assert len(meta["indices"]) == 24 and len(odd.indices) == 25
     else:
