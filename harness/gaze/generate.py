@@ -103,6 +103,27 @@ def capacity_for(frames: int, vision_tokens: int, cap: int, k: int) -> int:
     return frames * (vision_tokens + steps * k)
 
 
+def _frame_prefill(state: GazeState, vision: torch.Tensor, embed: torch.nn.Module, eos: int, cap: int, k: int) -> tuple:
+    """A frame's prefill input: the previous frame's last-step gazes (carry, EOS masked) then this
+    frame's vision tokens; their positions (cumsum of the mask); the cache grown for the frame's
+    steps. Shared by the numpy and the device selection loops so both feed identical inputs."""
+    carry = state.carry
+    new_mask = torch.ones(vision.shape[0], carry.shape[1] + vision.shape[1], dtype=torch.bool,
+                          device=vision.device)
+    if carry.shape[1]:
+        x = torch.cat([embed(carry).to(vision.dtype), vision], dim=1)
+        new_mask[:, : carry.shape[1]] = carry != eos
+    else:
+        x = vision
+    q, start = x.shape[1], state.length
+    pos = state.next_pos[:, None] + new_mask.long().cumsum(1) - 1
+    state.next_pos = state.next_pos + new_mask.sum(1)
+    steps_max = -(-cap // k)
+    state.ensure(start + q + steps_max * k)
+    state.key_mask[:, start : start + q] = new_mask
+    return x, new_mask, pos, q, start, steps_max
+
+
 @torch.no_grad()
 def gaze_frame(
     decoder: GazeDecoder,
@@ -137,19 +158,7 @@ def gaze_frame(
     embed = decoder.model.embed_tokens
 
     # Prefill: previous frame's last-step gazes (carry) + this frame's vision tokens.
-    carry = state.carry
-    new_mask = torch.ones(b, carry.shape[1] + vision.shape[1], dtype=torch.bool, device=dev)
-    if carry.shape[1]:
-        x = torch.cat([embed(carry), vision], dim=1)
-        new_mask[:, : carry.shape[1]] = carry != eos
-    else:
-        x = vision
-    q, start = x.shape[1], state.length
-    pos = state.next_pos[:, None] + new_mask.long().cumsum(1) - 1
-    state.next_pos = state.next_pos + new_mask.sum(1)
-    steps_max = -(-cap // k)
-    state.ensure(start + q + steps_max * k)
-    state.key_mask[:, start : start + q] = new_mask
+    x, new_mask, pos, q, start, steps_max = _frame_prefill(state, vision, embed, eos, cap, k)
     mask = None if start == 0 and bool(new_mask.all()) else _chunk_mask(state.key_mask, start, q, x.dtype)
     h = decoder.forward_chunk(x, pos, state.cache, start, mask, last=EXACT_MIN_ROWS)
     state.length = start + q
@@ -255,26 +264,14 @@ def _gaze_frame_torch(
     saved = (state.length, state.next_pos, state.carry)
     cache_dtype = state.cache.k.dtype
 
-    carry = state.carry
-    new_mask = torch.ones(b, carry.shape[1] + vision.shape[1], dtype=torch.bool, device=dev)
-    if carry.shape[1]:
-        x = torch.cat([embed(carry).to(vision.dtype), vision], dim=1)
-        new_mask[:, : carry.shape[1]] = carry != eos
-    else:
-        x = vision
-    q, start = x.shape[1], state.length
-    pos = state.next_pos[:, None] + new_mask.long().cumsum(1) - 1
-    state.next_pos = state.next_pos + new_mask.sum(1)
-    steps_max = -(-cap // k)
-    state.ensure(start + q + steps_max * k)
-    state.key_mask[:, start : start + q] = new_mask
+    x, new_mask, pos, q, start, steps_max = _frame_prefill(state, vision, embed, eos, cap, k)
     if static:
         slots = torch.arange(start, start + q, device=dev)
         h = decoder.forward_chunk(
             x, pos, state.cache, start, _static_mask(state, slots, cache_dtype), last=EXACT_MIN_ROWS, slots=slots
         )
     else:
-        mask = None if start == 0 and carry.shape[1] == 0 else _chunk_mask(state.key_mask, start, q, cache_dtype)
+        mask = None if start == 0 and q == vision.shape[1] else _chunk_mask(state.key_mask, start, q, cache_dtype)
         h = decoder.forward_chunk(x, pos, state.cache, start, mask, last=EXACT_MIN_ROWS)
     state.length = start + q
     step_pos = pos[:, -k:]
