@@ -199,3 +199,51 @@ def test_deterministic_mode_is_batch_invariant(model, video):
     finally:
         torch.set_num_threads(old)
     assert _same(batch, GazeOutput.stack(alone))
+
+
+def _threads_seen(model, video, monkeypatch) -> dict[int, set[int]]:
+    """Torch thread counts seen by decoder calls during a gaze at 2 threads, by chunk length."""
+    dec = model.gazing_model.gaze_decoder
+    seen: dict[int, set[int]] = {}
+    real = dec.forward_chunk
+
+    def spy(x, *args, **kwargs):
+        seen.setdefault(x.shape[1], set()).add(torch.get_num_threads())
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(dec, "forward_chunk", spy)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model.gaze(video, **ARGS)
+        assert torch.get_num_threads() == 2  # restored after the call
+    finally:
+        torch.set_num_threads(old)
+        monkeypatch.undo()
+    return seen
+
+
+def test_small_batch_decoding_steps_run_on_one_thread(model, video, monkeypatch):
+    """Batch 1's 10-row decoding steps run at one thread (prefills keep the caller's two); batch 2
+    keeps two threads everywhere. Disabling the rule shows the check can fail."""
+    from harness.gaze import generate
+
+    k = model.config.decoder.num_multi_token_pred
+    one = _threads_seen(model, video[:1], monkeypatch)
+    assert one[k] == {1} and {2} == {t for q, ts in one.items() if q > k for t in ts}
+    two = _threads_seen(model, video, monkeypatch)
+    assert two[k] == {2}
+    monkeypatch.setattr(generate, "STEP_ONE_THREAD_ROWS", 0)
+    assert _threads_seen(model, video[:1], monkeypatch)[k] == {2}
+
+
+def test_batch_1_at_two_threads_equals_one_thread(model, video):
+    """A batch-1 clip gets the same gazes at 2 threads as at 1 (the fixture's condition)."""
+    one = model.gaze(video[:1], **ARGS)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = model.gaze(video[:1], **ARGS)
+    finally:
+        torch.set_num_threads(old)
+    assert _same(one, two)

@@ -21,6 +21,8 @@ every quantity the original's numbers depend on is reproduced (see the parity RE
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +68,32 @@ class GazeState:
         )
         mask[:, :old] = self.key_mask
         self.key_mask = mask
+
+
+# Decoding steps that feed at most this many rows (batch x K) run on one CPU thread. Their GEMMs
+# are too small to split: a split costs an OpenMP wake-up per op (on a busy machine, a wait for
+# the other core) for microseconds of work, and MKL splits a 5-11-row GEMM into pieces that round
+# differently from the whole (measured on every decoder shape: rows 5-7 and 9-11 differ at two
+# threads, none at one), so at one thread a batch-1 clip also gets exactly the bits of a
+# one-thread run, the condition the parity fixture was recorded in. Batch 2 (20 rows) and up
+# keep every thread.
+STEP_ONE_THREAD_ROWS = 16
+
+
+@contextlib.contextmanager
+def step_threads(device: torch.device, rows: int) -> Iterator[None]:
+    """Run the block on one torch thread if it decodes ``rows`` <= ``STEP_ONE_THREAD_ROWS`` rows on
+    the CPU (see there); restore the caller's count afterwards. ``set_num_threads`` costs well
+    under a microsecond, so it is done once per frame, around the frame's decoding steps."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or rows > STEP_ONE_THREAD_ROWS or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 _FUTURE: dict[tuple[int, torch.device], torch.Tensor] = {}
@@ -176,35 +204,36 @@ def gaze_frame(
     fed: list[np.ndarray] = []
     own_carry = np.full((b, k), eos, dtype=np.int64)  # independent rows: each row's final step
     own_len = 0
-    while True:
-        was_unfinished = unfinished.copy()
-        toks, stop = select_step(
-            logits.cpu().numpy(), task_loss.cpu().numpy(), banned, unfinished, req, n, cap, first, eos
-        )
-        n += toks.shape[1]
-        steps.append(toks)
-        banned[np.arange(b)[:, None], toks] = True
-        first = False
-        if independent_rows:
-            done = was_unfinished & ~unfinished
-            own_carry[done, : toks.shape[1]] = toks[done]
-            own_len = max(own_len, toks.shape[1]) if done.any() else own_len
-        if stop:
-            break
-        # Feed this step's tokens: they attend to the whole frame so far, padding included.
-        start = state.length
-        if independent_rows:
-            toks = np.where(unfinished[:, None], toks, eos)
-            state.key_mask[:, start : start + k] = torch.from_numpy(unfinished)[:, None].to(dev)
-        else:
-            state.key_mask[:, start : start + k] = True
-        fed.append(toks)
-        h = decoder.forward_chunk(
-            embed(torch.from_numpy(toks).to(dev)), step_pos, state.cache, start,
-            _chunk_mask(state.key_mask, start, k, vision.dtype), rope=rope, last=EXACT_MIN_ROWS,
-        )  # fmt: skip
-        state.length = start + k
-        logits, task_loss = decoder.heads(h[:, -1:])
+    with step_threads(dev, b * k):
+        while True:
+            was_unfinished = unfinished.copy()
+            toks, stop = select_step(
+                logits.cpu().numpy(), task_loss.cpu().numpy(), banned, unfinished, req, n, cap, first, eos
+            )
+            n += toks.shape[1]
+            steps.append(toks)
+            banned[np.arange(b)[:, None], toks] = True
+            first = False
+            if independent_rows:
+                done = was_unfinished & ~unfinished
+                own_carry[done, : toks.shape[1]] = toks[done]
+                own_len = max(own_len, toks.shape[1]) if done.any() else own_len
+            if stop:
+                break
+            # Feed this step's tokens: they attend to the whole frame so far, padding included.
+            start = state.length
+            if independent_rows:
+                toks = np.where(unfinished[:, None], toks, eos)
+                state.key_mask[:, start : start + k] = torch.from_numpy(unfinished)[:, None].to(dev)
+            else:
+                state.key_mask[:, start : start + k] = True
+            fed.append(toks)
+            h = decoder.forward_chunk(
+                embed(torch.from_numpy(toks).to(dev)), step_pos, state.cache, start,
+                _chunk_mask(state.key_mask, start, k, vision.dtype), rope=rope, last=EXACT_MIN_ROWS,
+            )  # fmt: skip
+            state.length = start + k
+            logits, task_loss = decoder.heads(h[:, -1:])
 
     # Frame over: its fed padding is masked from now on and does not advance positions.
     if fed:
