@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from harness.gaze import AutoGaze, AutoGazeConfig, CheckpointError, ConfigError, resolve_checkpoint
 from harness.gaze.config import DecoderConfig
 from harness.gaze.generate import _chunk_mask
-from harness.gaze.model import EXACT_MIN_ROWS, GazeDecoder, KVCache, rope_inv_freq
+from harness.gaze.model import EXACT_MIN_ROWS, GazeDecoder, KVCache, TailCausal, rope_inv_freq
 
 # One torch thread per module (fixture in conftest.py): the greedy loop's small ops spin-wait otherwise.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -164,6 +164,40 @@ def test_last_rows_only_matches_full_pass(model):
         start += q
         assert torch.equal(caches[0].k[:, :, :, :start], caches[1].k[:, :, :, :start])
         assert torch.equal(caches[0].v[:, :, :, :start], caches[1].v[:, :, :, :start])
+
+
+@torch.no_grad()
+def test_tail_causal_mask_is_bit_identical_to_dense_mask(model):
+    """With no key masked, ``TailCausal`` (one buffer, query rows reversed) gives the dense
+    ``_chunk_mask``'s outputs and cache bit for bit, at the checkpoint's shapes: 10-token steps,
+    200-token prefills (several flash query blocks), batch 1 and 3, last rows only. Without its
+    causal part it differs (the check can fail)."""
+    dec = model.gazing_model.gaze_decoder
+    c = dec.cfg
+    torch.manual_seed(4)
+    for b, chunks in ((1, [196, 10, 10, 205, 10, 204]), (3, [196, 10, 206, 10])):
+        n = sum(chunks)
+        x = torch.randn(b, n, c.hidden_size)
+        pos = torch.arange(n)[None].expand(b, -1)
+        caches = [KVCache(c.num_layers, b, c.num_kv_heads, c.head_dim, n, torch.float32, "cpu") for _ in "ab"]
+        key_mask = torch.ones(b, n, dtype=torch.bool)
+        start = 0
+        for q in chunks:
+            args = (x[:, start : start + q], pos[:, start : start + q])
+            for last in (None, EXACT_MIN_ROWS):
+                dense = dec.forward_chunk(*args, caches[0], start, _chunk_mask(key_mask, start, q), last=last)
+                tail = dec.forward_chunk(*args, caches[1], start, TailCausal(start, q, torch.float32, "cpu"), last=last)
+                assert torch.equal(dense, tail), (b, start, q, last)
+            assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v)
+            if start:
+                bad = TailCausal(start, q, torch.float32, "cpu")
+                bad.reversed_rows = torch.zeros(start + 2 * q - 1).as_strided((1, 1, q, start + q), (0, 0, 1, 1))
+                scratch = KVCache(c.num_layers, b, c.num_kv_heads, c.head_dim, n, torch.float32, "cpu")
+                scratch.k.copy_(caches[1].k)
+                scratch.v.copy_(caches[1].v)
+                off = dec.forward_chunk(*args, scratch, start, bad)
+                assert not torch.equal(off[:, : q - 1], dense[:, : q - 1])
+            start += q
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.gaze.model import EXACT_MIN_ROWS, GazeDecoder, KVCache
+from harness.gaze.model import EXACT_MIN_ROWS, GazeDecoder, KVCache, TailCausal
 from harness.gaze.select import select_step_numpy as select_step
 from harness.gaze.select import select_step_torch
 
@@ -45,6 +45,10 @@ class GazeState:
     conv_past: list[torch.Tensor] | None = None  # conv encoder's temporal caches
     frames_done: int = 0
     scratch: dict = field(default_factory=dict)
+    # No cached key has ever been masked (no padded gaze so far, the usual case under a ratio-only
+    # budget): chunks can attend under a ``TailCausal`` mask instead of a dense one. Kept by the
+    # numpy loop, which sees every mask value on the host; the device loop clears it.
+    all_attended: bool = True
 
     @classmethod
     def empty(cls, decoder: GazeDecoder, batch: int, capacity: int, dtype, device) -> GazeState:
@@ -125,6 +129,15 @@ def _chunk_mask(
     return mask
 
 
+def _mask(state: GazeState, start: int, q: int, dtype: torch.dtype) -> torch.Tensor | TailCausal | None:
+    """The attention mask of a chunk of ``q`` tokens at ``start`` (numpy loop): none for a first
+    chunk with nothing masked (plain causal), a ``TailCausal`` while no cached key is masked
+    (same bits, a fraction of the memory traffic), else the dense ``_chunk_mask``."""
+    if state.all_attended:
+        return None if start == 0 else TailCausal(start, q, dtype, state.key_mask.device)
+    return _chunk_mask(state.key_mask, start, q, dtype)
+
+
 def capacity_for(frames: int, vision_tokens: int, cap: int, k: int) -> int:
     """Cache entries needed for ``frames`` frames whose gazes are capped at ``cap`` per frame."""
     steps = -(-cap // k)
@@ -187,8 +200,8 @@ def gaze_frame(
 
     # Prefill: previous frame's last-step gazes (carry) + this frame's vision tokens.
     x, new_mask, pos, q, start, steps_max = _frame_prefill(state, vision, embed, eos, cap, k)
-    mask = None if start == 0 and bool(new_mask.all()) else _chunk_mask(state.key_mask, start, q, x.dtype)
-    h = decoder.forward_chunk(x, pos, state.cache, start, mask, last=EXACT_MIN_ROWS)
+    state.all_attended = state.all_attended and bool(new_mask.all())
+    h = decoder.forward_chunk(x, pos, state.cache, start, _mask(state, start, q, x.dtype), last=EXACT_MIN_ROWS)
     state.length = start + q
     step_pos = pos[:, -k:]
     logits, task_loss = decoder.heads(h[:, -1:])
@@ -225,19 +238,22 @@ def gaze_frame(
             if independent_rows:
                 toks = np.where(unfinished[:, None], toks, eos)
                 state.key_mask[:, start : start + k] = torch.from_numpy(unfinished)[:, None].to(dev)
+                state.all_attended = state.all_attended and bool(unfinished.all())
             else:
                 state.key_mask[:, start : start + k] = True
             fed.append(toks)
             h = decoder.forward_chunk(
                 embed(torch.from_numpy(toks).to(dev)), step_pos, state.cache, start,
-                _chunk_mask(state.key_mask, start, k, vision.dtype), rope=rope, last=EXACT_MIN_ROWS,
+                _mask(state, start, k, vision.dtype), rope=rope, last=EXACT_MIN_ROWS,
             )  # fmt: skip
             state.length = start + k
             logits, task_loss = decoder.heads(h[:, -1:])
 
     # Frame over: its fed padding is masked from now on and does not advance positions.
     if fed:
-        real = torch.from_numpy(np.concatenate(fed, axis=1) != eos).to(dev)
+        real_np = np.concatenate(fed, axis=1) != eos
+        state.all_attended = state.all_attended and bool(real_np.all())
+        real = torch.from_numpy(real_np).to(dev)
         state.key_mask[:, gen_start : state.length] = real
         state.next_pos = state.next_pos + real.sum(1)
     carry = own_carry[:, :own_len] if independent_rows else steps[-1]
@@ -292,6 +308,7 @@ def _gaze_frame_torch(
     embed = decoder.model.embed_tokens
     saved = (state.length, state.next_pos, state.carry)
     cache_dtype = state.cache.k.dtype
+    state.all_attended = False  # this loop writes padding without looking at it on the host
 
     x, new_mask, pos, q, start, steps_max = _frame_prefill(state, vision, embed, eos, cap, k)
     if static:

@@ -184,6 +184,27 @@ def _causal_rows(start: int, q: int, keep: int, dtype: torch.dtype, device) -> t
     return torch.zeros(1, 1, keep, end, dtype=dtype, device=device).masked_fill_(future, float("-inf"))
 
 
+class TailCausal:
+    """The mask of a chunk at ``start`` whose ``q`` queries attend to every earlier key and causally
+    to the chunk's own keys (a batch without padded gazes). Same attention as ``_chunk_mask``'s
+    (B, 1, q, start+q) tensor, but held in one ``start+2q-1``-long buffer instead of q rows:
+
+    With the query rows in reverse order (row r' = q-1-r), key c is in row r's future iff
+    ``c + r' >= start + q``: a function of ``c + r'``, so every row is a window of the same buffer
+    (zeros, then -inf from ``start+q`` on) and the mask is a (1, 1, q, start+q) view with strides
+    (0, 0, 1, 1). sdpa's CPU flash kernel reads rows through their stride, so it reads kilobytes
+    instead of ``q * (start+q)`` floats per head (megabytes for a 200-token prefill late in a
+    clip). ``Attention`` reverses the queries, attends, and reverses the output back; rows of the
+    flash kernel are independent, so the outputs are bit-identical to the dense mask's
+    (``tests/test_gaze_model.py``)."""
+
+    def __init__(self, start: int, q: int, dtype: torch.dtype, device: torch.device):
+        end = start + q
+        buf = torch.zeros(end + q - 1, dtype=dtype, device=device)
+        buf[end:] = float("-inf")
+        self.reversed_rows = buf.as_strided((1, 1, q, end), (0, 0, 1, 1))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
@@ -201,12 +222,13 @@ class Attention(nn.Module):
         cache_k: torch.Tensor | None,
         cache_v: torch.Tensor | None,
         start: int,
-        mask: torch.Tensor | None,
+        mask: torch.Tensor | TailCausal | None,
         keep: int | None = None,
         slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, q, hidden). With a cache, keys/values land at [start, start+q) and attention covers
-        [0, start+q) under ``mask`` (bool (B, 1, q, start+q)); ``mask=None`` means plain causal.
+        [0, start+q) under ``mask`` (additive (B, 1, q, start+q), or a ``TailCausal``);
+        ``mask=None`` means plain causal.
 
         ``keep``: keys/values for all q tokens, but queries (and the output) only for the last
         ``keep`` of them (see ``GazeDecoder.forward_chunk``).
@@ -226,7 +248,12 @@ class Attention(nn.Module):
         qs, ks = qk[:, :h], qk[:, h:]
         vs = qkv[:, :, h + kv :].transpose(1, 2)
         rows = q
-        if keep is not None and keep < q:
+        tail = isinstance(mask, TailCausal)
+        if tail:  # queries in reverse order (see TailCausal); the kept last rows are then the first
+            qs, mask = qs.flip(2), mask.reversed_rows
+            if keep is not None and keep < q:
+                rows, qs, mask = keep, qs[:, :, :keep], mask[:, :, :keep]
+        elif keep is not None and keep < q:
             rows, qs = keep, qs[:, :, -keep:]
             if mask is None:  # plain causal over [start, start+q): spell out the kept rows' part
                 mask = _causal_rows(start, q, keep, x.dtype, x.device)
@@ -249,6 +276,8 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             qs, ks, vs, attn_mask=mask, is_causal=mask is None and q > 1, scale=self.head_dim**-0.5
         )
+        if tail:
+            out = out.flip(2)
         return self.o_proj(out.transpose(1, 2).reshape(b, rows, -1).to(x.dtype))
 
 
@@ -328,7 +357,7 @@ class GazeDecoder(nn.Module):
         positions: torch.Tensor,
         cache: KVCache | None = None,
         start: int = 0,
-        mask: torch.Tensor | None = None,
+        mask: torch.Tensor | TailCausal | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         last: int | None = None,
         slots: torch.Tensor | None = None,
