@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-native perf regression test-vllm test-lmms test-runtime runtime-env clean browser gpu-wheels
+.PHONY: install test lint demo demo-native perf regression test-vllm test-lmms test-runtime runtime-env clean browser ffmpeg-libs gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,15 +77,32 @@ test-vllm: $(STAMP) $(VLLM_STAMP)
 LMMS_VENV := .venv-lmms
 LMMS_STAMP := $(LMMS_VENV)/.installed
 
+# torchcodec decodes video paths for transformers' processors (lmms-eval's internvl_hf hands the
+# processor the path); its wheel must match the venv's torch (TORCH_SPEC above).
+ifeq ($(ARCH),aarch64)
+TORCHCODEC_SPEC ?= torchcodec==0.9.1
+else
+TORCHCODEC_SPEC ?= torchcodec==0.17.0
+endif
+
 $(LMMS_STAMP): pyproject.toml requirements-lmms.txt
 	test -x $(LMMS_VENV)/bin/python || $(PYTHON) -m venv $(LMMS_VENV)
 	$(LMMS_VENV)/bin/pip install -q --upgrade pip
-	$(LMMS_VENV)/bin/pip install -q $(TORCH_SPEC)
+	$(LMMS_VENV)/bin/pip install -q $(TORCH_SPEC) $(TORCHCODEC_SPEC)
 	$(LMMS_VENV)/bin/pip install -q --no-deps "lmms-eval==0.7.3"
 	$(LMMS_VENV)/bin/pip install -q -e . -r requirements-lmms.txt
 	touch $(LMMS_STAMP)
 
-test-lmms: $(STAMP) $(LMMS_STAMP)
+# torchcodec loads the system FFmpeg libraries (libavcodec & co., Debian package `ffmpeg`).
+# Installed here when missing (apt-get, as root or through sudo); if that is impossible the
+# InternVL3 lmms-eval parity tests skip and say why.
+ffmpeg-libs:
+	@ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so' || \
+	  { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; } || \
+	  echo "could not install FFmpeg: torchcodec cannot decode, the InternVL3 tests in tests/test_lmms_eval_parity.py will skip"
+
+test-lmms: $(STAMP) $(LMMS_STAMP) ffmpeg-libs
 	HARNESS_LMMS_PYTHON=$(LMMS_VENV)/bin/python $(PY) -m pytest -q --timeout=900 tests/test_lmms_eval_parity.py
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.models.internvl3 import InternVLPipeline
 from harness.models.llava_onevision import LlavaPipeline
 from harness.models.pipeline import parse_pipeline
 from harness.models.qwen2_5_vl import QwenPipeline
@@ -58,7 +59,7 @@ def test_preset_without_the_family_says_so():
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("index_rounding", "round", r"frames\.index_rounding: valid choices: floor, nearest \(got 'round'\)"),
+    ("index_rounding", "round", r"frames\.index_rounding: valid choices: floor, nearest, centers \(got 'round'\)"),
     ("fps_convention", "frames", r"frames\.fps_convention: valid choices: span, count, source \(got 'frames'\)"),
     ("count_multiple", 0, r"frames\.count_multiple: Input should be greater than or equal to 1 \(got 0\)"),
 ])
@@ -82,7 +83,7 @@ def test_every_preset_entry_parses():
     for name in preset_names():
         for family in preset_families(name):
             settings = preset_settings(name, family)
-            cls = LlavaPipeline if family == "llava_onevision" else QwenPipeline
+            cls = {"llava_onevision": LlavaPipeline, "internvl3": InternVLPipeline}.get(family, QwenPipeline)
             parse_pipeline(cls, settings["model"]["pipeline"], family)
             load_config(data={"model": {"family": family, "preset": name}})
 
@@ -100,6 +101,21 @@ def test_nearest_rounding_and_even_count():
     assert len(sample_indices(meta(25), num_frames=32)) == 25
     with pytest.raises(ValueError, match="fewer than count_multiple=2"):
         sample_indices(meta(1), num_frames=32, count_multiple=2)
+
+
+def test_centers_rounding_is_transformers_internvl_sampler():
+    """``index_rounding: centers`` = InternVLVideoProcessor.sample_frames (lmms-eval's internvl_hf)."""
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+    from transformers.video_utils import VideoMetadata
+
+    processor = InternVLVideoProcessor()
+    for total in (32, 33, 64, 100, 300, 1800, 2999):
+        for n in (1, 16, 32):
+            theirs = processor.sample_frames(VideoMetadata(total_num_frames=total, fps=30.0), num_frames=n)
+            assert sample_indices(meta(total), num_frames=n, rounding="centers").tolist() == theirs.tolist()
+    # never the first frame: 64 frames, 32 wanted -> 1, 3, 5, ... where floor takes 0, 2, 4, ...
+    assert sample_indices(meta(64), num_frames=32, rounding="centers").tolist()[:3] == [1, 3, 5]
+    assert sample_indices(meta(64), num_frames=32).tolist()[:3] == [0, 2, 4]
 
 
 def test_count_fps_is_qwen_vl_utils_sample_fps():

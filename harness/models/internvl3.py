@@ -37,6 +37,7 @@ consecutive. Tokens = gazes.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from harness.models.internvit_gazed import ATTN_TYPES as NATIVE_ATTN_TYPES
 from harness.models.internvit_gazed import encode_gazed_cells
 from harness.models.internvit_kept import shuffled_features_pre_vit
 from harness.models.loading import parse_dtype, resolve_model_dir
+from harness.models.pipeline import choice, parse_pipeline
 from harness.models.rope1d import (
     PrunedInputs,
     generate_pruned,
@@ -60,6 +62,15 @@ from harness.models.rope1d import (
 )
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
+
+
+@dataclass(frozen=True)
+class InternVLPipeline:
+    """``model.pipeline`` keys of InternVL3; the default is stock transformers'."""
+
+    # generation_config: stop at its eos ids; tokenizer_eos: only tokenizer.eos_token_id
+    # (lmms-eval's internvl_hf: generate(eos_token_id=tokenizer.eos_token_id))
+    stop: str = choice("generation_config", "tokenizer_eos")
 
 
 class InternVL3Adapter(ModelAdapter):
@@ -79,6 +90,7 @@ class InternVL3Adapter(ModelAdapter):
         self.native_attn = native_attn
         self.model = model.eval()
         self.processor = processor
+        self.pipeline = InternVLPipeline()
         self.source = source
         self.device = next(model.parameters()).device
         config = model.config
@@ -96,18 +108,29 @@ class InternVL3Adapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", **kwargs: Any
+        cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", pipeline: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> InternVL3Adapter:
         """Load model + processor offline from a local HF directory or an HF cache id (``cache_dir`` kwarg).
 
-        ``native_attn`` (kwarg): InternViT's attention layout for ``prune_stage: native``."""
+        ``native_attn`` (kwarg): InternViT's attention layout for ``prune_stage: native``;
+        ``pipeline``: ``model.pipeline`` keys (:class:`InternVLPipeline`)."""
+        pipe = parse_pipeline(InternVLPipeline, pipeline, cls.name)
         local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
         native_attn = kwargs.pop("native_attn", "block_causal")
         model = InternVLForConditionalGeneration.from_pretrained(
             local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
         ).to(device)
         processor = AutoProcessor.from_pretrained(local, local_files_only=True)
-        return cls(model, processor, source=str(path_or_id), native_attn=native_attn)
+        adapter = cls(model, processor, source=str(path_or_id), native_attn=native_attn)
+        adapter.pipeline = pipe
+        return adapter
+
+    def _stop_ids(self) -> set[int] | None:
+        """``pipeline.stop``: None = the generation config's eos ids (stock)."""
+        if self.pipeline.stop == "tokenizer_eos":
+            return {int(self.processor.tokenizer.eos_token_id)}
+        return None
 
     def token_geometry(self, num_frames: int, height: int, width: int) -> TokenGeometry:
         """Frames are resized to the video processor's square size, so ``height``/``width`` do not matter."""
@@ -223,6 +246,7 @@ class InternVL3Adapter(ModelAdapter):
             timer=timer,
             device=self.device,
             max_new_tokens=max_new_tokens,
+            stop=self._stop_ids(),
             extra={
                 "fps": fps,
                 "prune_stage": "native",
@@ -298,6 +322,7 @@ class InternVL3Adapter(ModelAdapter):
             timer=timer,
             device=self.device,
             max_new_tokens=max_new_tokens,
+            stop=self._stop_ids(),
             extra={
                 "fps": fps,
                 "prune_stage": prune_stage,
