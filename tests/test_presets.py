@@ -134,3 +134,20 @@ def test_system_prompt_and_processor_resize_knobs(tmp_path):
     assert adapter.token_geometry(4, 96, 128).height == 96  # the processor keeps the size it is given
     with pytest.raises(Exception, match="processor_resize false needs frame sides that are multiples of 32 px, got 128x100"):  # ... so it must fit the patch grid
         adapter.generate(np.zeros((4, 100, 128, 3), np.uint8), None, "Q?", fps=1.0, max_new_tokens=1)
+
+
+def test_vllm_backend_refuses_presets_and_pipeline_keys_in_one_line():
+    """The vLLM backend preprocesses with vLLM's own processors: a preset cannot hold there, so it is
+    refused before anything loads; ``text_positions`` is the one pipeline key it follows."""
+    from harness.runner.components import load_adapter
+
+    cfg = load_config(data={"model": {"family": "qwen2_5_vl", "path": "/models/q", "preset": "lmms-eval"},
+                            "backend": "vllm"})
+    with pytest.raises(ConfigError, match=r"^model.preset 'lmms-eval' is not supported by the vllm backend "
+                                          r"\(its preprocessing is vLLM's own\); use backend: transformers$"):
+        load_adapter(cfg.model, "vllm", "cpu")
+    cfg = load_config(data={"model": {"family": "qwen2_5_vl", "path": "/models/q",
+                                      "pipeline": {"stop": "tokenizer_eos", "text_positions": "transformers"}}})
+    with pytest.raises(ConfigError, match=r"^model.pipeline keys stop are not supported by the vllm backend; "
+                                          r"it takes only text_positions$"):
+        load_adapter(cfg.model, "vllm", "cpu")

@@ -106,11 +106,12 @@ class QwenPipeline:
     frame_max_pixels: int | None = None  # resize qwen_vl_utils: per-frame cap (VIDEO_MAX_TOKEN_NUM * 28^2)
     total_pixels: int | None = None  # resize qwen_vl_utils: whole-clip budget (MODEL_SEQ_LEN * 28^2 * 0.9)
     stop: str = choice("generation_config", "tokenizer_eos")
-    # Where the text after a video resumes in M-RoPE: "transformers" = the installed
-    # get_rope_index (since transformers 5.3.0: video start + max(h, w) / merge); "reference" =
-    # Qwen's own rule, used in training and by transformers <= 5.2.0 and vLLM: after the
-    # video's largest position. They differ when the temporal extent exceeds the spatial one.
-    text_positions: str = choice("transformers", "reference")
+    # Where the text after a video resumes in M-RoPE: "reference" (default) = Qwen's own rule,
+    # the one the checkpoints were trained with (also transformers <= 5.2.0 and vLLM): after the
+    # video's largest position; "transformers" = the installed get_rope_index (since transformers
+    # 5.3.0: video start + max(h, w) / merge), i.e. stock generate / lmms-eval on this install.
+    # They differ when the temporal extent exceeds the spatial one (long videos, low frame rate).
+    text_positions: str = choice("reference", "transformers")
     system_prompt: str | None = None  # an explicit system turn (None: the chat template's default)
     processor_resize: bool = True  # False: the processor keeps the frames' size (do_resize=False)
 

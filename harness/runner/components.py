@@ -169,6 +169,13 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
         return get_adapter_class(model.family).from_pretrained(path, device=device, dtype=model.dtype,
                                                               **extra, **adapter_kwargs(model))
     if backend == "vllm":
+        if model.preset:
+            raise ConfigError(f"model.preset {model.preset!r} is not supported by the vllm backend (its "
+                              "preprocessing is vLLM's own); use backend: transformers")
+        unsupported = sorted(set(model.pipeline or {}) - {"text_positions"})
+        if unsupported:
+            raise ConfigError(f"model.pipeline keys {', '.join(unsupported)} are not supported by the vllm "
+                              "backend; it takes only text_positions")
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("backend 'vllm' needs vLLM installed: pip install .[vllm] (see docs/vllm.md)")
         try:
@@ -176,11 +183,10 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
         except ImportError as exc:
             raise ConfigError(f"backend 'vllm' cannot be imported ({exc}); install the extra: pip install .[vllm]") \
                 from exc
-        if model.pipeline:
-            raise ConfigError("model.pipeline (and presets that set it) are not supported by the vllm backend yet")
+        text = (model.pipeline or {}).get("text_positions", "reference")
         # model.kwargs go to vllm.LLM (gpu_memory_utilization, max_model_len, tensor_parallel_size, ...)
         return VLLMBackend.from_pretrained(model.family, path, dtype=model.dtype, device=device, seed=seed,
-                                           **model.kwargs)
+                                           text_positions=text, **model.kwargs)
     raise ConfigError(f"unknown backend {backend!r}; valid choices: transformers, vllm")
 
 

@@ -50,6 +50,7 @@ from harness.runner.frame_share import SharedFrames
 from harness.runner.lock import RunLock
 from harness.runner.masks import mask_record
 from harness.runner.meta import run_meta
+from harness.runner.presets import recorded_pipeline
 from harness.runner.records import (
     RECORD_SCHEMA,
     RUN_FILE,
@@ -221,7 +222,8 @@ class Evaluator:
         return {
             "run_id": run_id(plan.model.label, setting),
             "experiment": self.cfg.name,
-            "model": {**plan.model.model_dump(), "label": plan.model.label, "tiny": plan.model.is_tiny},
+            "model": {**plan.model.model_dump(), "label": plan.model.label, "tiny": plan.model.is_tiny,
+                      "pipeline": recorded_pipeline(plan.model.family, plan.model.pipeline)},
             "notice": TINY_LABEL if plan.model.is_tiny else None,
             "backend": self.cfg.backend,
             "benchmark": self.cfg.benchmark.model_dump(),

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from harness.backends.vllm.requests import (
+    TEXT_POSITIONS,
+    TEXT_POSITIONS_ATTR,
     embeds_request,
     mrope_overrides,
     mrope_request,
@@ -104,6 +106,7 @@ class VLLMBackend:
         self.llm = llm
         self.adapter = adapter
         self.source = source
+        self.text_positions: str | None = None  # M-RoPE text rule (from_pretrained sets it)
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -117,14 +120,18 @@ class VLLMBackend:
         device: str | None = None,
         max_model_len: int = 32768,
         seed: int = 0,
+        text_positions: str = "reference",
         **engine_kwargs: Any,
     ) -> VLLMBackend:
         """Start a vLLM engine on a local HF-layout dir or an HF cache id (never downloads).
 
         ``device``: where the 1D route's transformers vision tower runs (default: cuda if
         available). ``engine_kwargs`` go to ``vllm.LLM`` (``gpu_memory_utilization``,
-        ``enforce_eager``, ``max_num_seqs``, ``tensor_parallel_size``...).
+        ``enforce_eager``, ``max_num_seqs``, ``tensor_parallel_size``...). ``text_positions``: the
+        M-RoPE text rule after a video (``model.pipeline.text_positions``; M-RoPE families only).
         """
+        if text_positions not in TEXT_POSITIONS:
+            raise ValueError(f"text_positions {text_positions!r}; valid choices: {', '.join(TEXT_POSITIONS)}")
         if family not in ROUTES:
             raise KeyError(
                 f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
@@ -154,6 +161,7 @@ class VLLMBackend:
             kwargs["limit_mm_per_prompt"] = {"video": 1, "image": 0}
             # The frames given are the frames to use: never resample (Qwen3-VL's default is 2 fps).
             kwargs["mm_processor_kwargs"] = {"do_sample_frames": False}
+            kwargs["hf_overrides"][TEXT_POSITIONS_ATTR] = text_positions
         else:
             adapter = get_adapter_class(family).from_pretrained(local, device=device, dtype=dtype)
             _release_llm_layers(adapter)
@@ -166,7 +174,9 @@ class VLLMBackend:
             kwargs["enable_prompt_embeds"] = True
             kwargs["limit_mm_per_prompt"] = {"video": 0, "image": 0}
         kwargs.update(engine_kwargs)
-        return cls(family, LLM(**kwargs), adapter, source=str(path_or_id))
+        backend = cls(family, LLM(**kwargs), adapter, source=str(path_or_id))
+        backend.text_positions = text_positions if route == "mrope_keep_mask" else None
+        return backend
 
     # -- geometry ------------------------------------------------------------------------------
 
@@ -330,5 +340,6 @@ class VLLMBackend:
                 "prepare_seconds": prepare_s,
                 "batch_seconds": total_s,
                 "llm_timing": llm_timing,
+                "text_positions": self.text_positions,
             },
         )

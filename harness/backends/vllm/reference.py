@@ -90,8 +90,10 @@ def reference(
     prompt: str,
     max_new_tokens: int,
     compacted: bool = False,
+    text_positions: str | None = None,
 ) -> list[dict[str, Any]]:
-    adapter = get_adapter_class(family).from_pretrained(model_dir, dtype="float32")
+    pipeline = {"text_positions": text_positions} if text_positions else None
+    adapter = get_adapter_class(family).from_pretrained(model_dir, dtype="float32", pipeline=pipeline)
     results = []
     for keep in keeps:
         selection = None
@@ -128,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=4)
     parser.add_argument("--out", required=True)
     parser.add_argument("--compacted", action="store_true", help="1D families: also run at positions 0..L-1")
+    parser.add_argument("--text-positions", default=None, help="M-RoPE families: model.pipeline.text_positions")
     args = parser.parse_args(argv)
     frames = np.load(args.frames)
     keeps = torch.load(args.keep)
     results = reference(
-        args.family, args.model, frames, args.fps, keeps, args.prompt, args.max_new_tokens, args.compacted
+        args.family, args.model, frames, args.fps, keeps, args.prompt, args.max_new_tokens, args.compacted,
+        args.text_positions,
     )
     with open(args.out, "w") as f:
         json.dump(results, f)
