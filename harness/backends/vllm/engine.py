@@ -35,6 +35,7 @@ from harness.backends.vllm.requests import (
 )
 from harness.models.base import Generation, PruneStage, TokenCounts
 from harness.models.registry import get_adapter_class
+from harness.models.request import BatchItem
 from harness.pruning.selection import Selection, TokenGeometry
 
 # family -> (route, vLLM architecture override or None)
@@ -44,21 +45,6 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "llava_onevision": ("prompt_embeds", "HarnessLlavaOnevisionForConditionalGeneration"),
     "internvl3": ("prompt_embeds", "HarnessInternVLForConditionalGeneration"),
 }
-
-
-@dataclass
-class BatchItem:
-    """One sample for :meth:`VLLMBackend.generate_batch` (the arguments of ``generate``)."""
-
-    frames: np.ndarray
-    selection: Selection | None
-    prompt: str
-    fps: float
-    video: str | None = None  # the sample's own file, for adapters with ``wants_video_path`` (NVILA source)
-    # with frames.fps_convention "source": the frames' source indices and the source's frame count,
-    # for the processor's video metadata (Qwen3-VL timestamps); None = frames 0..T-1 at ``fps``
-    indices: np.ndarray | None = None
-    source_frames: int | None = None
 
 
 @dataclass
