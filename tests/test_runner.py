@@ -59,8 +59,14 @@ def test_records_decode_once_and_matched_budgets(tmp_path):
                              "gazes": None}  # no AutoGaze ran
     assert rec["output"] == "The answer is A." and rec["extracted"] == "A" and rec["correct"] is True
     assert rec["prompt"] == "Q: q0" and rec["splits"] == {"duration": "long"}
-    assert set(rec["latency"]) == {"decode", "gaze", "vision", "prefill", "generate", "total"}
+    # latency stages only where they happened: `none` selects nothing, a baseline prunes, AutoGaze gazes
+    assert set(rec["latency"]) == {"decode", "vision", "prefill", "generate", "total"}
     assert rec["latency"]["total"] == pytest.approx(sum(v for k, v in rec["latency"].items() if k != "total"))
+    stages = {label: set(_records(tmp_path, label)[0]["latency"]) - {"decode", "vision", "prefill", "generate",
+                                                                     "total"}
+              for label in ("none", "autogaze_gr0.25", "random_match-autogaze_gr0.25")}
+    assert stages == {"none": set(), "autogaze_gr0.25": {"gaze"}, "random_match-autogaze_gr0.25": {"prune"}}
+    assert rec["schema_version"] == 2 and rec["status"] == "ok"
     assert rec["evidence"] == {"recall": 1.0, "hit": True} and rec["peak_memory_mb"] == 100.0
     assert rec["frames"]["num"] == 4 and rec["error"] is None
     run = json.loads((tmp_path / "out" / "fake" / "none" / "run.json").read_text())
@@ -95,6 +101,24 @@ def test_matched_baseline_errors_when_autogaze_failed(tmp_path):
     recs = _records(tmp_path, "random_match-autogaze")
     assert all(r["error"]["stage"] == "prune" for r in recs)
     assert "matched budget unavailable" in recs[0]["error"]["message"]
+
+
+def test_the_budget_source_is_a_property_of_the_pruner_class(tmp_path, monkeypatch):
+    """Which run a matched baseline follows is the pruner class's ``budget_source``, not a name in the runner."""
+    from harness.pruning.autogaze import AutoGazePruner
+    from harness.pruning.uniform_frames import UniformFramesPruner
+
+    monkeypatch.setattr(AutoGazePruner, "budget_source", False)
+    monkeypatch.setattr(UniformFramesPruner, "budget_source", True)
+    cfg = _cfg(tmp_path, pruners=[{"name": "autogaze", "params": {"gazing_ratio": 0.5}},
+                                  {"name": "uniform_frames"}, {"name": "random", "budget": "matched"}])
+    Evaluator(cfg, fake_components(FakeBenchmark(2), FakeAdapter()), ShardInfo(), progress=False).run()
+    runs = sorted(p.name for p in (tmp_path / "out" / "fake").iterdir())
+    assert runs == ["autogaze", "random_match-uniform_frames", "uniform_frames"]
+    source = _records(tmp_path, "uniform_frames")  # the fake keeps all 64 tokens without a budget
+    matched = _records(tmp_path, "random_match-uniform_frames")
+    assert [r["selection"]["kept"] for r in matched] == [r["selection"]["kept"] for r in source] == [64, 64]
+    assert {r["selection"]["kept"] for r in _records(tmp_path, "autogaze")} == {32}
 
 
 def test_resume_after_interrupt_redoes_nothing(tmp_path):

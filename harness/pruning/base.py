@@ -93,6 +93,21 @@ class Pruner(ABC):
     name: ClassVar[str] = "base"
     #: True for pruners that need a budget (explicit or via ``ratio``); False for none/autogaze.
     budgeted: ClassVar[bool] = False
+    #: True when this pruner's kept count on a sample is a budget other runs can be matched to
+    #: (``budget: matched``, AutoGaze); the runner asks the class, it names no pruner.
+    budget_source: ClassVar[bool] = False
+    #: The latency stage a selection's time is recorded under (``harness.stages``): ``prune`` for
+    #: the baselines, ``gaze`` for a gaze model; None when selecting does no work (``none``).
+    latency_stage: ClassVar[str | None] = "prune"
+    #: Said after a build or load failure (e.g. where a checkpoint may come from); "" for none.
+    load_hint: ClassVar[str] = ""
+
+    def load(self) -> None:
+        """Load what ``select`` needs (a checkpoint) now, so a bad one fails before any sample.
+
+        Nothing by default: the baselines have nothing to load.
+        """
+        return None
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
