@@ -396,3 +396,38 @@ def test_one_untimed_warm_up_pass_precedes_the_first_record(tmp_path):
     result = Evaluator(_cfg(tmp_path), fake_components(bench, adapter), ShardInfo(), progress=False).run()
     assert result.written == 3 * 5
     assert adapter.warm_ups == 1 and len(adapter.calls) == result.written
+
+
+def test_a_record_the_schema_refuses_fails_its_sample_not_the_run(tmp_path):
+    class OddTimings(FakeAdapter):
+        def generate(self, frames, selection, prompt, **kw):
+            gen = super().generate(frames, selection, prompt, **kw)
+            if prompt == "Q: q1":
+                gen.timings["tokenize"] = 0.1  # not a stage name (harness/stages.py)
+            return gen
+
+    cfg = _cfg(tmp_path, pruners=["none"])
+    result = Evaluator(cfg, fake_components(FakeBenchmark(3), OddTimings()), ShardInfo(), progress=False).run()
+    recs = {r["sample_id"]: r for r in _records(tmp_path, "none")}
+    assert result.written == 3 and result.errors == 1 and recs["s0"]["error"] is recs["s2"]["error"] is None
+    assert recs["s1"]["error"]["stage"] == "generate" and "'tokenize'" in recs["s1"]["error"]["message"]
+    assert "tokenize" not in recs["s1"]["latency"]
+
+
+def test_a_record_refused_at_write_time_is_written_as_a_failure(tmp_path, monkeypatch):
+    from harness.runner import engine
+
+    real = engine.Evaluator._finish
+
+    def sloppy(self, rec, sample, benchmark, outcome):
+        real(self, rec, sample, benchmark, outcome)
+        if rec.sample_id == "s1":
+            rec.latency["warp"] = 1.0  # a nested edit no assignment check sees
+
+    monkeypatch.setattr(engine.Evaluator, "_finish", sloppy)
+    cfg = _cfg(tmp_path, pruners=["none"])
+    result = Evaluator(cfg, fake_components(FakeBenchmark(3), FakeAdapter()), ShardInfo(), progress=False).run()
+    recs = {r["sample_id"]: r for r in _records(tmp_path, "none")}
+    assert result.written == 3 and result.errors == 1
+    assert recs["s1"]["error"]["stage"] == "record" and "warp" in recs["s1"]["error"]["message"]
+    assert recs["s1"]["question"] == "q1" and recs["s1"]["output"] is None

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness.models.request import BatchItem
 from harness.pruning.selection import Selection
 from harness.runner.batching import Outcome, generate_many, supports_batching
@@ -62,7 +64,7 @@ from harness.runner.records import (
     records_filename,
     write_json,
 )
-from harness.runner.schema import BudgetInfo, ErrorInfo, SampleRecord, SelectionSummary, Tokens
+from harness.runner.schema import BudgetInfo, ErrorInfo, SampleRecord, SelectionSummary, Tokens, problem
 from harness.runner.sharding import ShardInfo, device_for_rank, shard, shard_from_env
 from harness.runner.sweep import PrunerSetting, expand, resolve_budget
 from harness.stages import CACHED_GAZE, STAGES, TOTAL
@@ -447,7 +449,11 @@ class Evaluator:
                 latency[TOTAL] = sum(v for k, v in latency.items()
                                      if (k in STAGES or k == CACHED_GAZE) and v is not None)
             rec.finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            h.writer.write(rec)
+            try:
+                h.writer.write(rec)
+            except ValueError as exc:  # the schema refused the record: keep the sample, as a failure
+                rec = _refused(rec, exc)
+                h.writer.write(rec)
             h.written += 1
             state.written += 1
             if not rec.ok:
@@ -625,6 +631,8 @@ class Evaluator:
             rec.tokens = Tokens(visual_before=tok.visual_before, visual_after=tok.visual_after,
                                 prompt=tok.prompt, generated=tok.generated, gazes=_gaze_count(rec))
             for name, seconds in (gen.timings or {}).items():
+                if name not in STAGES:
+                    raise ValueError(f"the adapter timed a stage {name!r} that is not one of {', '.join(STAGES)}")
                 if name == "gaze" and "gaze" in latency:  # adapter-side gazing (e.g. NVILA) adds to ours
                     latency["gaze"] += float(seconds)
                 else:
@@ -656,6 +664,19 @@ class Evaluator:
         rec.status = score["status"]
         if score["status"] == "invalid_sample":
             rec.invalid_reason = score["reason"]
+
+
+#: What a record refused by the schema keeps: which sample of which run it was.
+_IDENTITY = ("run_id", "sample_id", "benchmark", "model", "tiny_model", "pruner", "pruner_label", "pruner_params",
+             "budget", "video", "question", "options", "answer", "splits", "extraction", "rank", "finished")
+
+
+def _refused(rec: SampleRecord, exc: ValueError) -> SampleRecord:
+    """The record of a sample whose filled-in record the schema refused (an engine or adapter bug):
+    its identity and the refusal as its error, so the run goes on and the report shows the cause."""
+    message = problem(exc) if isinstance(exc, ValidationError) else _first_line(exc)
+    return SampleRecord(**{k: getattr(rec, k) for k in _IDENTITY},
+                        error=ErrorInfo(stage="record", type=type(exc).__name__, message=message))
 
 
 def _pruner_class_attr(name: str, attr: str, default: Any) -> Any:

@@ -179,6 +179,11 @@ def parse_record(raw: dict[str, Any], where: str = "record") -> SampleRecord:
     except RecordError as exc:
         raise RecordError(f"{where}: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ())) or "(record)"
-        raise RecordError(f"{where}: {loc}: {first.get('msg')}") from None
+        raise RecordError(f"{where}: {problem(exc)}") from None
+
+
+def problem(exc: ValidationError) -> str:
+    """The first thing the schema refused, in one line: ``field.path: message``."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "(record)"
+    return f"{loc}: {first.get('msg')}"
