@@ -138,8 +138,10 @@ class SampleRecord(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         """The record as written, re-validated first (a nested dict may have been edited): every field,
-        except those of :data:`ONLY_WHEN_SET` that are None (their presence says something happened)."""
+        except those of :data:`ONLY_WHEN_SET` and ``selection.masks`` when None (as version 1 wrote them)."""
         out = type(self).model_validate(self.model_dump()).model_dump()
+        if out["selection"] is not None and out["selection"]["masks"] is None:
+            del out["selection"]["masks"]  # absent when there is nothing to draw (``none`` keeps everything)
         return {k: v for k, v in out.items() if not (v is None and k in ONLY_WHEN_SET)}
 
 
