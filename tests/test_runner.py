@@ -431,3 +431,24 @@ def test_a_record_refused_at_write_time_is_written_as_a_failure(tmp_path, monkey
     assert result.written == 3 and result.errors == 1
     assert recs["s1"]["error"]["stage"] == "record" and "warp" in recs["s1"]["error"]["message"]
     assert recs["s1"]["question"] == "q1" and recs["s1"]["output"] is None
+
+
+def test_resume_reads_matched_budgets_from_version_1_records(tmp_path):
+    """A run directory written before the typed record (``"schema": 1``) resumes: its AutoGaze counts
+    budget the baseline added now, read through the migration."""
+    cfg = _cfg(tmp_path, pruners=[{"name": "autogaze", "params": {"gazing_ratio": 0.5}}])
+    Evaluator(cfg, fake_components(FakeBenchmark(2), FakeAdapter()), ShardInfo(), progress=False).run()
+    path = tmp_path / "out" / "fake" / "autogaze" / "records.jsonl"
+    old = []
+    for i, line in enumerate(path.read_text().splitlines()):  # rewrite as version 1 wrote them
+        rec = json.loads(line)
+        rec.pop("schema_version"), rec.pop("status")
+        rec["selection"]["kept"] = 10 + i  # counts only the file can have given
+        old.append(json.dumps({"schema": 1, **rec}))
+    path.write_text("\n".join(old) + "\n")
+    cfg = _cfg(tmp_path, pruners=[{"name": "autogaze", "params": {"gazing_ratio": 0.5}},
+                                  {"name": "random", "budget": "matched"}])
+    adapter = FakeAdapter()
+    Evaluator(cfg, fake_components(FakeBenchmark(2), adapter), ShardInfo(), progress=False).run()
+    assert len(adapter.calls) == 2  # only the new baseline ran
+    assert [r["selection"]["kept"] for r in _records(tmp_path, "random_match-autogaze")] == [10, 11]
