@@ -104,12 +104,12 @@ def test_matched_baseline_errors_when_autogaze_failed(tmp_path):
 
 
 def test_the_budget_source_is_a_property_of_the_pruner_class(tmp_path, monkeypatch):
-    """Which run a matched baseline follows is the pruner class's ``budget_source``, not a name in the runner."""
+    """Which run a matched baseline follows is the pruner class's ``defines_matched_budget``, not a name in the runner."""
     from harness.pruning.autogaze import AutoGazePruner
     from harness.pruning.uniform_frames import UniformFramesPruner
 
-    monkeypatch.setattr(AutoGazePruner, "budget_source", False)
-    monkeypatch.setattr(UniformFramesPruner, "budget_source", True)
+    monkeypatch.setattr(AutoGazePruner, "defines_matched_budget", False)
+    monkeypatch.setattr(UniformFramesPruner, "defines_matched_budget", True)
     cfg = _cfg(tmp_path, pruners=[{"name": "autogaze", "params": {"gazing_ratio": 0.5}},
                                   {"name": "uniform_frames"}, {"name": "random", "budget": "matched"}])
     Evaluator(cfg, fake_components(FakeBenchmark(2), FakeAdapter()), ShardInfo(), progress=False).run()

@@ -78,7 +78,7 @@ def _through_cache(kind: str, frames: np.ndarray, model: Any, setting: dict[str,
 
 class AutoGazePruner(Pruner):
     name = "autogaze"
-    budget_source = True  # ``budget: matched`` baselines keep as many tokens as AutoGaze did
+    defines_matched_budget = True  # ``budget: matched`` baselines keep as many tokens as AutoGaze did
     latency_stage = "gaze"
     load_hint = ("give a checkpoint with --set pruners.autogaze.params.model=DIR (a local AutoGaze "
                  "directory, nvidia/AutoGaze in the HF cache, or tiny)")

@@ -94,8 +94,9 @@ class Pruner(ABC):
     #: True for pruners that need a budget (explicit or via ``ratio``); False for none/autogaze.
     budgeted: ClassVar[bool] = False
     #: True when this pruner's kept count on a sample is a budget other runs can be matched to
-    #: (``budget: matched``, AutoGaze); the runner asks the class, it names no pruner.
-    budget_source: ClassVar[bool] = False
+    #: (``budget: matched``, AutoGaze); the runner asks the class, it names no pruner. (Not
+    #: ``Selection.info["budget_source"]``, which says where a selection's own budget came from.)
+    defines_matched_budget: ClassVar[bool] = False
     #: The latency stage a selection's time is recorded under (``harness.stages``): ``prune`` for
     #: the baselines, ``gaze`` for a gaze model; None when selecting does no work (``none``).
     latency_stage: ClassVar[str | None] = "prune"

@@ -5,7 +5,7 @@ sample reuses the frames, and the AutoGaze settings run before the baselines mat
 so a matched budget (AutoGaze's kept count on this very sample) is known when a baseline needs
 it: it flows in memory (``RunHandle.kept``) within a run, and on resume from the source run's
 typed records (``schema.SampleRecord``). Which runs are budget sources is the pruner class's
-``budget_source``, not a name known here.
+``defines_matched_budget``, not a name known here.
 
 Every record is a ``schema.SampleRecord``: built by ``_new_record``, filled by ``_prepare``,
 ``_finish`` and ``_score``, validated by the writer; no field exists outside that model.
@@ -247,7 +247,7 @@ class Evaluator:
             handle = RunHandle(setting=setting, run_dir=run_dir,
                                writer=RecordWriter(run_dir / records_filename(self.shard.rank, self.shard.world_size)),
                                done=done)
-            if setting.budget_source:  # resume: the matched budgets of samples done earlier
+            if setting.defines_matched_budget:  # resume: the matched budgets of samples done earlier
                 for sid, rec in latest.items():
                     if rec.ok and rec.selection is not None and rec.selection.kept is not None:
                         handle.kept[sid] = rec.selection.kept
@@ -601,7 +601,7 @@ class Evaluator:
             masks = mask_record(selection, video.indices)  # a few frames' masks for the report's strips
             if masks is not None and rec.selection is not None:
                 rec.selection.masks = masks
-            if h.setting.budget_source and selection is not None:
+            if h.setting.defines_matched_budget and selection is not None:
                 h.kept[sid] = int(selection.num_kept)  # in memory: the runs matched to this one read it
             stage = "evidence"
             rec.evidence = self.components.evidence_scores(benchmark, selection, sample, video)

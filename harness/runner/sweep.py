@@ -17,14 +17,14 @@ from typing import Any
 from harness.runner.config import ConfigError, PrunerSpec
 
 
-def is_budget_source(name: str) -> bool:
-    """Whether pruner ``name``'s kept counts define matched budgets (its class says: ``Pruner.budget_source``).
+def defines_matched_budget(name: str) -> bool:
+    """Whether pruner ``name``'s kept counts define matched budgets (its class says: ``Pruner.defines_matched_budget``).
 
     An unregistered name (a test's fake) is no source; the registry refuses it elsewhere.
     """
     from harness.pruning.registry import PRUNERS, get_pruner_class
 
-    return name in PRUNERS and bool(getattr(get_pruner_class(name), "budget_source", False))
+    return name in PRUNERS and bool(getattr(get_pruner_class(name), "defines_matched_budget", False))
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class PrunerSetting:
     budget: Budget = field(default_factory=Budget)
     # its kept counts are the budgets of the runs matched to it (from the pruner class; not in
     # to_dict: run.json's fingerprint stays that of earlier versions)
-    budget_source: bool = False
+    defines_matched_budget: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,10 +122,11 @@ def expand(specs: list[PrunerSpec]) -> list[PrunerSetting]:
                 suffix = _budget_suffix(budget) if budget.kind != "matched" else ""
                 label = f"{label}_{suffix}" if suffix else label
             setting = PrunerSetting(name=spec.name, label=label, params={**spec.params, **point},
-                                    grid_values=point, budget=budget, budget_source=is_budget_source(spec.name))
+                                    grid_values=point, budget=budget,
+                                    defines_matched_budget=defines_matched_budget(spec.name))
             (matched if budget.kind == "matched" else plain).append((spec, setting))
 
-    sources = [s.label for _, s in plain if s.budget_source]
+    sources = [s.label for _, s in plain if s.defines_matched_budget]
     out = [s for _, s in plain]
     for spec, setting in matched:
         targets = [spec.match] if spec.match else sources
@@ -144,7 +145,7 @@ def expand(specs: list[PrunerSpec]) -> list[PrunerSetting]:
             label = setting.label if spec.label and len(targets) == 1 else f"{setting.label}_{_budget_suffix(budget)}"
             out.append(PrunerSetting(name=setting.name, label=label, params=dict(setting.params),
                                      grid_values=dict(setting.grid_values), budget=budget,
-                                     budget_source=setting.budget_source))
+                                     defines_matched_budget=setting.defines_matched_budget))
 
     labels = [s.label for s in out]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
@@ -156,7 +157,7 @@ def expand(specs: list[PrunerSpec]) -> list[PrunerSetting]:
 def _source_names() -> list[str]:
     from harness.pruning.registry import PRUNERS
 
-    return [name for name in PRUNERS if is_budget_source(name)]
+    return [name for name in PRUNERS if defines_matched_budget(name)]
 
 
 def resolve_budget(budget: Budget, total_tokens: int, matched_kept: int | None) -> int | None:
