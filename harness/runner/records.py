@@ -5,6 +5,10 @@ Ctrl-C) loses at most the sample in flight; the partial last line it may leave i
 read and sealed with a newline before the next append, so nothing already written is lost.
 A rerun reads every record file of the run directory (all shards, any world size) to know
 which samples are done.
+
+What a line holds is ``schema.SampleRecord``: ``RecordWriter.write`` validates every record
+against it, and ``read_typed_records`` / ``latest_records`` give typed records back (older
+versions migrated). ``iter_records`` / ``read_run_records`` stay for raw access (tests, tools).
 """
 
 from __future__ import annotations
