@@ -34,15 +34,13 @@ from harness.backends.vllm.requests import (
     stitch_prompt_embeds,
 )
 from harness.models.base import Generation, PruneStage, TokenCounts
-from harness.models.registry import get_adapter_class
+from harness.models.registry import all_specs, get_adapter_class, get_spec
 from harness.pruning.selection import Selection, TokenGeometry
 
-# family -> (route, vLLM architecture override or None)
-ROUTES: dict[str, tuple[str, str | None]] = {
-    "qwen2_5_vl": ("mrope_keep_mask", "HarnessQwen2_5_VLForConditionalGeneration"),
-    "qwen3_vl": ("mrope_keep_mask", "HarnessQwen3VLForConditionalGeneration"),
-    "llava_onevision": ("prompt_embeds", "HarnessLlavaOnevisionForConditionalGeneration"),
-    "internvl3": ("prompt_embeds", "HarnessInternVLForConditionalGeneration"),
+# family -> (route, vLLM architecture override): each family spec's ``vllm`` (read-only view of
+# harness/models/registry.py; families whose spec says ``vllm=None`` are not served by vLLM)
+ROUTES: dict[str, tuple[str, str]] = {
+    family: (spec.vllm.route, spec.vllm.architecture) for family, spec in all_specs().items() if spec.vllm
 }
 
 
@@ -101,6 +99,8 @@ class VLLMBackend:
             )
         self.family = family
         self.route = ROUTES[family][0]
+        # visual tokens the adapter appends after the grid (LLaVA-OV's trailing newline)
+        self.newline_tokens = get_spec(family).newline_tokens
         self.llm = llm
         self.adapter = adapter
         self.source = source
@@ -203,23 +203,20 @@ class VLLMBackend:
         geometry = a.model_geometry(item.frames, item.selection)
         selection = item.selection if item.selection is not None else Selection.keep_all(geometry)
         inputs = a.preprocess(item.frames, item.prompt, geometry)
-        pixels = inputs["pixel_values_videos"] if "pixel_values_videos" in inputs else inputs["pixel_values"]
         start = time.perf_counter()
-        features = a.encode_video(pixels)
+        features = a.encode_video(inputs[a.pixel_key])
         vision_s = time.perf_counter() - start
         pruned = a.prune(inputs, features, selection)
-        (modality, encoded) = next(iter(pruned.model_kwargs["mm_encoder_outputs"].items()))
-        placeholder = a.video_token_id if modality == "video" else a.image_token_id
+        encoded = pruned.model_kwargs["mm_encoder_outputs"][a.modality]
         kept = encoded.pooler_output.reshape(-1, features.shape[-1])
         ids = pruned.model_kwargs["input_ids"][0]
-        embeds = stitch_prompt_embeds(ids, placeholder, a.model.get_input_embeddings()(ids), kept)
+        embeds = stitch_prompt_embeds(ids, a.placeholder_id, a.model.get_input_embeddings()(ids), kept)
         positions = pruned.model_kwargs["position_ids"][0].tolist()
         vocab = a.model.config.get_text_config().vocab_size
         native = a.token_geometry(len(item.frames), *item.frames.shape[1:3])
-        newline = 1 if self.family == "llava_onevision" else 0  # the adapter's trailing newline token
         return _Prepared(
             embeds_request(embeds.detach().to("cpu"), positions, vocab),
-            native.total_tokens + newline,
+            native.total_tokens + self.newline_tokens,
             pruned.visual_after,
             geometry,
             vision_s,
