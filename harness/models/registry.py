@@ -79,9 +79,15 @@ def get_adapter_class(family: str) -> type[ModelAdapter]:
     return adapter_class(get_spec(family))
 
 
-# Derived views, for code that only needs names (read-only; edit the specs, not these).
-# family name -> "module:Class" of its adapter
-ADAPTERS: dict[str, str] = {family: spec.adapter for family, spec in all_specs().items()}
-# families whose checkpoints run code shipped in the snapshot (``trust_remote_code``): loading one
-# needs ``model.trust_remote_code: true`` in the config, as transformers and lmms-eval ask for it.
-REMOTE_CODE_FAMILIES: frozenset[str] = frozenset(f for f, s in all_specs().items() if s.remote_code)
+def __getattr__(name: str) -> object:
+    """Derived views, computed on each access from ``FAMILIES`` (read-only; edit the specs).
+
+    - ``ADAPTERS``: family name -> "module:Class" of its adapter.
+    - ``REMOTE_CODE_FAMILIES``: families whose checkpoints run code shipped in the snapshot
+      (``trust_remote_code``): loading one needs ``model.trust_remote_code: true`` in the config.
+    """
+    if name == "ADAPTERS":
+        return {family: spec.adapter for family, spec in all_specs().items()}
+    if name == "REMOTE_CODE_FAMILIES":
+        return frozenset(f for f, s in all_specs().items() if s.remote_code)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

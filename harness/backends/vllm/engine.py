@@ -37,11 +37,20 @@ from harness.models.base import Generation, PruneStage, TokenCounts
 from harness.models.registry import all_specs, get_adapter_class, get_spec
 from harness.pruning.selection import Selection, TokenGeometry
 
-# family -> (route, vLLM architecture override): each family spec's ``vllm`` (read-only view of
-# harness/models/registry.py; families whose spec says ``vllm=None`` are not served by vLLM)
-ROUTES: dict[str, tuple[str, str]] = {
-    family: (spec.vllm.route, spec.vllm.architecture) for family, spec in all_specs().items() if spec.vllm
-}
+
+def routes() -> dict[str, tuple[str, str]]:
+    """family -> (route, vLLM architecture override), from each family spec's ``vllm``.
+
+    Families whose spec says ``vllm=None`` are not served by vLLM (docs/vllm.md).
+    """
+    return {family: (s.vllm.route, s.vllm.architecture) for family, s in all_specs().items() if s.vllm}
+
+
+def __getattr__(name: str) -> object:
+    """``ROUTES``: ``routes()`` as a read-only view computed on access (edit the family specs)."""
+    if name == "ROUTES":
+        return routes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -93,12 +102,12 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, family: str, llm: Any, adapter: Any, source: str = ""):
-        if family not in ROUTES:
+        if family not in routes():
             raise KeyError(
-                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
+                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(routes()))}"
             )
         self.family = family
-        self.route = ROUTES[family][0]
+        self.route = routes()[family][0]
         # visual tokens the adapter appends after the grid (LLaVA-OV's trailing newline)
         self.newline_tokens = get_spec(family).newline_tokens
         self.llm = llm
@@ -125,9 +134,9 @@ class VLLMBackend:
         available). ``engine_kwargs`` go to ``vllm.LLM`` (``gpu_memory_utilization``,
         ``enforce_eager``, ``max_num_seqs``, ``tensor_parallel_size``...).
         """
-        if family not in ROUTES:
+        if family not in routes():
             raise KeyError(
-                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
+                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(routes()))}"
             )
         from vllm import LLM
 
@@ -136,7 +145,7 @@ class VLLMBackend:
 
         register()
         local = str(resolve_model_dir(path_or_id))
-        route, architecture = ROUTES[family]
+        route, architecture = routes()[family]
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         kwargs: dict[str, Any] = {
             "model": local,

@@ -23,10 +23,16 @@ def _builders() -> dict[str, str]:
     return {family: spec.tiny for family, spec in all_specs().items() if spec.tiny is not None}
 
 
-# family -> module exposing ``build(out_dir, seed) -> Path`` (each family spec's ``tiny``; read-only
-# view of harness/models/registry.py). Modules are imported lazily (one family's missing
-# dependency never blocks another).
-BUILDERS: dict[str, str] = _builders()
+def __getattr__(name: str) -> object:
+    """``BUILDERS``: family -> module exposing ``build(out_dir, seed) -> Path``.
+
+    Each family spec's ``tiny`` (a read-only view of harness/models/registry.py, computed on
+    access). Builder modules are imported only when used (one family's missing dependency never
+    blocks another).
+    """
+    if name == "BUILDERS":
+        return _builders()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def available_families() -> list[str]:
