@@ -237,12 +237,12 @@ class LlavaOnevisionAdapter(PooledAdapter):
     ) -> tuple[torch.Tensor, int]:
         """Pre-ViT pruning: SigLIP runs only on the patches the kept pooled tokens read.
 
-        Policy (harness/models/gazed_siglip.py ``pooled_features_pre_vit``): for each kept pooled
+        Policy (harness/models/siglip_kept.py ``pooled_features_pre_vit``): for each kept pooled
         token the ViT computes every patch its bilinear pooling reads; projector and pooling then
         run as stock on a grid that is zero elsewhere. Returns the kept tokens + the trailing
         newline (K + 1, D) and the number of patches the ViT processed.
         """
-        from harness.models.gazed_siglip import pooled_features_pre_vit
+        from harness.models.siglip_kept import pooled_features_pre_vit
 
         config, inner = self.model.config, self.model.model
         if config.vision_feature_select_strategy != "full":
