@@ -61,6 +61,7 @@ class InternVL3Adapter(PooledAdapter):
     modality = "image"  # transformers treats a video as one image per frame
     pixel_key = "pixel_values"
     vit_extra_keys = ("vit_tokens", "vit_cls_tokens")
+    native_attn_types = NATIVE_ATTN_TYPES
 
     def __init__(
         self,
@@ -69,13 +70,7 @@ class InternVL3Adapter(PooledAdapter):
         source: str,
         native_attn: str = "block_causal",
     ):
-        if native_attn not in NATIVE_ATTN_TYPES:
-            raise ValueError(f"{source}: native_attn {native_attn!r}; valid: {', '.join(NATIVE_ATTN_TYPES)}")
-        self.native_attn = native_attn
-        self.model = model.eval()
-        self.processor = processor
-        self.source = source
-        self.device = next(model.parameters()).device
+        super().__init__(model, processor, source, native_attn)
         config = model.config
         self.patch_size = int(config.vision_config.patch_size[0])
         self.merge = round(1 / config.downsample_ratio)

@@ -82,6 +82,7 @@ class LlavaOnevisionAdapter(PooledAdapter):
     modality = "video"
     pixel_key = "pixel_values_videos"
     newline_tokens = 1  # the trailing image_newline (see the module docstring)
+    native_attn_types = ATTN_TYPES
     POOL_STRIDE = 2  # transformers' apply_pooling halves each side (ceil)
 
     def __init__(
@@ -91,14 +92,8 @@ class LlavaOnevisionAdapter(PooledAdapter):
         source: str,
         native_attn: str = "block_causal",
     ):
-        if native_attn not in ATTN_TYPES:
-            raise ValueError(f"{source}: native_attn {native_attn!r}; valid: {', '.join(ATTN_TYPES)}")
-        self.native_attn = native_attn
-        self.model = model.eval()
-        self.processor = processor
+        super().__init__(model, processor, source, native_attn)
         self.pipeline = LlavaPipeline()
-        self.source = source
-        self.device = next(model.parameters()).device
         vision = model.config.vision_config
         self.patch_size = int(vision.patch_size)
         self.image_size = int(vision.image_size)

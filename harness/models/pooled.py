@@ -43,6 +43,7 @@ class PooledAdapter(ModelAdapter, abstract=True):
     newline_tokens: ClassVar[int] = 0  # visual tokens appended after the grid, never pruned
     # ``extra`` keys of a post_vit/pre_vit generation whose pre_vit values ``encode_pre_vit`` returns
     vit_extra_keys: ClassVar[tuple[str, ...]] = ("vit_tokens",)
+    native_attn_types: ClassVar[tuple[str, ...]]  # the vision tower's attention layouts (native route)
 
     model: Any
     processor: Any
@@ -50,6 +51,16 @@ class PooledAdapter(ModelAdapter, abstract=True):
     device: torch.device
     native_attn: str
     placeholder_id: int  # the token id of one visual placeholder in ``input_ids``
+
+    def __init__(self, model: torch.nn.Module, processor: Any, source: str, native_attn: str = "block_causal"):
+        """The parts every 1-D family holds; a family's ``__init__`` reads its geometry after this."""
+        if native_attn not in self.native_attn_types:
+            raise ValueError(f"{source}: native_attn {native_attn!r}; valid: {', '.join(self.native_attn_types)}")
+        self.native_attn = native_attn
+        self.model = model.eval()
+        self.processor = processor
+        self.source = source
+        self.device = next(model.parameters()).device
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -145,23 +156,38 @@ class PooledAdapter(ModelAdapter, abstract=True):
         pruned = native_sequence(
             inputs["input_ids"], self.placeholder_id, features, self.modality, self.native_run_lengths(gaze)
         )
-        native = self.token_geometry(len(frames), *frames.shape[1:3])
         vit = {
             **self.native_vit_extra(gaze, len(frames)),
             "gazes": gaze.count,
             "native_attn": self.native_attn,
             "native_scales": list(gaze.target.scales),
         }
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
+        return self._decode(frames, pruned, native, timer, max_new_tokens, self._extra(fps, "native", vit), None)
+
+    def _decode(
+        self,
+        frames: np.ndarray,
+        pruned: PrunedInputs,
+        geometry: TokenGeometry,
+        timer: StageTimer,
+        max_new_tokens: int,
+        extra: dict[str, Any],
+        stop: set[int] | None,
+    ) -> Generation:
+        """Greedy prefill/decode of ``pruned``; ``visual_before`` is the native model's count + newlines."""
+        native = self.token_geometry(len(frames), *frames.shape[1:3])
         return generate_pruned(
             self.model,
             self.processor.tokenizer,
             pruned,
-            native,
+            geometry,
             visual_before=native.total_tokens + self.newline_tokens,
             timer=timer,
             device=self.device,
             max_new_tokens=max_new_tokens,
-            extra=self._extra(fps, "native", vit),
+            extra=extra,
+            stop=stop,
         )
 
     def generate(
@@ -200,16 +226,5 @@ class PooledAdapter(ModelAdapter, abstract=True):
             else:
                 features = self.encode_video(inputs[self.pixel_key])
         pruned = self.prune(inputs, features, selection, only_kept=prune_stage == "pre_vit")
-        native = self.token_geometry(len(frames), *frames.shape[1:3])
-        return generate_pruned(
-            self.model,
-            self.processor.tokenizer,
-            pruned,
-            geometry,
-            visual_before=native.total_tokens + self.newline_tokens,
-            timer=timer,
-            device=self.device,
-            max_new_tokens=max_new_tokens,
-            extra=self._extra(fps, prune_stage, vit),
-            stop=self.stop_ids(),
-        )
+        extra = self._extra(fps, prune_stage, vit)
+        return self._decode(frames, pruned, geometry, timer, max_new_tokens, extra, self.stop_ids())
