@@ -27,6 +27,7 @@ from harness.models.base import ModelAdapter, MRopeAdapter
 from harness.models.pooled import PooledAdapter
 from harness.models.spec import BASE_CLASSES, FamilySpec, SpecError, VllmRoute
 from harness.models.tiny import build_tiny_model
+from harness.pruning.native_gaze import NativeTarget
 from tests.adapter_helpers import assert_keep_all_equals_stock
 
 PROMPT = "What is happening in the video? Answer briefly."
@@ -77,6 +78,13 @@ def check_keep_all(family: str, model_dir: Path) -> None:
     for stage in ("post_vit", "pre_vit"):
         if stage in spec.prune_stages:
             assert_keep_all_equals_stock(adapter, frames, PROMPT, fps=FPS, prune_stage=stage)
+    # the native route exists exactly when the spec lists it (what AutoGaze gazes at for the tower)
+    square = (4, 112, 112)  # AutoGaze tiles are square: Qwen's native route refuses other frames
+    if "native" in spec.prune_stages:
+        assert isinstance(adapter.native_target(*square), NativeTarget)
+    elif hasattr(adapter, "native_target"):
+        with pytest.raises(ValueError, match="native"):  # the runner turns it into one clear line
+            adapter.native_target(*square)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -116,7 +124,7 @@ SPEC = FamilySpec(
     adapter="toy_family_adapter:ToyAdapter",
     base="pooled",
     positions="1d",
-    prune_stages=("post_vit", "pre_vit"),
+    prune_stages=("post_vit", "pre_vit", "native"),
     tiny="harness.models.tiny.llava_onevision",
     vllm=None,
     no_vllm_reason="test-only family",
