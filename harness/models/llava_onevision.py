@@ -195,8 +195,13 @@ class LlavaOnevisionAdapter(PooledAdapter):
         """
         if tuple(pixel_values_videos.shape[-2:]) != (self.image_size, self.image_size):
             return self.encode_video_any_size(pixel_values_videos)
-        out = self.model.model.get_video_features(pixel_values_videos=pixel_values_videos, return_dict=True)
-        return out.pooler_output.flatten(0, 1)
+        # positional: the argument is ``pixel_values`` up to transformers 5.17, ``pixel_values_videos`` later
+        out = self.model.model.get_video_features(pixel_values_videos, return_dict=True)
+        features = out.pooler_output.flatten(0, 1)
+        frames, side = pixel_values_videos.shape[1], math.ceil(self.image_size // self.patch_size / self.POOL_STRIDE)
+        if features.shape[0] == frames * side * side:  # up to 5.17 the forward, not this call, adds the newline
+            features = torch.cat([features, self.model.model.image_newline[None].to(features)], dim=0)
+        return features
 
     @torch.inference_mode()
     def encode_video_any_size(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
