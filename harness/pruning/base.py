@@ -93,6 +93,9 @@ class Pruner(ABC):
     name: ClassVar[str] = "base"
     #: True for pruners that need a budget (explicit or via ``ratio``); False for none/autogaze.
     budgeted: ClassVar[bool] = False
+    #: True for budgeted pruners with a published parameter of their own (DyCoke's ``k``, FastV's
+    #: ``ratio``...): without a budget that parameter decides (``budget_source`` "params").
+    budget_optional: ClassVar[bool] = False
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
@@ -120,7 +123,9 @@ class Pruner(ABC):
         """
         check_frames(frames, geometry, self.name)
         source, ignored = None, None
-        if self.budgeted:
+        if self.budgeted and budget is None and self.budget_optional:
+            source = "params"
+        elif self.budgeted:
             budget, source = resolve_budget(geometry, budget, getattr(self, "ratio", None), self.name)
         elif budget is not None:
             budget, ignored = None, budget  # e.g. the runner passing a budget to `none`: say so
