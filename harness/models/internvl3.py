@@ -60,6 +60,7 @@ from harness.models.rope1d import (
 )
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.pruning.stages import feature_stage, reduction_record
 
 
 class InternVL3Adapter(ModelAdapter):
@@ -248,9 +249,13 @@ class InternVL3Adapter(ModelAdapter):
         raster order (what ``encode_kept`` returns for pre_vit).
         """
         self._check_selection_grid(inputs["pixel_values"], selection)
-        keep = selection.keep.flatten().to(features.device)
-        kept = features if only_kept else features[keep]
-        return prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
+        if only_kept:
+            keep, kept, reduction = selection.keep.flatten().to(features.device), features, None
+        else:
+            keep, kept, reduction = feature_stage(selection, features)
+        pruned = prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
+        pruned.reduction = reduction_record(reduction)
+        return pruned
 
     def generate(
         self,
@@ -278,6 +283,8 @@ class InternVL3Adapter(ModelAdapter):
         geometry = self.model_geometry(frames, selection)
         if selection is None:
             selection = Selection.keep_all(geometry)
+        if selection.reducer is not None:
+            prune_stage = "post_vit"  # a feature-stage method (DyCoke, VidCom2) reads every token's features
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         inputs = self.preprocess(frames, prompt, geometry)
@@ -304,4 +311,6 @@ class InternVL3Adapter(ModelAdapter):
                 "vit_tokens": vit_tokens,
                 "vit_cls_tokens": vit_cls_tokens,
             },
+            selection=selection,
+            visual_token_id=self.image_token_id,
         )

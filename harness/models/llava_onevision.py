@@ -67,6 +67,7 @@ from harness.models.rope1d import (
 )
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.pruning.stages import feature_stage, reduction_record
 
 # ---------------------------------------------------------------------------------------------
 # The adapter.
@@ -363,8 +364,11 @@ class LlavaOnevisionAdapter(ModelAdapter):
             raise ValueError(
                 f"selection grid {grid} does not match the pooled grid {(frames, rows, cols)} of these inputs"
             )
-        keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)]).to(features.device)
-        return prune_sequence(inputs["input_ids"], self.video_token_id, keep, features[keep], "video")
+        keep, kept, reduction = feature_stage(selection, features[:-1])  # the newline row stays
+        keep = torch.cat([keep, torch.ones(1, dtype=torch.bool, device=keep.device)])
+        pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, torch.cat([kept, features[-1:]]), "video")
+        pruned.reduction = reduction_record(reduction)
+        return pruned
 
     def generate(
         self,
@@ -392,6 +396,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
         geometry = self.model_geometry(frames, selection)
         if selection is None:
             selection = Selection.keep_all(geometry)
+        if selection.reducer is not None:
+            prune_stage = "post_vit"  # a feature-stage method (DyCoke, VidCom2) reads every token's features
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         inputs = self.preprocess(frames, prompt, geometry)
@@ -417,5 +423,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
             device=self.device,
             max_new_tokens=max_new_tokens,
             extra={"newline_tokens": 1, "fps": fps, "prune_stage": prune_stage, "vit_tokens": vit_tokens},
+            selection=selection,
+            visual_token_id=self.video_token_id,
             stop={int(self.processor.tokenizer.eos_token_id)} if self.pipeline.stop == "tokenizer_eos" else None,
         )

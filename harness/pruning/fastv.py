@@ -70,5 +70,5 @@ class FastVPruner(Pruner):
     def _select(
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None
     ) -> Selection:
-        plan = LayerPruning(layer=self.k, keep=budget, drop_ratio=self.r)
+        plan = LayerPruning(layer=self.k, keep=budget, drop_ratio=self.r, selection_tokens=geometry.total_tokens)
         return Selection.keep_all(geometry).with_llm(plan, {"stage": "llm", "llm_pruning": plan.to_dict()})

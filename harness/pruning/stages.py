@@ -126,6 +126,9 @@ class LayerPruning:
     layer: int
     keep: int | None = None
     drop_ratio: float = 0.5
+    #: the selection's token count ``keep`` refers to; placeholders beyond it (LLaVA-OV's
+    #: newline) are added to ``keep``, so a budget counts the same tokens as every other pruner's
+    selection_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.layer < 1:
@@ -136,8 +139,35 @@ class LayerPruning:
             raise ValueError(f"LayerPruning.drop_ratio must be in [0, 1), got {self.drop_ratio}")
 
     def num_keep(self, num_visual: int) -> int:
-        n = round(num_visual * (1 - self.drop_ratio)) if self.keep is None else self.keep
+        if self.keep is None:
+            n = round(num_visual * (1 - self.drop_ratio))
+        else:
+            n = self.keep + max(0, num_visual - (self.selection_tokens or num_visual))
         return max(1, min(int(n), num_visual))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "keep": self.keep, "drop_ratio": self.drop_ratio}
+        return {"layer": self.layer, "keep": self.keep, "drop_ratio": self.drop_ratio,
+                "selection_tokens": self.selection_tokens}
+
+
+def feature_stage(selection: Any, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Reduction | None]:
+    """(keep (N,) bool, kept features in raster order, the Reduction or None) for a selection.
+
+    The one call adapters make where they hold every token's LLM-ready features (rows in
+    ``selection.keep`` raster order): a selection without a feature-stage method keeps its
+    ``keep`` rows; one with a ``reducer`` gets the method's reduction applied.
+    """
+    if selection.reducer is None:
+        keep = selection.keep.flatten().to(features.device)
+        return keep, features[keep], None
+    reduction = selection.reducer.reduce(features, selection.geometry)
+    keep = reduction.keep.to(features.device)
+    return keep, reduction.apply(features), reduction
+
+
+def reduction_record(reduction: Reduction | None) -> dict[str, Any] | None:
+    """The facts a record keeps about a feature-stage reduction (small, JSON-ready)."""
+    if reduction is None:
+        return None
+    small = {k: v for k, v in reduction.info.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    return {"kept": reduction.num_kept, "merged": reduction.num_merged, "rule": reduction.rule, **small}

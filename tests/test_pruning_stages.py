@@ -1,0 +1,164 @@
+"""The later pruning stages on the adapters (tiny random-weight models): what reaches the LLM.
+
+- features stage (DyCoke, VidCom2): the LLM's prefill gets exactly the reduction's kept rows of
+  the model's own features, at their unpruned positions;
+- llm stage (FastV): the hooked decode equals a hand-run of the same model (stock layers < K on
+  every token, then layers >= K on the kept rows only, ranked by the model's own eager attention
+  of layer K-1), and a different kept set would give different logits (the check can fail).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.models.layer_pruning import layer_pruning, text_layers
+from harness.models.llava_onevision import LlavaOnevisionAdapter
+from harness.models.qwen2_5_vl import Qwen25VLAdapter
+from harness.models.tiny import build_tiny_model
+from harness.pruning import build_pruner
+from harness.pruning.dycoke import dycoke_ttm
+from harness.pruning.fastv import fastv_kept_positions
+from harness.pruning.stages import LayerPruning, Reduction
+from harness.pruning.vidcom2 import vidcom2_kept
+from tests.adapter_helpers import LLMInputRecorder
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+PROMPT = "What is shown?"
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    video = rng.integers(0, 60, size=(8, 60, 80, 3), dtype=np.uint8)
+    for t in range(8):
+        video[t, 10:30, 5 + 6 * t : 25 + 6 * t] = 240
+    return video
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory: pytest.TempPathFactory) -> LlavaOnevisionAdapter:
+    return LlavaOnevisionAdapter.from_pretrained(str(build_tiny_model("llava_onevision", tmp_path_factory.mktemp("ov"))))
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory: pytest.TempPathFactory) -> Qwen25VLAdapter:
+    return Qwen25VLAdapter.from_pretrained(str(build_tiny_model("qwen2_5_vl", tmp_path_factory.mktemp("qwen"))))
+
+
+@pytest.mark.parametrize("name", ["dycoke", "vidcom2"])
+def test_feature_stage_sends_the_reductions_rows_at_their_positions(llava, frames, name):
+    geometry = llava.token_geometry(*frames.shape[:3])
+    selection = build_pruner(name).select(frames, geometry, fps=2.0)
+    with LLMInputRecorder(llava) as rec:
+        gen = llava.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=2)
+    inputs = llava.preprocess(frames, PROMPT, geometry)
+    features = llava.encode_video(inputs["pixel_values_videos"])[:-1]  # without the newline row
+    n = geometry.tokens_per_group
+    if name == "dycoke":
+        expected = dycoke_ttm(features, n, int((1 - 0.7) * n)).keep
+    else:
+        expected = torch.zeros(features.shape[0], dtype=torch.bool)
+        expected[vidcom2_kept(features, n, 0.25)] = True
+    assert gen.tokens.visual_after == int(expected.sum()) + 1  # + newline
+    assert gen.extra["reduction"]["kept"] == int(expected.sum())
+    prefill = rec.calls[0]
+    full_ids = inputs["input_ids"][0]
+    visual_positions = (full_ids == llava.video_token_id).nonzero().squeeze(-1)
+    kept_positions = visual_positions[torch.cat([expected, torch.ones(1, dtype=torch.bool)])]
+    got_positions = prefill["position_ids"][0]
+    assert set(kept_positions.tolist()) <= set(got_positions.tolist())
+    assert len(got_positions) == len(full_ids) - int((~expected).sum())
+    rows = torch.isin(got_positions, kept_positions[:-1])
+    torch.testing.assert_close(prefill["inputs_embeds"][0, rows], features[expected].to(prefill["inputs_embeds"].dtype))
+
+
+def test_feature_stage_on_qwen_keeps_the_reductions_count(qwen, frames):
+    geometry = qwen.token_geometry(*frames.shape[:3])
+    for name in ("dycoke", "vidcom2"):
+        gen = qwen.generate(frames, build_pruner(name).select(frames, geometry, fps=2.0), PROMPT, fps=2.0,
+                            max_new_tokens=2)
+        assert gen.tokens.visual_after == gen.extra["reduction"]["kept"] < geometry.total_tokens
+
+
+def _prefill(adapter: LlavaOnevisionAdapter, frames: np.ndarray) -> dict:
+    geometry = adapter.token_geometry(*frames.shape[:3])
+    inputs = adapter.preprocess(frames, PROMPT, geometry)
+    features = adapter.encode_video(inputs["pixel_values_videos"])
+    from harness.pruning.selection import Selection
+
+    return adapter.prune(inputs, features, Selection.keep_all(geometry)).model_kwargs
+
+
+def _hand_run(adapter, kwargs: dict, keep: torch.Tensor, layer: int) -> torch.Tensor:
+    """Last-token logits: stock layers < K on every token, layers >= K on ``keep`` rows only."""
+    model = adapter.model
+    lm = model.model.language_model
+    with torch.no_grad():
+        full = model(**kwargs, output_hidden_states=True)
+        hidden = full.hidden_states[layer][:, keep]
+        positions = kwargs["position_ids"][:, keep]
+        pe = lm.rotary_emb(hidden, positions)
+        for block in text_layers(model)[layer:]:
+            hidden = block(hidden, attention_mask=None, position_embeddings=pe, position_ids=positions)
+        return model.lm_head(lm.norm(hidden))[0, -1]
+
+
+def _eager_last_row(adapter, kwargs: dict, layer: int) -> torch.Tensor:
+    cfg = adapter.model.config.get_text_config()
+    impl = cfg._attn_implementation
+    cfg._attn_implementation_internal = "eager"
+    try:
+        with torch.no_grad():
+            out = adapter.model(**kwargs, output_attentions=True)
+    finally:
+        cfg._attn_implementation_internal = impl
+    return out.attentions[layer - 1][0, :, -1]
+
+
+def test_fastv_equals_a_hand_run_of_the_model(llava, frames):
+    kwargs = _prefill(llava, frames)
+    ids = kwargs["input_ids"]
+    visual = ids[0] == llava.video_token_id
+    plan = LayerPruning(layer=1, drop_ratio=0.75)
+    keep = fastv_kept_positions(_eager_last_row(llava, kwargs, plan.layer), visual, plan.num_keep(int(visual.sum())))
+    with torch.no_grad(), layer_pruning(llava.model, plan, ids, llava.video_token_id) as stats:
+        hooked = llava.model(**kwargs, use_cache=True).logits[0, -1]
+    assert stats.kept_positions == keep.tolist()
+    assert stats.visual_after == plan.num_keep(int(visual.sum())) < stats.visual_before
+    torch.testing.assert_close(hooked, _hand_run(llava, kwargs, keep, plan.layer), rtol=1e-4, atol=1e-5)
+    # the check can fail: the least-attended visual tokens instead give other logits
+    others = torch.tensor([p for p in range(ids.shape[1]) if p not in set(keep.tolist())])
+    wrong = torch.cat([others[visual[others]][: len(keep) - int((~visual).sum())], (~visual).nonzero().squeeze(-1)])
+    assert not torch.allclose(hooked, _hand_run(llava, kwargs, wrong.sort().values, plan.layer), atol=1e-4)
+
+
+def test_fastv_decode_keeps_going_and_is_stock_when_nothing_is_dropped(llava, qwen, frames):
+    for adapter in (llava, qwen):
+        geometry = adapter.token_geometry(*frames.shape[:3])
+        stock = adapter.generate(frames, None, PROMPT, fps=2.0, max_new_tokens=5)
+        none_dropped = build_pruner("fastv", k=1, r=0.0).select(frames, geometry, fps=2.0)
+        same = adapter.generate(frames, none_dropped, PROMPT, fps=2.0, max_new_tokens=5)
+        assert same.extra["output_ids"] == stock.extra["output_ids"]
+        budget = max(1, geometry.total_tokens // 4)
+        pruned = adapter.generate(frames, build_pruner("fastv", k=1).select(frames, geometry, budget=budget, fps=2.0),
+                                  PROMPT, fps=2.0, max_new_tokens=5)
+        newline = stock.tokens.visual_after - geometry.total_tokens
+        assert pruned.tokens.visual_after == budget + newline
+        facts = pruned.extra["llm_pruning"]
+        assert facts["avg_visual_tokens"] == pytest.approx((1 * facts["visual_before"] + 1 * facts["visual_after"]) / 2)
+        assert len(pruned.extra["output_ids"]) >= 1
+
+
+def test_reduction_rules_and_validation():
+    feats = torch.arange(12, dtype=torch.float32).view(4, 3)
+    keep = torch.tensor([True, False, True, False])
+    into = torch.tensor([0, 0, 2, 0])
+    assert torch.equal(Reduction(keep, into, "keep_target").apply(feats), feats[[0, 2]])
+    torch.testing.assert_close(Reduction(keep, into, "mean").apply(feats)[0], feats[[0, 1, 3]].mean(0))
+    torch.testing.assert_close(Reduction(keep, into, "target_plus_mean").apply(feats)[0], feats[0] + feats[[1, 3]].mean(0))
+    with pytest.raises(ValueError, match="only merge into a kept"):
+        Reduction(keep, torch.tensor([0, 3, 2, 0]), "mean")
+    with pytest.raises(ValueError, match="merge into itself"):
+        Reduction(keep, torch.tensor([2, 0, 2, 0]), "mean")
