@@ -145,3 +145,14 @@ def test_visionzip_broken_rule_fails() -> None:
     assert torch.allclose(torch.sort(red.apply(hid[0]).sum(1)).values, torch.sort(ref.sum(1)).values, atol=1e-5)
     shifted = visionzip_reduction(att[0], metric[0], 7, 4)
     assert not torch.equal(shifted.keep, red.keep)
+
+
+def test_vidcom2_budget_solves_for_the_rate() -> None:
+    fx = _load("vidcom2.npz")
+    feats, n = torch.from_numpy(fx["features"]), int(fx["tokens_per_frame"])
+    for budget in (7, 22, 50, 80, 95):
+        kept = vidcom2_kept(feats, n, 0.25, budget=budget)
+        assert abs(kept.numel() - budget) <= 1, (budget, kept.numel())
+    # at the budget the published rate gives, the same tokens as the reference
+    ref = fx["kept_base0.25"]
+    assert vidcom2_kept(feats, n, 0.25, budget=len(ref)).tolist() == ref.tolist()
