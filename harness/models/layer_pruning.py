@@ -6,63 +6,24 @@ layer ``>= K`` can hand it the kept rows only; the layer then writes a shorter K
 decoding steps attend to that. Nothing in the model's code changes, and the hooks are removed when
 the decode ends (``layer_pruning`` is a context manager).
 
-The ranking needs layer K-1's attention of the last prompt token. Stock sdpa / flash kernels do
-not return attention weights, so for that one layer's prefill call the attention implementation
-is switched (through transformers' ``AttentionInterface`` registry, its extension point) to a
-function that runs the model's own implementation unchanged and also computes that one row:
-``softmax(q_last . K^T * scaling)`` per head (the last token sees every position in a batch-1
-causal prefill, so no mask enters that row). Every layer's outputs are the stock ones.
+The ranking needs layer K-1's attention of the last prompt token: ``attention_capture`` reads it
+during that layer's prefill call (``softmax(q_last . K^T * scaling)`` per head; the last token
+sees every position in a batch-1 causal prefill, so no mask enters that row). Every layer's
+outputs are the stock ones.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import AttentionInterface
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from harness.models.attention_capture import capture_attention, last_row
 from harness.pruning.fastv import average_visual_tokens, fastv_kept_positions
 from harness.pruning.stages import LayerPruning
-
-_IMPL = "harness_last_row"
-
-
-@dataclass
-class _State:
-    impl: str = "sdpa"
-    row: torch.Tensor | None = None  # (H, S) last token's attention at layer K-1
-
-
-_STATE: ContextVar[_State | None] = ContextVar("harness_last_row_state", default=None)
-
-
-def _base_attention(module: torch.nn.Module, impl: str) -> Any:
-    if impl in ALL_ATTENTION_FUNCTIONS:
-        return ALL_ATTENTION_FUNCTIONS[impl]
-    # "eager": the modeling file's own eager function, the one the module would have used
-    return sys.modules[type(module).__module__].eager_attention_forward
-
-
-def _last_row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                        attention_mask: torch.Tensor | None, **kwargs: Any) -> Any:
-    state = _STATE.get()
-    assert state is not None, "harness_last_row attention used outside layer_pruning()"
-    out = _base_attention(module, state.impl)(module, query, key, value, attention_mask, **kwargs)
-    groups = query.shape[1] // key.shape[1]
-    keys = key.repeat_interleave(groups, dim=1) if groups > 1 else key
-    scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-    scores = (query[:, :, -1:].float() @ keys.float().transpose(2, 3)) * scaling
-    state.row = scores.softmax(-1)[0, :, 0]
-    return out
-
-
-AttentionInterface.register(_IMPL, _last_row_attention)
 
 
 def text_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -137,54 +98,36 @@ def layer_pruning(
     stats = LayerPruningStats(layer=plan.layer, num_layers=len(layers), visual_before=int(visual.sum()))
     if stats.visual_before == 0:
         raise ValueError("fastv: the prompt holds no visual token")
-    state = _State()
     kept: dict[str, torch.Tensor] = {}
-    attn = layers[plan.layer - 1].self_attn
+    with capture_attention(layers[plan.layer - 1].self_attn, last_row,
+                           when=lambda hidden: hidden.shape[1] == full and "keep" not in kept) as captured:
 
-    def before_attn(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        if hidden is not None and hidden.shape[1] == full and "keep" not in kept:
-            state.impl = module.config._attn_implementation
-            module.config._attn_implementation_internal = _IMPL
+        def before_layer(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            prefill = full > 1 and kwargs_len(kwargs, hidden) == full  # decoding steps have length 1
+            if prefill and "keep" not in kept:
+                if "last_row" not in captured:
+                    raise RuntimeError("fastv: layer K-1's attention was not captured")
+                n_keep = plan.num_keep(stats.visual_before)
+                kept["keep"] = fastv_kept_positions(captured["last_row"].to(visual.device), visual, n_keep)
+                stats.visual_after = n_keep
+                stats.kept_positions = kept["keep"].tolist()
+            keep = kept["keep"]
+            if prefill and hidden.shape[1] == full:
+                hidden = hidden.index_select(1, keep.to(hidden.device))
+            kwargs = _slice_kwargs(kwargs, keep, full, prefill)
+            if args:
+                return (hidden, *args[1:]), kwargs
+            kwargs["hidden_states"] = hidden
+            return args, kwargs
 
-    def after_attn(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if module.config._attn_implementation == _IMPL:
-            module.config._attn_implementation_internal = state.impl
+        def kwargs_len(kwargs: dict, hidden: torch.Tensor) -> int:
+            pe = kwargs.get("position_embeddings")
+            return int(pe[0].shape[-2]) if isinstance(pe, tuple) else int(hidden.shape[1])
 
-    def before_layer(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        prefill = full > 1 and kwargs_len(kwargs, hidden) == full  # decoding steps have length 1
-        if prefill and "keep" not in kept:
-            if state.row is None:
-                raise RuntimeError("fastv: layer K-1's attention was not captured")
-            n_keep = plan.num_keep(stats.visual_before)
-            kept["keep"] = fastv_kept_positions(state.row.to(visual.device), visual, n_keep)
-            stats.visual_after = n_keep
-            stats.kept_positions = kept["keep"].tolist()
-        keep = kept["keep"]
-        if prefill and hidden.shape[1] == full:
-            hidden = hidden.index_select(1, keep.to(hidden.device))
-        kwargs = _slice_kwargs(kwargs, keep, full, prefill)
-        if args:
-            return (hidden, *args[1:]), kwargs
-        kwargs["hidden_states"] = hidden
-        return args, kwargs
-
-    def kwargs_len(kwargs: dict, hidden: torch.Tensor) -> int:
-        pe = kwargs.get("position_embeddings")
-        return int(pe[0].shape[-2]) if isinstance(pe, tuple) else int(hidden.shape[1])
-
-    token = _STATE.set(state)
-    handles = [
-        attn.register_forward_pre_hook(before_attn, with_kwargs=True),
-        attn.register_forward_hook(after_attn, with_kwargs=True),
-        *(layer.register_forward_pre_hook(before_layer, with_kwargs=True) for layer in layers[plan.layer:]),
-    ]
-    try:
-        yield stats
-    finally:
-        for h in handles:
-            h.remove()
-        if attn.config._attn_implementation == _IMPL:
-            attn.config._attn_implementation_internal = state.impl
-        _STATE.reset(token)
+        handles = [layer.register_forward_pre_hook(before_layer, with_kwargs=True) for layer in layers[plan.layer:]]
+        try:
+            yield stats
+        finally:
+            for h in handles:
+                h.remove()
