@@ -35,7 +35,8 @@ def _check(out, capsys) -> None:
     capsys.readouterr()
     for model_dir in [p for p in out.iterdir() if p.is_dir() and p.name != "report"]:
         runs = {p.parent.name: read_run_records(p.parent) for p in model_dir.rglob("run.json")}
-        for method in METHODS:
+        methods = (*METHODS, "visionzip") if model_dir.name.startswith("llava") else METHODS
+        for method in methods:
             labels = [k for k in runs if k.startswith(method)]
             assert any("match-autogaze" in k for k in labels) and any("match" not in k for k in labels), labels
         for label, recs in runs.items():
@@ -49,19 +50,19 @@ def _check(out, capsys) -> None:
                     if "match" not in label:  # the published r drops tokens
                         assert facts["visual_after"] < facts["avg_visual_tokens"] < facts["visual_before"]
                     assert rec["evidence"] is None
-                if label.startswith(("dycoke", "vidcom2")):
+                if label.startswith(("dycoke", "vidcom2", "visionzip")):
                     newline = 1 if model_dir.name.startswith("llava") else 0
                     assert rec["tokens"]["visual_after"] == extra["reduction"]["kept"] + newline
-                if "match-autogaze" in label and label.startswith(("fastv", "vidcom2")):
+                if "match-autogaze" in label and label.startswith(("fastv", "vidcom2", "visionzip")):
                     source = label.split("match-")[1]
                     ref = {r["sample_id"]: r for r in runs[source]}[rec["sample_id"]]
                     gap = abs(rec["tokens"]["visual_after"] - ref["tokens"]["visual_after"])
-                    assert gap == 0 if label.startswith("fastv") else gap <= 2, (label, gap)
+                    assert gap == 0 if label.startswith(("fastv", "visionzip")) else gap <= 2, (label, gap)
     summary = pd.read_csv(out / "report" / "summary.csv")
     shown = " ".join(str(v) for v in summary.values.flatten())
-    for method in (*METHODS, "autogaze", "random"):
+    for method in (*METHODS, "visionzip", "autogaze", "random"):
         assert method in shown
-    assert all(m in (out / "report" / "report.html").read_text() for m in METHODS)
+    assert all(m in (out / "report" / "report.html").read_text() for m in (*METHODS, "visionzip"))
 
 
 def test_needle_comparison_runs_and_reports_every_method(tmp_path, monkeypatch, capsys):

@@ -19,7 +19,7 @@ from harness.pruning.dycoke import dycoke_ttm
 from harness.pruning.fastv import fastv_kept_positions
 from harness.pruning.stages import LayerPruning, Reduction
 from harness.pruning.vidcom2 import vidcom2_kept
-from harness.pruning.visionzip import visionzip_reduction
+from harness.pruning.visionzip import visionzip_reduction, visionzip_select
 
 REFS = Path(__file__).parent / "fixtures" / "pruning_refs"
 
@@ -156,3 +156,20 @@ def test_vidcom2_budget_solves_for_the_rate() -> None:
     # at the budget the published rate gives, the same tokens as the reference
     ref = fx["kept_base0.25"]
     assert vidcom2_kept(feats, n, 0.25, budget=len(ref)).tolist() == ref.tolist()
+
+
+@pytest.mark.parametrize(("dom", "ctx"), [(6, 2), (3, 5)])
+def test_visionzip_without_cls_matches_the_llava_ov_port(dom: int, ctx: int) -> None:
+    """Score = attention received (no CLS): DyToK's ``static_compression``, per frame."""
+    fx = _load("visionzip_siglip.npz")
+    hid, rec, metric = (torch.from_numpy(fx[k]) for k in ("hidden", "received", "metric"))
+    for f in range(hid.shape[0]):
+        red = visionzip_select(rec[f], metric[f], dom, ctx)
+        kept = red.keep.nonzero().squeeze(-1)
+        dominant = torch.tensor(sorted(fx[f"indices_d{dom}_c{ctx}"][f].tolist()))
+        targets = kept[~torch.isin(kept, dominant)]
+        slot = {int(t): i for i, t in enumerate(kept)}
+        ours = red.apply(hid[f])[[slot[int(t)] for t in torch.cat([dominant, targets])]]
+        torch.testing.assert_close(ours, torch.from_numpy(fx[f"features_d{dom}_c{ctx}"][f]), rtol=1e-5, atol=1e-6)
+        # the check can fail: one dominant token fewer changes the kept set and the merged features
+        assert not torch.equal(visionzip_select(rec[f], metric[f], dom - 1, ctx).keep, red.keep)

@@ -162,3 +162,51 @@ def test_reduction_rules_and_validation():
         Reduction(keep, torch.tensor([0, 3, 2, 0]), "mean")
     with pytest.raises(ValueError, match="merge into itself"):
         Reduction(keep, torch.tensor([2, 0, 2, 0]), "mean")
+
+
+def test_visionzip_reads_the_towers_attention_and_merges_on_the_pooled_grid(llava, frames):
+    geometry = llava.token_geometry(*frames.shape[:3])
+    inputs = llava.preprocess(frames, PROMPT, geometry)
+    pixels = inputs["pixel_values_videos"]
+    features, signals = llava.encode_video_signals(pixels)
+    torch.testing.assert_close(features, llava.encode_video(pixels))  # capturing changes nothing
+    # the same signals from a stock eager run of the tower (attention weights, keys of the last layer)
+    tower = llava.model.model.vision_tower
+    cfg = tower.config
+    impl = cfg._attn_implementation
+    cfg._attn_implementation_internal = "eager"
+    try:
+        with torch.no_grad():
+            out = tower(pixels.flatten(0, 1), output_hidden_states=True, output_attentions=True)
+    finally:
+        cfg._attn_implementation_internal = impl
+    last = tower.encoder.layers[-1]
+    heads = last.self_attn.num_heads
+    keys = last.self_attn.k_proj(last.layer_norm1(out.hidden_states[-2]))
+    keys = keys.view(*keys.shape[:2], heads, -1).mean(2)
+    received = out.attentions[-1].mean(dim=(1, 2))
+    side = int(received.shape[1] ** 0.5)
+    grid = torch.cat([received[..., None], keys], -1).view(-1, side, side, keys.shape[-1] + 1).permute(0, 3, 1, 2)
+    pooled = torch.nn.functional.interpolate(grid, size=[geometry.grid_h, geometry.grid_w], mode="bilinear")
+    pooled = pooled.permute(0, 2, 3, 1).reshape(-1, keys.shape[-1] + 1)
+    torch.testing.assert_close(signals["received"], pooled[:, 0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(signals["keys"], pooled[:, 1:], rtol=1e-4, atol=1e-5)
+
+    selection = build_pruner("visionzip").select(frames, geometry, fps=2.0)
+    expected = selection.reducer.reduce(features[:-1], geometry, signals)
+    with LLMInputRecorder(llava) as rec:
+        gen = llava.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=2)
+    assert gen.tokens.visual_after == expected.num_kept + 1 == gen.extra["reduction"]["kept"] + 1
+    assert expected.num_merged > 0 and gen.extra["reduction"]["rule"] == "target_plus_mean"
+    embeds = rec.calls[0]["inputs_embeds"][0]
+    full_ids = inputs["input_ids"][0]
+    visual_positions = (full_ids == llava.video_token_id).nonzero().squeeze(-1)[:-1]
+    got = torch.isin(rec.calls[0]["position_ids"][0], visual_positions[expected.keep])
+    torch.testing.assert_close(embeds[got], expected.apply(features[:-1]).to(embeds.dtype))
+
+
+def test_visionzip_is_refused_where_the_tower_signals_are_missing(qwen, frames):
+    geometry = qwen.token_geometry(*frames.shape[:3])
+    selection = build_pruner("visionzip").select(frames, geometry, fps=2.0)
+    with pytest.raises(ValueError, match="visionzip needs tower_attention .* qwen2_5_vl"):
+        qwen.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=2)

@@ -252,7 +252,7 @@ class InternVL3Adapter(ModelAdapter):
         if only_kept:
             keep, kept, reduction = selection.keep.flatten().to(features.device), features, None
         else:
-            keep, kept, reduction = feature_stage(selection, features)
+            keep, kept, reduction = feature_stage(selection, features, None, self.name)
         pruned = prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
         pruned.reduction = reduction_record(reduction)
         return pruned

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
+from harness.models.attention_capture import capture_attention, received_and_keys
 from harness.models.base import Generation, ModelAdapter, PruneStage
 from harness.models.common import StageTimer, reset_peak_memory
 from harness.models.frames import check_frames, resize_frames
@@ -220,6 +221,33 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return out.pooler_output.flatten(0, 1)
 
     @torch.inference_mode()
+    def encode_video_signals(self, pixel_values_videos: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``encode_video`` plus the tower signals VisionZip reads, pooled onto the same token grid.
+
+        The signals come from the tower layer that produces the features (``vision_feature_layer``):
+        the attention each patch receives (mean over heads and queries) and the keys (mean over
+        heads), read by ``attention_capture`` during the stock forward, then 2x2-bilinear pooled
+        exactly as the features are, so row i of each is LLM token i.
+        """
+        layer = self.model.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ValueError(f"{self.name}: tower signals need one feature layer, got {layer!r}")
+        layers = next(m for n, m in self.model.model.vision_tower.named_modules() if n.endswith("encoder.layers"))
+        source = layers[layer] if layer < 0 else layers[layer - 1]
+        with capture_attention(source.self_attn, received_and_keys) as captured:
+            features = self.encode_video(pixel_values_videos)
+        received, keys = captured["received"], captured["keys"]
+        if self.model.config.vision_feature_select_strategy == "default":
+            received, keys = received[:, 1:], keys[:, 1:]
+        frames, _, height, width = pixel_values_videos.shape[1:]
+        rows, cols = height // self.patch_size, width // self.patch_size
+        size = [math.ceil(rows / self.POOL_STRIDE), math.ceil(cols / self.POOL_STRIDE)]
+        grid = torch.cat([received[..., None], keys], dim=-1).view(frames, rows, cols, -1).permute(0, 3, 1, 2)
+        pooled = torch.nn.functional.interpolate(grid, size=size, mode="bilinear").permute(0, 2, 3, 1)
+        pooled = pooled.reshape(-1, pooled.shape[-1])
+        return features, {"received": pooled[:, 0], "keys": pooled[:, 1:]}
+
+    @torch.inference_mode()
     def encode_video_any_size(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
         """The stock video path for any frame size: SigLIP (interpolated positions) -> MLP -> pool.
 
@@ -353,7 +381,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
         )
 
     def prune(
-        self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
+        self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection,
+        signals: dict[str, torch.Tensor] | None = None,
     ) -> PrunedInputs:
         """The LLM inputs seeing only ``selection``'s pooled tokens plus the trailing newline."""
         frames, _, height, width = inputs["pixel_values_videos"].shape[1:]
@@ -364,7 +393,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
             raise ValueError(
                 f"selection grid {grid} does not match the pooled grid {(frames, rows, cols)} of these inputs"
             )
-        keep, kept, reduction = feature_stage(selection, features[:-1])  # the newline row stays
+        keep, kept, reduction = feature_stage(selection, features[:-1], signals, self.name)  # newline row stays
         keep = torch.cat([keep, torch.ones(1, dtype=torch.bool, device=keep.device)])
         pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, torch.cat([kept, features[-1:]]), "video")
         pruned.reduction = reduction_record(reduction)
@@ -401,17 +430,19 @@ class LlavaOnevisionAdapter(ModelAdapter):
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         inputs = self.preprocess(frames, prompt, geometry)
-        vit_tokens = None
+        vit_tokens, signals = None, None
         with timer.stage("vision"):
             if prune_stage == "pre_vit":
                 features, vit_tokens = self.encode_kept(inputs["pixel_values_videos"], selection)
+            elif selection.reducer is not None and "tower_attention" in selection.reducer.needs:
+                features, signals = self.encode_video_signals(inputs["pixel_values_videos"])
             else:
                 features = self.encode_video(inputs["pixel_values_videos"])
         if prune_stage == "pre_vit":
             keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)])
             pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, features, "video")
         else:
-            pruned = self.prune(inputs, features, selection)
+            pruned = self.prune(inputs, features, selection, signals)
         native = self.token_geometry(len(frames), *frames.shape[1:3])
         return generate_pruned(
             self.model,

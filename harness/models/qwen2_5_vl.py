@@ -70,7 +70,7 @@ from harness.models.loading import parse_dtype, resolve_model_dir
 from harness.models.pipeline import choice, parse_pipeline
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of
 from harness.pruning.selection import Selection, TokenGeometry
-from harness.pruning.stages import Reduction, reduction_record
+from harness.pruning.stages import Reduction, reduction_record, run_reducer
 
 # ---------------------------------------------------------------------------------------------
 # Values passed between the adapter's steps.
@@ -489,7 +489,7 @@ class Qwen25VLAdapter(ModelAdapter):
         DeepStack maps (Qwen3-VL) get the same reduction as the main features, row for row.
         """
         full = self.encode_all(prepared.batch)
-        reduction = selection.reducer.reduce(full.embeds, selection.geometry)
+        reduction = run_reducer(selection.reducer, full.embeds, selection.geometry, None, self.name)
         kept = reduction.keep.nonzero().squeeze(-1).to(self.device)
         if kept.numel() == 0:
             raise ValueError(f"{self.name}: the {selection.pruner} reduction keeps no visual token")

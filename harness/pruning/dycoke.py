@@ -95,7 +95,8 @@ class DyCokeReducer(FeatureReducer):
     def __init__(self, keep: int):
         self.keep = keep
 
-    def reduce(self, features: torch.Tensor, geometry: TokenGeometry) -> Reduction:
+    def reduce(self, features: torch.Tensor, geometry: TokenGeometry,
+               signals: dict[str, torch.Tensor] | None = None) -> Reduction:
         red = dycoke_ttm(features, geometry.tokens_per_group, self.keep)
         red.info.update({"kept_per_pruned_frame": self.keep})
         return red

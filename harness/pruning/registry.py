@@ -24,6 +24,7 @@ PRUNERS: dict[str, str] = {
     "fastv": "harness.pruning.fastv:FastVPruner",
     "dycoke": "harness.pruning.dycoke:DyCokePruner",
     "vidcom2": "harness.pruning.vidcom2:VidCom2Pruner",
+    "visionzip": "harness.pruning.visionzip:VisionZipPruner",
 }
 
 

@@ -103,13 +103,32 @@ class Reduction:
 
 
 class FeatureReducer(ABC):
-    """A method that decides from the LLM-ready visual features of every token (stage 2)."""
+    """A method that decides from the LLM-ready visual features of every token (stage 2).
+
+    ``needs`` names tower signals beyond the features that the adapter must supply, on the same
+    token grid: ``"tower_attention"`` = ``received`` (N,), the attention each token receives in
+    the layer that produced the features (mean over heads and queries), and ``keys`` (N, d), that
+    layer's keys averaged over heads (VisionZip). Adapters that cannot supply them refuse.
+    """
 
     name: str = "base"
+    needs: frozenset[str] = frozenset()
 
     @abstractmethod
-    def reduce(self, features: torch.Tensor, geometry: TokenGeometry) -> Reduction:
+    def reduce(self, features: torch.Tensor, geometry: TokenGeometry,
+               signals: dict[str, torch.Tensor] | None = None) -> Reduction:
         """``features`` (N, D), N = ``geometry.total_tokens`` in raster order (t, h, w)."""
+
+
+def run_reducer(reducer: FeatureReducer, features: torch.Tensor, geometry: TokenGeometry,
+                signals: dict[str, torch.Tensor] | None = None, family: str = "this model") -> Reduction:
+    """``reducer.reduce`` after checking the adapter supplied what it needs (else one clear error)."""
+    if reducer.needs and signals is None:
+        raise ValueError(
+            f"{reducer.name} needs {', '.join(sorted(reducer.needs))} from the vision tower, which {family}'s "
+            "adapter does not supply (implemented for llava_onevision)"
+        )
+    return reducer.reduce(features, geometry, signals)
 
 
 @dataclass(frozen=True)
@@ -150,7 +169,9 @@ class LayerPruning:
                 "selection_tokens": self.selection_tokens}
 
 
-def feature_stage(selection: Any, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Reduction | None]:
+def feature_stage(
+    selection: Any, features: torch.Tensor, signals: dict[str, torch.Tensor] | None = None, family: str = "this model"
+) -> tuple[torch.Tensor, torch.Tensor, Reduction | None]:
     """(keep (N,) bool, kept features in raster order, the Reduction or None) for a selection.
 
     The one call adapters make where they hold every token's LLM-ready features (rows in
@@ -160,7 +181,7 @@ def feature_stage(selection: Any, features: torch.Tensor) -> tuple[torch.Tensor,
     if selection.reducer is None:
         keep = selection.keep.flatten().to(features.device)
         return keep, features[keep], None
-    reduction = selection.reducer.reduce(features, selection.geometry)
+    reduction = run_reducer(selection.reducer, features, selection.geometry, signals, family)
     keep = reduction.keep.to(features.device)
     return keep, reduction.apply(features), reduction
 

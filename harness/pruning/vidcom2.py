@@ -101,7 +101,8 @@ class VidCom2Reducer(FeatureReducer):
         self.base_scale = base_scale
         self.budget = budget
 
-    def reduce(self, features: torch.Tensor, geometry: TokenGeometry) -> Reduction:
+    def reduce(self, features: torch.Tensor, geometry: TokenGeometry,
+               signals: dict[str, torch.Tensor] | None = None) -> Reduction:
         idx = vidcom2_kept(features, geometry.tokens_per_group, self.base_scale, self.budget)
         keep = torch.zeros(features.shape[0], dtype=torch.bool)
         keep[idx.cpu()] = True
