@@ -26,7 +26,7 @@ BUDGETED = ["random", "uniform_frames", "temporal_diff"]
 
 def test_registry_lists_every_documented_pruner():
     assert set(PRUNERS) == {"none", "autogaze", "uniform_frames", "random", "temporal_diff", "downsample",
-                            "fastv", "dycoke", "vidcom2"}
+                            "fastv", "dycoke", "vidcom2", "visionzip"}
 
 
 def test_unknown_name_lists_choices():
