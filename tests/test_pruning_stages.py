@@ -20,6 +20,7 @@ from harness.models.tiny import build_tiny_model
 from harness.pruning import build_pruner
 from harness.pruning.dycoke import dycoke_ttm
 from harness.pruning.fastv import fastv_kept_positions
+from harness.pruning.selection import TokenGeometry
 from harness.pruning.stages import LayerPruning, Reduction
 from harness.pruning.vidcom2 import vidcom2_kept
 from tests.adapter_helpers import LLMInputRecorder
@@ -210,3 +211,23 @@ def test_visionzip_is_refused_where_the_tower_signals_are_missing(qwen, frames):
     selection = build_pruner("visionzip").select(frames, geometry, fps=2.0)
     with pytest.raises(ValueError, match="visionzip needs tower_attention .* qwen2_5_vl"):
         qwen.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=2)
+
+
+@pytest.mark.parametrize(("family", "name", "refused"), [
+    ("qwen2_5_vl", "fastv", True), ("qwen2_5_vl", "dycoke", True),
+    ("llava_onevision", "fastv", True), ("llava_onevision", "vidcom2", False),
+])
+def test_vllm_backend_refuses_what_it_cannot_run(family, name, refused, frames):
+    """FastV needs the transformers decoding loop; the keep-mask route never sees the features."""
+    from harness.backends.vllm.engine import BatchItem, VLLMBackend
+
+    backend = VLLMBackend(family, llm=None, adapter=None)
+    geometry = TokenGeometry(num_frames=8, height=112, width=112, patch_size=14, spatial_merge_size=2)
+    selection = build_pruner(name).select(frames[:, :112, :112], geometry, fps=2.0)
+    item = BatchItem(frames, selection, PROMPT, 2.0)
+    if refused:
+        with pytest.raises(ValueError, match=f"cannot run the '{name}' pruner"):
+            backend.prepare(item)
+    else:  # passes the check and fails later only for want of a real adapter here
+        with pytest.raises(AttributeError):
+            backend.prepare(item)
