@@ -59,6 +59,9 @@ def _check(out, capsys) -> None:
                     gap = abs(rec["tokens"]["visual_after"] - ref["tokens"]["visual_after"])
                     assert gap == 0 if label.startswith(("fastv", "visionzip")) else gap <= 2, (label, gap)
     summary = pd.read_csv(out / "report" / "summary.csv")
+    fastv = summary["pruner_label"].str.startswith("fastv")
+    assert summary.loc[fastv, "visual_tokens_avg_layers"].notna().all()
+    assert summary.loc[~fastv, "visual_tokens_avg_layers"].isna().all()
     shown = " ".join(str(v) for v in summary.values.flatten())
     for method in (*METHODS, "visionzip", "autogaze", "random"):
         assert method in shown
