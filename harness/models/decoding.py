@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from functools import cache
 from typing import Any
 
 import torch
@@ -19,6 +21,26 @@ def stop_token_ids(model: torch.nn.Module) -> set[int]:
     if eos is None:
         return set()
     return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+@cache
+def _cache_argument(model_class: type) -> str:
+    params = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_kwargs(model: torch.nn.Module, kv_cache: Any) -> dict[str, Any]:
+    """``{name: kv_cache}`` under the name this transformers takes.
+
+    Why: transformers renamed the forward argument (and the output field) ``past_key_values`` to
+    ``cache`` after 5.17; ``pyproject.toml`` allows 5.16 on, and a lent GPU machine has 5.17.
+    """
+    return {_cache_argument(type(model)): kv_cache}
+
+
+def returned_cache(out: Any) -> Any:
+    """The KV cache a forward returned, under either name (see :func:`cache_kwargs`)."""
+    return out.cache if hasattr(out, "cache") else out.past_key_values
 
 
 @torch.inference_mode()
@@ -65,7 +87,7 @@ def _greedy_decode(
         token = int(out.logits[0, -1].argmax())
     ids = [token]
     with timer.stage("generate"):
-        cache = out.cache
+        kv_cache = returned_cache(out)
         while len(ids) < max_new_tokens and token not in stop:
             position_ids = position_ids + 1
             attention_mask = F.pad(attention_mask, (0, 1), value=1)
@@ -74,11 +96,11 @@ def _greedy_decode(
                 input_ids=step,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                cache=cache,
+                **cache_kwargs(model, kv_cache),
                 use_cache=True,
                 logits_to_keep=1,
             )
-            cache = out.cache
+            kv_cache = returned_cache(out)
             token = int(out.logits[0, -1].argmax())
             ids.append(token)
     return ids

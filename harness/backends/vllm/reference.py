@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.models.decoding import cache_kwargs, returned_cache
 from harness.models.registry import get_adapter_class
 from harness.pruning.selection import Selection
 
@@ -58,7 +59,7 @@ def greedy_with_logprobs(
             input_ids=torch.tensor([[token]], device=attention_mask.device),
             attention_mask=attention_mask,
             position_ids=positions,
-            cache=out.cache,
+            **cache_kwargs(model, returned_cache(out)),
             use_cache=True,
             logits_to_keep=1,
         )
