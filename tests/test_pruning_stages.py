@@ -231,3 +231,28 @@ def test_vllm_backend_refuses_what_it_cannot_run(family, name, refused, frames):
     else:  # passes the check and fails later only for want of a real adapter here
         with pytest.raises(AttributeError):
             backend.prepare(item)
+
+
+def test_fastv_on_mrope_equals_a_hand_run_of_qwen(qwen, frames):
+    """M-RoPE: the kept rows keep their (t, h, w) positions; the text row goes along."""
+    prepared = qwen.prepare(frames, PROMPT, fps=2.0)
+    kept_all = qwen.kept_indices(prepared, None)
+    kwargs = qwen.llm_inputs(prepared.batch, kept_all, qwen.visual_features(prepared, kept_all, "post_vit"))
+    ids = kwargs["input_ids"]
+    visual = ids[0] == qwen.video_token_id
+    plan = LayerPruning(layer=1, drop_ratio=0.5)
+    keep = fastv_kept_positions(_eager_last_row(qwen, kwargs, plan.layer), visual, plan.num_keep(int(visual.sum())))
+    with torch.no_grad(), layer_pruning(qwen.model, plan, ids, qwen.video_token_id) as stats:
+        hooked = qwen.model(**kwargs, use_cache=True).logits[0, -1]
+    assert stats.kept_positions == keep.tolist()
+    lm = qwen.model.model.language_model
+    with torch.no_grad():
+        full = qwen.model(**kwargs, output_hidden_states=True)
+        hidden = full.hidden_states[plan.layer][:, keep]
+        positions = kwargs["position_ids"][..., keep]  # (4, 1, L'): text row + (t, h, w)
+        pe = lm.rotary_emb(hidden, positions[1:])
+        for block in text_layers(qwen.model)[plan.layer:]:
+            hidden = block(hidden, attention_mask=None, position_embeddings=pe, position_ids=positions[0])
+        by_hand = qwen.model.lm_head(lm.norm(hidden))[0, -1]
+    torch.testing.assert_close(hooked, by_hand, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(hooked, full.logits[0, -1], atol=1e-4)  # something was dropped
