@@ -96,6 +96,9 @@ class Pruner(ABC):
     #: True for budgeted pruners with a published parameter of their own (DyCoke's ``k``, FastV's
     #: ``ratio``...): without a budget that parameter decides (``budget_source`` "params").
     budget_optional: ClassVar[bool] = False
+    #: where the method acts (docs/pruning.md): "frames" (the Selection's keep grid), "features"
+    #: (a FeatureReducer on the projector's features) or "llm" (LayerPruning inside the LLM)
+    stage: ClassVar[str] = "frames"
 
     @abstractmethod
     def params(self) -> dict[str, Any]:

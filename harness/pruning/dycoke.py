@@ -107,6 +107,7 @@ class DyCokePruner(Pruner):
 
     name = "dycoke"
     budgeted: ClassVar[bool] = True
+    stage: ClassVar[str] = "features"
     budget_optional: ClassVar[bool] = True  # without a budget, ``k`` decides (the published way)
 
     def __init__(self, k: float = 0.7):

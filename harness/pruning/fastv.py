@@ -55,6 +55,7 @@ class FastVPruner(Pruner):
 
     name = "fastv"
     budgeted: ClassVar[bool] = True
+    stage: ClassVar[str] = "llm"
     budget_optional: ClassVar[bool] = True  # without a budget, ``r`` decides (the published way)
 
     def __init__(self, k: int = 2, r: float = 0.5):

@@ -117,6 +117,7 @@ class VidCom2Pruner(Pruner):
 
     name = "vidcom2"
     budgeted: ClassVar[bool] = True
+    stage: ClassVar[str] = "features"
     budget_optional: ClassVar[bool] = True  # without a budget, ``base_scale`` decides
 
     def __init__(self, base_scale: float = 0.25):

@@ -123,6 +123,7 @@ class VisionZipPruner(Pruner):
 
     name = "visionzip"
     budgeted: ClassVar[bool] = True
+    stage: ClassVar[str] = "features"
     budget_optional: ClassVar[bool] = True  # without a budget, ``ratio`` decides
 
     def __init__(self, ratio: float = 0.25, contextual_share: float = 1 / 7):
