@@ -50,6 +50,8 @@ def _check(out, capsys) -> None:
                     if "match" not in label:  # the published r drops tokens
                         assert facts["visual_after"] < facts["avg_visual_tokens"] < facts["visual_before"]
                     assert rec["evidence"] is None
+                if label.startswith("dycoke"):
+                    assert extra["kv_pruning"]["steps"] == rec["tokens"]["generated"] - 1
                 if label.startswith(("dycoke", "vidcom2", "visionzip")):
                     newline = 1 if model_dir.name.startswith("llava") else 0
                     assert rec["tokens"]["visual_after"] == extra["reduction"]["kept"] + newline

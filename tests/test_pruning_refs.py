@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.pruning.dycoke import dycoke_ttm
+from harness.pruning.dycoke import dycoke_kv_step, dycoke_ttm
 from harness.pruning.fastv import fastv_kept_positions
 from harness.pruning.stages import LayerPruning, Reduction
 from harness.pruning.vidcom2 import vidcom2_kept
@@ -173,3 +173,26 @@ def test_visionzip_without_cls_matches_the_llava_ov_port(dom: int, ctx: int) -> 
         torch.testing.assert_close(ours, torch.from_numpy(fx[f"features_d{dom}_c{ctx}"][f]), rtol=1e-5, atol=1e-6)
         # the check can fail: one dominant token fewer changes the kept set and the merged features
         assert not torch.equal(visionzip_select(rec[f], metric[f], dom - 1, ctx).keep, red.keep)
+
+
+def test_dycoke_kv_step_matches_reference() -> None:
+    fx = _load("dycoke_kv.npz")
+    meta = json.loads((REFS / "dycoke_kv.json").read_text())
+    start, length = meta["image_token_start_index"], meta["image_token_length"]
+    keep = int(length * (1 - meta["dycoke_p"]))
+    previous = None
+    for i, step in enumerate(meta["steps"]):
+        row = torch.from_numpy(fx[f"attention_step{i}"])
+        visual = torch.zeros(row.shape[-1], dtype=torch.bool)
+        visual[start : start + length] = True
+        kept, previous = dycoke_kv_step(row, visual, previous, keep, meta["threshold"])
+        if step["kv_cache"] is None:
+            assert kept is None, i
+        else:
+            assert kept is not None and kept.tolist() == sorted(step["kv_cache"]), i
+    # the check can fail: without the similarity test the third step would have pruned
+    rows = [torch.from_numpy(fx[f"attention_step{i}"]) for i in range(3)]
+    visual = torch.zeros(rows[2].shape[-1], dtype=torch.bool)
+    visual[start : start + length] = True
+    assert dycoke_kv_step(rows[2], visual, None, keep, meta["threshold"])[0] is not None
+    assert meta["steps"][2]["kv_cache"] is None

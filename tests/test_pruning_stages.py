@@ -51,7 +51,8 @@ def qwen(tmp_path_factory: pytest.TempPathFactory) -> Qwen25VLAdapter:
 @pytest.mark.parametrize("name", ["dycoke", "vidcom2"])
 def test_feature_stage_sends_the_reductions_rows_at_their_positions(llava, frames, name):
     geometry = llava.token_geometry(*frames.shape[:3])
-    selection = build_pruner(name).select(frames, geometry, fps=2.0)
+    params = {"p": None} if name == "dycoke" else {}  # the feature stage alone (the KV stage: below)
+    selection = build_pruner(name, **params).select(frames, geometry, fps=2.0)
     with LLMInputRecorder(llava) as rec:
         gen = llava.generate(frames, selection, PROMPT, fps=2.0, max_new_tokens=2)
     inputs = llava.preprocess(frames, PROMPT, geometry)
@@ -77,8 +78,8 @@ def test_feature_stage_sends_the_reductions_rows_at_their_positions(llava, frame
 
 def test_feature_stage_on_qwen_keeps_the_reductions_count(qwen, frames):
     geometry = qwen.token_geometry(*frames.shape[:3])
-    for name in ("dycoke", "vidcom2"):
-        gen = qwen.generate(frames, build_pruner(name).select(frames, geometry, fps=2.0), PROMPT, fps=2.0,
+    for name, params in (("dycoke", {"l": 1}), ("vidcom2", {})):
+        gen = qwen.generate(frames, build_pruner(name, **params).select(frames, geometry, fps=2.0), PROMPT, fps=2.0,
                             max_new_tokens=2)
         assert gen.tokens.visual_after == gen.extra["reduction"]["kept"] < geometry.total_tokens
 
@@ -256,3 +257,50 @@ def test_fastv_on_mrope_equals_a_hand_run_of_qwen(qwen, frames):
         by_hand = qwen.model.lm_head(lm.norm(hidden))[0, -1]
     torch.testing.assert_close(hooked, by_hand, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(hooked, full.logits[0, -1], atol=1e-4)  # something was dropped
+
+
+def test_dycoke_kv_stage_masks_visual_entries_while_decoding(llava, frames):
+    from harness.models.layer_pruning import decode_pruning
+    from harness.pruning.stages import DecodePruning
+
+    kwargs = _prefill(llava, frames)
+    ids = kwargs["input_ids"]
+    model = llava.model
+    with torch.no_grad():
+        pre = model(**kwargs, use_cache=True)
+        step = {"input_ids": pre.logits[:, -1:].argmax(-1), "position_ids": kwargs["position_ids"][:, -1:] + 1,
+                "attention_mask": torch.ones(1, ids.shape[1] + 1, dtype=torch.long)}
+
+        def decode(plan):
+            import copy
+
+            cache = copy.deepcopy(pre.cache if hasattr(pre, "cache") else pre.past_key_values)
+            from harness.models.decoding import cache_kwargs
+
+            if plan is None:
+                return model(**step, **cache_kwargs(model, cache), use_cache=True).logits[0, -1], None
+            with decode_pruning(model, plan, ids, llava.video_token_id) as stats:
+                out = model(**step, **cache_kwargs(model, cache), use_cache=True).logits[0, -1]
+            return out, stats.to_dict()
+
+        stock, _ = decode(None)
+        same, facts = decode(DecodePruning(layer=1, drop_ratio=0.0))
+        pruned, pruned_facts = decode(DecodePruning(layer=1, drop_ratio=0.9))
+    torch.testing.assert_close(same, stock)  # keeping every visual entry is the stock step
+    assert facts["steps"] == 1 and facts["pruned_steps"] == 0
+    assert pruned_facts["pruned_steps"] == 1 and pruned_facts["avg_visual_read"] == int(facts["visual_before"] * 0.1)
+    assert not torch.allclose(pruned, stock, atol=1e-5)
+
+
+def test_dycoke_runs_both_stages_on_the_adapters(llava, qwen, frames):
+    for adapter in (llava, qwen):
+        geometry = adapter.token_geometry(*frames.shape[:3])
+        gen = adapter.generate(frames, build_pruner("dycoke", l=1).select(frames, geometry, fps=2.0), PROMPT,
+                               fps=2.0, max_new_tokens=4)
+        assert gen.extra["reduction"]["kept"] < geometry.total_tokens
+        facts = gen.extra["kv_pruning"]
+        assert facts["steps"] == len(gen.extra["output_ids"]) - 1  # every step after the prefill's token
+        assert facts["pruned_steps"] >= 1
+        off = adapter.generate(frames, build_pruner("dycoke", p=None).select(frames, geometry, fps=2.0), PROMPT,
+                               fps=2.0, max_new_tokens=4)
+        assert "kv_pruning" not in off.extra

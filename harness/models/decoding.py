@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.models.common import StageTimer
-from harness.pruning.stages import LayerPruning
+from harness.pruning.stages import DecodePruning, LayerPruning
 
 
 def stop_token_ids(model: torch.nn.Module) -> set[int]:
@@ -46,7 +46,8 @@ def returned_cache(out: Any) -> Any:
 @torch.inference_mode()
 def greedy_decode(
     model: torch.nn.Module, prefill_kwargs: dict[str, Any], *, max_new_tokens: int, timer: StageTimer,
-    stop: set[int] | None = None, llm: LayerPruning | None = None, visual_token_id: int | None = None,
+    stop: set[int] | None = None, llm: LayerPruning | DecodePruning | None = None,
+    visual_token_id: int | None = None,
     report: dict[str, Any] | None = None,
 ) -> list[int]:
     """Greedy decoding over the KV cache; times ``prefill`` (to the first token) and ``generate``.
@@ -57,19 +58,24 @@ def greedy_decode(
     explicit ``position_ids``: 1D (1, L) for 1D-RoPE LLMs or (R, 1, L) for M-RoPE ones; each new
     token takes every position row's last value + 1, exactly as ``generate`` extends them.
     ``stop``: the ids that end decoding (default: the generation config's eos ids).
-    ``llm``: a selection's in-LLM stage (FastV), applied to the prefill's ``visual_token_id``
-    placeholders for the whole decode; its counts land in ``report["llm_pruning"]``.
+    ``llm``: a selection's in-LLM stage, applied to the prefill's ``visual_token_id`` placeholders
+    for the whole decode: ``LayerPruning`` (FastV; counts in ``report["llm_pruning"]``) or
+    ``DecodePruning`` (DyCoke's KV stage; ``report["kv_pruning"]``).
     """
     if llm is None:
         return _greedy_decode(model, prefill_kwargs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
     if visual_token_id is None:
         raise ValueError("in-LLM pruning needs the visual placeholder id")
-    from harness.models.layer_pruning import layer_pruning
+    from harness.models.layer_pruning import decode_pruning, layer_pruning
 
-    with layer_pruning(model, llm, prefill_kwargs["input_ids"], visual_token_id) as stats:
+    if isinstance(llm, DecodePruning):
+        hook, key = decode_pruning(model, llm, prefill_kwargs["input_ids"], visual_token_id), "kv_pruning"
+    else:
+        hook, key = layer_pruning(model, llm, prefill_kwargs["input_ids"], visual_token_id), "llm_pruning"
+    with hook as stats:
         ids = _greedy_decode(model, prefill_kwargs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
     if report is not None:
-        report["llm_pruning"] = stats.to_dict()
+        report[key] = stats.to_dict()
     return ids
 
 

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from harness.models.attention_capture import capture_attention, last_row
+from harness.pruning.dycoke import dycoke_kv_step
 from harness.pruning.fastv import average_visual_tokens, fastv_kept_positions
-from harness.pruning.stages import LayerPruning
+from harness.pruning.stages import DecodePruning, LayerPruning
 
 
 def text_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -126,6 +127,88 @@ def layer_pruning(
             return int(pe[0].shape[-2]) if isinstance(pe, tuple) else int(hidden.shape[1])
 
         handles = [layer.register_forward_pre_hook(before_layer, with_kwargs=True) for layer in layers[plan.layer:]]
+        try:
+            yield stats
+        finally:
+            for h in handles:
+                h.remove()
+
+
+@dataclass
+class DecodePruningStats:
+    """DyCoke's KV stage over one decode: steps, steps pruned, visual KV entries read per step."""
+
+    layer: int
+    num_layers: int
+    visual_before: int = 0
+    kept_per_step: list[int] = field(default_factory=list)  # visual entries layers >= L read, per step
+
+    def to_dict(self) -> dict[str, Any]:
+        steps = len(self.kept_per_step)
+        return {
+            "layer": self.layer,
+            "num_layers": self.num_layers,
+            "visual_before": self.visual_before,
+            "steps": steps,
+            "pruned_steps": sum(k < self.visual_before for k in self.kept_per_step),
+            "avg_visual_read": (sum(self.kept_per_step) / steps) if steps else None,
+        }
+
+
+@contextlib.contextmanager
+def decode_pruning(
+    model: torch.nn.Module, plan: DecodePruning, input_ids: torch.Tensor, visual_token_id: int
+) -> Iterator[DecodePruningStats]:
+    """Apply DyCoke's KV stage to every decoding step inside the block (the prefill is untouched).
+
+    Layers ``>= L`` get an additive attention mask that hides the visual KV entries not kept
+    this step: the same attention as reading the gathered subset, as the reference does.
+    """
+    layers = text_layers(model)
+    if plan.layer >= len(layers):
+        raise ValueError(f"dycoke: KV layer l={plan.layer} but the LLM has {len(layers)} layers")
+    visual_prefill = input_ids[0] == visual_token_id
+    stats = DecodePruningStats(layer=plan.layer, num_layers=len(layers), visual_before=int(visual_prefill.sum()))
+    state: dict[str, Any] = {"previous": None, "mask": None}
+    with capture_attention(layers[plan.layer - 1].self_attn, last_row, when=lambda hidden: hidden.shape[1] == 1) \
+            as captured:
+
+        def first_pruned_layer(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if hidden.shape[1] != 1:
+                state["mask"] = None
+                return None  # prefill: every layer sees everything
+            row = captured["last_row"]
+            visual = torch.zeros(row.shape[-1], dtype=torch.bool, device=row.device)
+            visual[: visual_prefill.numel()] = visual_prefill.to(row.device)
+            kept, state["previous"] = dycoke_kv_step(row, visual, state["previous"],
+                                                     plan.num_keep(stats.visual_before), plan.threshold)
+            if kept is None:
+                state["mask"] = None
+                stats.kept_per_step.append(stats.visual_before)
+            else:
+                mask = torch.full((row.shape[-1],), torch.finfo(hidden.dtype).min, dtype=hidden.dtype,
+                                  device=hidden.device)
+                mask[kept.to(hidden.device)] = 0
+                state["mask"] = mask.view(1, 1, 1, -1)
+                stats.kept_per_step.append(plan.num_keep(stats.visual_before))
+            return masked(module, args, kwargs)
+
+        def masked(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if hidden.shape[1] != 1 or state["mask"] is None:
+                return None
+            mask = state["mask"]
+            given = kwargs.get("attention_mask")
+            if isinstance(given, torch.Tensor) and given.dim() == 4:
+                given = given[..., : mask.shape[-1]]
+                mask = given + mask if given.dtype != torch.bool else mask.masked_fill(~given, mask.min())
+            kwargs = dict(kwargs)
+            kwargs["attention_mask"] = mask
+            return args, kwargs
+
+        handles = [layers[plan.layer].register_forward_pre_hook(first_pruned_layer, with_kwargs=True)]
+        handles += [layer.register_forward_pre_hook(masked, with_kwargs=True) for layer in layers[plan.layer + 1:]]
         try:
             yield stats
         finally:

@@ -1,4 +1,5 @@
-"""``dycoke``: DyCoke's temporal token merging (TTM, Tao et al., CVPR 2025), before the LLM.
+"""``dycoke``: DyCoke (Tao et al., CVPR 2025): temporal token merging before the LLM, then
+dynamic KV-cache pruning while decoding.
 
 Reference: KD-TAO/DyCoke ``llava/model/llava_arch.py:dycole_ttm`` (fixture and commit in
 ``tests/fixtures/pruning_refs/README.md``). On the LLM-ready features of each frame (here: each
@@ -16,10 +17,19 @@ A dropped token is *represented by* the token at the same position of the frame 
 with (the reference drops its feature; the paper calls this merging): ``Reduction.merge_into``
 records that target (followed to a kept token), with rule ``keep_target``.
 
-Deviations, both stated: kept tokens are in raster order (the reference emits a pruned frame's
+Stage 2, dynamic KV pruning (``p`` = ``dycoke_p``, ``l`` = ``dycoke_l``; reference
+``PrunableDynamicCache.dycoke_pruning`` in its ``modeling_qwen2.py``): at every decoding step the
+new token's attention at layer ``l-1`` (head mean) over the visual tokens is compared with the
+previous step's; unless cosine-similar at >= 0.9, layers ``>= l`` read only the top
+``int(n * (1 - p))`` visual KV entries that step (``dycoke_kv_step``; applied by the decoding
+loop, ``harness/models/layer_pruning.py``). ``p=None`` turns it off. Published: ``l=3``, ``p``
+0.7 in the README's run (builder default 0.8).
+
+Deviations, all stated: kept tokens are in raster order (the reference emits a pruned frame's
 tokens in ascending-similarity order); an odd last frame is kept whole (the reference's pairing
-loop silently drops it). DyCoke's second stage (dynamic KV-cache pruning during decoding) is not
-implemented here.
+loop silently drops it); the KV stage ranks every visual placeholder (the reference's span after
+TTM stops one token short and leaves LLaVA's newline out) and keeps no state across samples (the
+reference's previous-step attention survives into the next sample's first step).
 
 Budget: a budget fixes ``keep`` instead of ``k``: the largest ``keep`` with
 ``whole * n + pruned * keep <= budget`` (``whole``/``pruned``: frames left whole / pruned);
@@ -36,7 +46,7 @@ import torch.nn.functional as F
 
 from harness.pruning.base import Pruner, PruningError
 from harness.pruning.selection import Selection, TokenGeometry
-from harness.pruning.stages import FeatureReducer, Reduction
+from harness.pruning.stages import DecodePruning, FeatureReducer, Reduction
 
 
 def ttm_pairs(num_frames: int) -> list[tuple[int, int]]:
@@ -89,6 +99,28 @@ def keep_for_budget(num_frames: int, tokens_per_frame: int, budget: int) -> tupl
     return keep, whole * tokens_per_frame + pruned * keep
 
 
+def dycoke_kv_step(
+    attention_row: torch.Tensor, visual: torch.Tensor, previous: torch.Tensor | None, keep: int, threshold: float
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """One decoding step of DyCoke's KV pruning: (positions the layers >= L read, or None for all;
+    this step's visual attention, the next step's ``previous``).
+
+    Reference: ``PrunableDynamicCache.dycoke_pruning`` / ``update_cache`` (KD-TAO/DyCoke,
+    ``llava/model/language_model/modeling_qwen2.py``). ``attention_row`` (H, S): the new token's
+    attention at layer L-1 over the cache; the head mean over the visual positions is compared
+    (cosine) with the previous step's; below ``threshold`` (or on the first step) the top ``keep``
+    visual positions stay, with every non-visual position.
+    """
+    image = attention_row.float().mean(0)[visual]
+    similar = previous is not None and float(F.cosine_similarity(image, previous, dim=0)) >= threshold
+    if similar:
+        return None, image
+    vis = visual.nonzero().squeeze(-1)
+    kept = ~visual.clone()
+    kept[vis[torch.topk(image, keep, sorted=False).indices]] = True
+    return kept.nonzero().squeeze(-1), image
+
+
 class DyCokeReducer(FeatureReducer):
     name = "dycoke"
 
@@ -110,13 +142,17 @@ class DyCokePruner(Pruner):
     stage: ClassVar[str] = "features"
     budget_optional: ClassVar[bool] = True  # without a budget, ``k`` decides (the published way)
 
-    def __init__(self, k: float = 0.7):
+    def __init__(self, k: float = 0.7, p: float | None = 0.7, l: int = 3):  # noqa: E741 - DyCoke's names
         if not 0.0 <= float(k) < 1.0:
             raise PruningError(f"pruner 'dycoke': k (share of a pruned frame's tokens merged) must be in [0, 1), got {k!r}")
-        self.k = float(k)
+        if p is not None and not 0.0 <= float(p) < 1.0:
+            raise PruningError(f"pruner 'dycoke': p (share of visual KV entries pruned per step) must be in [0, 1) or null, got {p!r}")
+        if isinstance(l, bool) or not isinstance(l, int) or l < 1:
+            raise PruningError(f"pruner 'dycoke': l (the layer KV pruning starts at) must be an int >= 1, got {l!r}")
+        self.k, self.p, self.l = float(k), None if p is None else float(p), l
 
     def params(self) -> dict[str, Any]:
-        return {"k": self.k}
+        return {"k": self.k, "p": self.p, "l": self.l}
 
     def _select(
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None
@@ -130,4 +166,8 @@ class DyCokePruner(Pruner):
             keep, total = keep_for_budget(t, n, budget)
             info["budget_gap"] = total - budget
         info.update({"kept_per_pruned_frame": keep, "planned_kept": total})
-        return Selection.keep_all(geometry).with_reducer(DyCokeReducer(keep), info)
+        selection = Selection.keep_all(geometry).with_reducer(DyCokeReducer(keep), info)
+        if self.p is not None:  # stage 2: dynamic KV pruning while decoding
+            plan = DecodePruning(layer=self.l, drop_ratio=self.p)
+            selection.with_llm(plan, {"kv_pruning": plan.to_dict()})
+        return selection

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from harness.pruning.stages import FeatureReducer, LayerPruning
+    from harness.pruning.stages import DecodePruning, FeatureReducer, LayerPruning
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Selection:
     pruner: str = "none"
     info: dict[str, Any] = field(default_factory=dict)
     reducer: FeatureReducer | None = None
-    llm: LayerPruning | None = None
+    llm: LayerPruning | DecodePruning | None = None
 
     def __post_init__(self) -> None:
         g = self.geometry
@@ -97,7 +97,7 @@ class Selection:
         self.info.update(info or {})
         return self
 
-    def with_llm(self, llm: LayerPruning, info: dict[str, Any] | None = None) -> Selection:
+    def with_llm(self, llm: LayerPruning | DecodePruning, info: dict[str, Any] | None = None) -> Selection:
         self.llm = llm
         self.info.update(info or {})
         return self

@@ -169,6 +169,32 @@ class LayerPruning:
                 "selection_tokens": self.selection_tokens}
 
 
+@dataclass(frozen=True)
+class DecodePruning:
+    """Stage 3 while decoding (DyCoke's dynamic KV-cache pruning): at every decoding step, layer
+    ``layer - 1``'s attention of the new token ranks the visual tokens; unless it is at least
+    ``threshold`` cosine-similar to the previous step's, layers ``>= layer`` read only the top
+    ``int(n * (1 - drop_ratio))`` visual entries of the KV cache (text and generated ones always),
+    for that step only. The prefill and layers below ``layer`` see everything.
+    """
+
+    layer: int
+    drop_ratio: float = 0.7
+    threshold: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.layer < 1:
+            raise ValueError(f"DecodePruning.layer must be >= 1, got {self.layer}")
+        if not 0.0 <= self.drop_ratio < 1.0:
+            raise ValueError(f"DecodePruning.drop_ratio must be in [0, 1), got {self.drop_ratio}")
+
+    def num_keep(self, num_visual: int) -> int:
+        return int(num_visual * (1 - self.drop_ratio))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "drop_ratio": self.drop_ratio, "threshold": self.threshold}
+
+
 def feature_stage(
     selection: Any, features: torch.Tensor, signals: dict[str, torch.Tensor] | None = None, family: str = "this model"
 ) -> tuple[torch.Tensor, torch.Tensor, Reduction | None]:
