@@ -69,8 +69,13 @@ def last_row(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> dict[st
 def received_and_keys(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> dict[str, torch.Tensor]:
     """Per image (B): attention each token receives, averaged over heads and queries (B, N), and the
     keys averaged over heads (B, N, d). For unmasked (bidirectional) vision towers."""
-    attn = ((query.float() @ keys.float().transpose(2, 3)) * scaling).softmax(-1)
-    return {"received": attn.mean(dim=(1, 2)), "keys": keys.float().mean(1)}
+    # one image at a time: the (H, N, N) weights of a whole clip at once would be ~1 GB for 32
+    # frames of SigLIP-so400m (16 heads, 729 patches) in float32
+    received = torch.stack([
+        ((q.float() @ k.float().transpose(1, 2)) * scaling).softmax(-1).mean(dim=(0, 1))
+        for q, k in zip(query, keys, strict=True)
+    ])
+    return {"received": received, "keys": keys.float().mean(1)}
 
 
 @contextlib.contextmanager
