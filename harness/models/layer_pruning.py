@@ -167,6 +167,9 @@ def decode_pruning(
     layers = text_layers(model)
     if plan.layer >= len(layers):
         raise ValueError(f"dycoke: KV layer l={plan.layer} but the LLM has {len(layers)} layers")
+    impl = str(layers[plan.layer].self_attn.config._attn_implementation or "")
+    if "flash" in impl:
+        raise ValueError(f"dycoke: the KV stage masks cache entries, which {impl} cannot take; load with sdpa or eager")
     visual_prefill = input_ids[0] == visual_token_id
     stats = DecodePruningStats(layer=plan.layer, num_layers=len(layers), visual_before=int(visual_prefill.sum()))
     state: dict[str, Any] = {"previous": None, "mask": None}
