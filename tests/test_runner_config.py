@@ -159,3 +159,26 @@ def test_methods_acting_inside_the_model_need_generation():
     validate_pruner_params(load_config(data=data))
     data["pruners"], data["generation"] = [{"name": "random", "budget": 0.5}], {"enabled": False}
     validate_pruner_params(load_config(data=data))
+
+
+@pytest.mark.parametrize("where", ["top", "per_model"])
+def test_models_list_resolution_string_gives_frames_of_that_size(tmp_path, where):
+    """issue 21: with a ``models:`` list, ``resolution: "448x256"`` once reached the frame sizing as
+    the raw string (frames of 4x4 px, every sample failed). The plan must carry [W, H] and the
+    decoded frames must be 448 wide, 256 high."""
+    import numpy as np
+
+    from harness.runner.components import load_frames
+    from harness.video.writer import write_video
+
+    frames = {"num_frames": 3, "resolution": "448x256", "keep_aspect": False}
+    entry = {"family": "qwen2_5_vl", "path": "tiny", "name": "q"}
+    data = {k: v for k, v in BASE.items() if k != "model"}
+    if where == "top":
+        data = {**data, "frames": frames, "models": [entry]}
+    else:
+        data = {**data, "models": [{**entry, "frames": frames}]}
+    plan = load_config(data=data).plans()[0]
+    assert plan.frames.resolution == [448, 256]
+    video = write_video(tmp_path / "v.mp4", [np.full((120, 160, 3), 40 * i, np.uint8) for i in range(6)], fps=6)
+    assert load_frames(str(video), plan.frames).frames.shape == (3, 256, 448, 3)

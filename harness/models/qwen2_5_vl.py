@@ -62,7 +62,7 @@ from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize
 from transformers.video_utils import VideoMetadata
 from transformers.vision_utils import get_vision_position_ids
 
-from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
+from harness.models.base import Generation, MRopeAdapter, PruneStage, TokenCounts
 from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
 from harness.models.decoding import greedy_decode
 from harness.models.frames import check_frames, resize_frames
@@ -148,7 +148,7 @@ def reference_text_positions(positions: torch.Tensor, token_types: torch.Tensor)
 # ---------------------------------------------------------------------------------------------
 
 
-class Qwen25VLAdapter(ModelAdapter):
+class Qwen25VLAdapter(MRopeAdapter):
     """Qwen2.5-VL: frames + Selection + prompt -> Generation (see the module docstring)."""
 
     name = "qwen2_5_vl"
