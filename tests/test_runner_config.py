@@ -109,7 +109,7 @@ def test_matched_with_explicit_target_and_errors():
     data["pruners"][1]["match"] = "autogaze_nope"
     with pytest.raises(ConfigError, match="valid choices: autogaze_tlr0.5_gr0.1"):
         expand(load_config(data=data).pruners)
-    with pytest.raises(ConfigError, match="no 'autogaze' pruner"):
+    with pytest.raises(ConfigError, match=r"no pruner whose kept counts define a budget \(autogaze\)"):
         expand(load_config(data={**BASE, "pruners": [{"name": "random", "budget": "matched"}]}).pruners)
     with pytest.raises(ConfigError, match="share the run label"):
         expand(load_config(data={**BASE, "pruners": ["none", "none"]}).pruners)

@@ -23,9 +23,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.stages import STAGES  # noqa: F401 - the stage names, defined once (harness/stages.py)
 
-# Stage names used in every record, table and plot; keep them stable.
-STAGES = ("decode", "gaze", "vision", "prefill", "generate")
 PruneStage = Literal["pre_vit", "post_vit", "native"]
 
 

@@ -35,6 +35,7 @@ from harness.backends.vllm.requests import (
 )
 from harness.models.base import Generation, PruneStage, TokenCounts
 from harness.models.registry import all_specs, get_adapter_class, get_spec
+from harness.models.request import BatchItem
 from harness.pruning.selection import Selection, TokenGeometry
 
 
@@ -51,21 +52,6 @@ def __getattr__(name: str) -> object:
     if name == "ROUTES":
         return routes()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@dataclass
-class BatchItem:
-    """One sample for :meth:`VLLMBackend.generate_batch` (the arguments of ``generate``)."""
-
-    frames: np.ndarray
-    selection: Selection | None
-    prompt: str
-    fps: float
-    video: str | None = None  # the sample's own file, for adapters with ``wants_video_path`` (NVILA source)
-    # with frames.fps_convention "source": the frames' source indices and the source's frame count,
-    # for the processor's video metadata (Qwen3-VL timestamps); None = frames 0..T-1 at ``fps``
-    indices: np.ndarray | None = None
-    source_frames: int | None = None
 
 
 @dataclass
