@@ -1,4 +1,5 @@
-"""In-LLM visual token pruning from layer K on (FastV), applied with module hooks around one decode.
+"""In-LLM visual token pruning, applied with module hooks around one decode: FastV from layer K
+on (``layer_pruning``) and DyCoke's per-step KV-cache pruning (``decode_pruning``).
 
 Why hooks and not a patched forward: transformers' decoder layers take the hidden states, the
 position embeddings, the position ids and the mask as arguments, so a forward pre-hook on every
@@ -10,6 +11,11 @@ The ranking needs layer K-1's attention of the last prompt token: ``attention_ca
 during that layer's prefill call (``softmax(q_last . K^T * scaling)`` per head; the last token
 sees every position in a batch-1 causal prefill, so no mask enters that row). Every layer's
 outputs are the stock ones.
+
+DyCoke's KV stage changes nothing in the prefill; at each decoding step it reads layer L-1's
+attention of the new token the same way and hands layers ``>= L`` an additive mask hiding the
+visual cache entries it drops that step (the reference gathers the kept entries instead: the same
+attention).
 """
 
 from __future__ import annotations
