@@ -31,7 +31,7 @@ def _config(path: str, tmp_path, **bench_kwargs) -> str:
     return str(out)
 
 
-def _check(out, capsys) -> None:
+def _check(out, capsys, evidence: bool = False) -> None:
     capsys.readouterr()
     for model_dir in [p for p in out.iterdir() if p.is_dir() and p.name != "report"]:
         runs = {p.parent.name: read_run_records(p.parent) for p in model_dir.rglob("run.json")}
@@ -52,6 +52,9 @@ def _check(out, capsys) -> None:
                     assert rec["evidence"] is None
                 if label.startswith("dycoke"):
                     assert extra["kv_pruning"]["steps"] == rec["tokens"]["generated"] - 1
+                if label.startswith(("dycoke", "vidcom2", "visionzip")) and evidence:
+                    # scored after the model ran, on the tokens the method kept from the features
+                    assert rec["evidence"] is not None and 0 <= rec["evidence"]["recall"] <= 1, label
                 if label.startswith(("dycoke", "vidcom2", "visionzip")):
                     newline = 1 if model_dir.name.startswith("llava") else 0
                     assert rec["tokens"]["visual_after"] == extra["reduction"]["kept"] + newline
@@ -76,7 +79,7 @@ def test_needle_comparison_runs_and_reports_every_method(tmp_path, monkeypatch, 
                   height=192)
     out = tmp_path / "needle"
     assert main(["eval", "--config", cfg, "--output", str(out), *SMALL]) == 0
-    _check(out, capsys)
+    _check(out, capsys, evidence=True)
 
 
 def test_videomme_comparison_runs_and_reports_every_method(tmp_path, monkeypatch, capsys):

@@ -217,4 +217,5 @@ class InternVL3Adapter(PooledAdapter):
             keep, kept, reduction = feature_stage(selection, features, signals, self.name)
         pruned = prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
         pruned.reduction = reduction_record(reduction)
+        pruned.kept_grid = None if reduction is None else reduction.keep.cpu()
         return pruned

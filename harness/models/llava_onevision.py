@@ -369,6 +369,7 @@ class LlavaOnevisionAdapter(PooledAdapter):
         keep = torch.cat([keep, torch.ones(1, dtype=torch.bool, device=keep.device)])
         pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, torch.cat([kept, features[-1:]]), "video")
         pruned.reduction = reduction_record(reduction)
+        pruned.kept_grid = None if reduction is None else reduction.keep.cpu()
         return pruned
 
     def stop_ids(self) -> set[int] | None:

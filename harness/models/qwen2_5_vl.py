@@ -605,6 +605,7 @@ class Qwen25VLAdapter(MRopeAdapter):
             tokens=tokens,
             timings=dict(timer.seconds),
             peak_memory_mb=peak_memory_mb(self.device),
+            kept_grid=None if reduction is None else reduction.keep.cpu(),
             extra={
                 "prune_stage": prune_stage,
                 "preprocess_s": preprocess_s,

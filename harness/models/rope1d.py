@@ -71,6 +71,7 @@ class PrunedInputs:
     visual_before: int
     visual_after: int
     reduction: dict[str, Any] | None = None  # a feature-stage method's facts (``reduction_record``)
+    kept_grid: torch.Tensor | None = None  # and its keep over the selection's grid (flat, bool)
 
 
 def prune_sequence(
@@ -204,6 +205,7 @@ def generate_pruned(
         tokens=tokens,
         timings=dict(timer.seconds),
         peak_memory_mb=peak_memory_mb(device),
+        kept_grid=pruned.kept_grid,
         extra={
             "output_ids": ids,
             **extra,
