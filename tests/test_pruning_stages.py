@@ -304,3 +304,18 @@ def test_dycoke_runs_both_stages_on_the_adapters(llava, qwen, frames):
         off = adapter.generate(frames, build_pruner("dycoke", p=None).select(frames, geometry, fps=2.0), PROMPT,
                                fps=2.0, max_new_tokens=4)
         assert "kv_pruning" not in off.extra
+
+
+def test_nvila_refuses_methods_acting_after_the_frames():
+    """NVILA runs its own gazing and takes keep-all selections only; a feature/LLM-stage plan
+    (keep-all too) must be refused, not silently ignored."""
+    from harness.models.nvila_hd_video import NvilaHDVideoAdapter
+
+    adapter = object.__new__(NvilaHDVideoAdapter)  # the check runs before anything is loaded
+    adapter.name = "nvila_hd_video"
+    geometry = TokenGeometry(num_frames=8, height=112, width=112, patch_size=14, spatial_merge_size=2)
+    frames = np.zeros((8, 112, 112, 3), np.uint8)
+    for name in ("fastv", "vidcom2"):
+        selection = build_pruner(name).select(frames, geometry, fps=2.0)
+        with pytest.raises(ValueError, match=f"run it with pruner 'none', got a '{name}' selection"):
+            adapter.generate(frames, selection, PROMPT, fps=2.0)
