@@ -134,7 +134,8 @@ def test_models_list_overrides_sections():
 
 
 @pytest.mark.parametrize(
-    "name", ["demo", "videomme_qwen2_5_vl_autogaze", "hlvid_reproduce", "hlvid_defaults", "ci_regression"]
+    "name", ["demo", "videomme_qwen2_5_vl_autogaze", "hlvid_reproduce", "hlvid_defaults", "ci_regression",
+             "compare_pruning_methods", "compare_pruning_methods_videomme"]
 )
 def test_shipped_configs_parse_and_expand(name):
     from pathlib import Path
@@ -143,6 +144,21 @@ def test_shipped_configs_parse_and_expand(name):
     validate_names(cfg)
     for plan in cfg.plans():
         assert expand(plan.pruners)
+
+
+def test_methods_acting_inside_the_model_need_generation():
+    from harness.runner.config import validate_pruner_params
+
+    data = {**BASE, "pruners": [{"name": "fastv"}], "generation": {"enabled": False}}
+    with pytest.raises(ConfigError, match="fastv acts inside the model .llm stage.*generation.enabled"):
+        validate_pruner_params(load_config(data=data))
+    data["pruners"] = [{"name": "dycoke"}]
+    with pytest.raises(ConfigError, match="features stage"):
+        validate_pruner_params(load_config(data=data))
+    data["generation"] = {"enabled": True}
+    validate_pruner_params(load_config(data=data))
+    data["pruners"], data["generation"] = [{"name": "random", "budget": 0.5}], {"enabled": False}
+    validate_pruner_params(load_config(data=data))
 
 
 @pytest.mark.parametrize("where", ["top", "per_model"])

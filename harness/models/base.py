@@ -43,6 +43,9 @@ class Generation:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (see STAGES)
     peak_memory_mb: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a feature-stage method's final keep (bool, the selection's grid): the tokens it chose from
+    #: the features, for pruner-only evidence scoring after the model ran; None otherwise
+    kept_grid: Any = None
 
 
 class ModelAdapter(ABC):

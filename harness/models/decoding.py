@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.models.common import StageTimer
+from harness.pruning.stages import DecodePruning, LayerPruning
 
 
 def stop_token_ids(model: torch.nn.Module) -> set[int]:
@@ -45,7 +46,9 @@ def returned_cache(out: Any) -> Any:
 @torch.inference_mode()
 def greedy_decode(
     model: torch.nn.Module, prefill_kwargs: dict[str, Any], *, max_new_tokens: int, timer: StageTimer,
-    stop: set[int] | None = None,
+    stop: set[int] | None = None, llm: LayerPruning | DecodePruning | None = None,
+    visual_token_id: int | None = None,
+    report: dict[str, Any] | None = None,
 ) -> list[int]:
     """Greedy decoding over the KV cache; times ``prefill`` (to the first token) and ``generate``.
 
@@ -55,7 +58,31 @@ def greedy_decode(
     explicit ``position_ids``: 1D (1, L) for 1D-RoPE LLMs or (R, 1, L) for M-RoPE ones; each new
     token takes every position row's last value + 1, exactly as ``generate`` extends them.
     ``stop``: the ids that end decoding (default: the generation config's eos ids).
+    ``llm``: a selection's in-LLM stage, applied to the prefill's ``visual_token_id`` placeholders
+    for the whole decode: ``LayerPruning`` (FastV; counts in ``report["llm_pruning"]``) or
+    ``DecodePruning`` (DyCoke's KV stage; ``report["kv_pruning"]``).
     """
+    if llm is None:
+        return _greedy_decode(model, prefill_kwargs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
+    if visual_token_id is None:
+        raise ValueError("in-LLM pruning needs the visual placeholder id")
+    from harness.models.layer_pruning import decode_pruning, layer_pruning
+
+    if isinstance(llm, DecodePruning):
+        hook, key = decode_pruning(model, llm, prefill_kwargs["input_ids"], visual_token_id), "kv_pruning"
+    else:
+        hook, key = layer_pruning(model, llm, prefill_kwargs["input_ids"], visual_token_id), "llm_pruning"
+    with hook as stats:
+        ids = _greedy_decode(model, prefill_kwargs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
+    if report is not None:
+        report[key] = stats.to_dict()
+    return ids
+
+
+def _greedy_decode(
+    model: torch.nn.Module, prefill_kwargs: dict[str, Any], *, max_new_tokens: int, timer: StageTimer,
+    stop: set[int] | None = None,
+) -> list[int]:
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     stop = stop_token_ids(model) if stop is None else set(stop)

@@ -51,6 +51,7 @@ from harness.models.pooled import PooledAdapter
 from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.pruning.stages import feature_stage, reduction_record
 
 
 class InternVL3Adapter(PooledAdapter):
@@ -201,13 +202,20 @@ class InternVL3Adapter(PooledAdapter):
         selection: Selection,
         *,
         only_kept: bool = False,
+        signals: dict[str, torch.Tensor] | None = None,
     ) -> PrunedInputs:
         """The LLM inputs seeing only ``selection``'s tokens; frame wrappers stay.
 
         ``features`` covers every token (post_vit), or with ``only_kept`` just the kept ones in
-        raster order (what ``encode_kept`` returns for pre_vit).
+        raster order (what ``encode_kept`` returns for pre_vit). A feature-stage method
+        (``selection.reducer``) runs on every token's features here (``stages.feature_stage``).
         """
         self._check_selection_grid(inputs["pixel_values"], selection)
-        keep = selection.keep.flatten().to(features.device)
-        kept = features if only_kept else features[keep]
-        return prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
+        if only_kept:
+            keep, kept, reduction = selection.keep.flatten().to(features.device), features, None
+        else:
+            keep, kept, reduction = feature_stage(selection, features, signals, self.name)
+        pruned = prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
+        pruned.reduction = reduction_record(reduction)
+        pruned.kept_grid = None if reduction is None else reduction.keep.cpu()
+        return pruned

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from transformers import LlavaOnevisionForConditionalGeneration
 
+from harness.models.attention_capture import capture_attention, received_and_keys
 from harness.models.frames import check_frames, resize_frames
 from harness.models.gazed_siglip import ATTN_TYPES
 from harness.models.pipeline import choice, parse_pipeline
@@ -58,6 +59,7 @@ from harness.models.pooled import PooledAdapter
 from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.pruning.stages import feature_stage, reduction_record
 
 # ---------------------------------------------------------------------------------------------
 # The adapter.
@@ -204,6 +206,33 @@ class LlavaOnevisionAdapter(PooledAdapter):
         return features
 
     @torch.inference_mode()
+    def encode_video_signals(self, pixel_values_videos: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``encode_video`` plus the tower signals VisionZip reads, pooled onto the same token grid.
+
+        The signals come from the tower layer that produces the features (``vision_feature_layer``):
+        the attention each patch receives (mean over heads and queries) and the keys (mean over
+        heads), read by ``attention_capture`` during the stock forward, then 2x2-bilinear pooled
+        exactly as the features are, so row i of each is LLM token i.
+        """
+        layer = self.model.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ValueError(f"{self.name}: tower signals need one feature layer, got {layer!r}")
+        layers = next(m for n, m in self.model.model.vision_tower.named_modules() if n.endswith("encoder.layers"))
+        source = layers[layer] if layer < 0 else layers[layer - 1]
+        with capture_attention(source.self_attn, received_and_keys) as captured:
+            features = self.encode_video(pixel_values_videos)
+        received, keys = captured["received"], captured["keys"]
+        if self.model.config.vision_feature_select_strategy == "default":
+            received, keys = received[:, 1:], keys[:, 1:]
+        frames, _, height, width = pixel_values_videos.shape[1:]
+        rows, cols = height // self.patch_size, width // self.patch_size
+        size = [math.ceil(rows / self.POOL_STRIDE), math.ceil(cols / self.POOL_STRIDE)]
+        grid = torch.cat([received[..., None], keys], dim=-1).view(frames, rows, cols, -1).permute(0, 3, 1, 2)
+        pooled = torch.nn.functional.interpolate(grid, size=size, mode="bilinear").permute(0, 2, 3, 1)
+        pooled = pooled.reshape(-1, pooled.shape[-1])
+        return features, {"received": pooled[:, 0], "keys": pooled[:, 1:]}
+
+    @torch.inference_mode()
     def encode_video_any_size(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
         """The stock video path for any frame size: SigLIP (interpolated positions) -> MLP -> pool.
 
@@ -317,11 +346,13 @@ class LlavaOnevisionAdapter(PooledAdapter):
         selection: Selection,
         *,
         only_kept: bool = False,
+        signals: dict[str, torch.Tensor] | None = None,
     ) -> PrunedInputs:
         """The LLM inputs seeing only ``selection``'s pooled tokens plus the trailing newline.
 
         ``features`` covers every token + the newline (post_vit), or with ``only_kept`` just the
-        kept ones + the newline (what ``encode_kept`` returns for pre_vit).
+        kept ones + the newline (what ``encode_kept`` returns for pre_vit). A feature-stage method
+        (``selection.reducer``) runs on every token's features, the newline row aside.
         """
         frames, _, height, width = inputs["pixel_values_videos"].shape[1:]
         rows = math.ceil(height // self.patch_size / self.POOL_STRIDE)
@@ -331,9 +362,15 @@ class LlavaOnevisionAdapter(PooledAdapter):
             raise ValueError(
                 f"selection grid {grid} does not match the pooled grid {(frames, rows, cols)} of these inputs"
             )
-        keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)]).to(features.device)
-        kept = features if only_kept else features[keep]
-        return prune_sequence(inputs["input_ids"], self.video_token_id, keep, kept, "video")
+        if only_kept:
+            keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)]).to(features.device)
+            return prune_sequence(inputs["input_ids"], self.video_token_id, keep, features, "video")
+        keep, kept, reduction = feature_stage(selection, features[:-1], signals, self.name)  # newline row stays
+        keep = torch.cat([keep, torch.ones(1, dtype=torch.bool, device=keep.device)])
+        pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, torch.cat([kept, features[-1:]]), "video")
+        pruned.reduction = reduction_record(reduction)
+        pruned.kept_grid = None if reduction is None else reduction.keep.cpu()
+        return pruned
 
     def stop_ids(self) -> set[int] | None:
         """``pipeline.stop: tokenizer_eos`` (lmms-eval's llava_hf) stops at the tokenizer's EOS only."""

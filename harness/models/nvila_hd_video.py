@@ -602,7 +602,8 @@ class NvilaHDVideoAdapter(ModelAdapter):
     ) -> Generation:
         """Answer ``prompt`` about ``frames`` (or, with ``video_input: source``, about ``video_path``,
         the sample's own file); NVILA gazes itself, so only keep-all selections are taken."""
-        if selection is not None and not bool(selection.keep.all()):
+        later_stage = selection is not None and (selection.reducer is not None or selection.llm is not None)
+        if selection is not None and (later_stage or not bool(selection.keep.all())):
             raise ValueError(
                 f"{self.name}: gazing happens inside NVILA's own processor (configure it with model.kwargs: "
                 f"gazing_ratio_tile, task_loss_requirement_tile, ... or gazing: off); run it with pruner 'none', "

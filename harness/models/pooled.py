@@ -105,9 +105,19 @@ class PooledAdapter(ModelAdapter, abstract=True):
 
     @abstractmethod
     def prune(
-        self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection, *, only_kept: bool = False
+        self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection, *, only_kept: bool = False,
+        signals: dict[str, torch.Tensor] | None = None,
     ) -> PrunedInputs:
-        """The LLM inputs seeing only ``selection``'s tokens (``features``: all, or only_kept: the kept)."""
+        """The LLM inputs seeing only ``selection``'s tokens (``features``: all, or only_kept: the kept).
+
+        With every token's features, a feature-stage method (``selection.reducer``) runs here
+        (``stages.feature_stage``), with ``signals`` when it needs tower signals.
+        """
+
+    def encode_video_signals(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """``encode_video`` plus the tower signals a reducer may need (``FeatureReducer.needs``);
+        None here: a family that can read them overrides this (LLaVA-OV), the others refuse."""
+        return self.encode_video(pixels), None
 
     @abstractmethod
     def native_target(self, num_frames: int = 0, height: int = 0, width: int = 0) -> NativeTarget:
@@ -174,8 +184,12 @@ class PooledAdapter(ModelAdapter, abstract=True):
         max_new_tokens: int,
         extra: dict[str, Any],
         stop: set[int] | None,
+        selection: Selection | None = None,
     ) -> Generation:
-        """Greedy prefill/decode of ``pruned``; ``visual_before`` is the native model's count + newlines."""
+        """Greedy prefill/decode of ``pruned``; ``visual_before`` is the native model's count + newlines.
+
+        ``selection``'s in-LLM stage (FastV, DyCoke's KV stage), if any, runs in the decoding loop.
+        """
         native = self.token_geometry(len(frames), *frames.shape[1:3])
         return generate_pruned(
             self.model,
@@ -188,6 +202,8 @@ class PooledAdapter(ModelAdapter, abstract=True):
             max_new_tokens=max_new_tokens,
             extra=extra,
             stop=stop,
+            selection=selection,
+            visual_token_id=self.placeholder_id,
         )
 
     def generate(
@@ -216,15 +232,21 @@ class PooledAdapter(ModelAdapter, abstract=True):
         geometry = self.model_geometry(frames, selection)
         if selection is None:
             selection = Selection.keep_all(geometry)
+        if selection.reducer is not None:
+            prune_stage = "post_vit"  # a feature-stage method (DyCoke, VidCom2) reads every token's features
         timer = StageTimer(self.device)
         reset_peak_memory(self.device)
         inputs = self.preprocess(frames, prompt, geometry)
         vit: dict[str, Any] = dict.fromkeys(self.vit_extra_keys)
+        signals = None
         with timer.stage("vision"):
             if prune_stage == "pre_vit":
                 features, vit = self.encode_pre_vit(inputs[self.pixel_key], selection)
+            elif selection.reducer is not None and selection.reducer.needs:
+                features, signals = self.encode_video_signals(inputs[self.pixel_key])
             else:
                 features = self.encode_video(inputs[self.pixel_key])
-        pruned = self.prune(inputs, features, selection, only_kept=prune_stage == "pre_vit")
+        more = {} if signals is None else {"signals": signals}  # tower signals only for a reducer that needs them
+        pruned = self.prune(inputs, features, selection, only_kept=prune_stage == "pre_vit", **more)
         extra = self._extra(fps, prune_stage, vit)
-        return self._decode(frames, pruned, geometry, timer, max_new_tokens, extra, self.stop_ids())
+        return self._decode(frames, pruned, geometry, timer, max_new_tokens, extra, self.stop_ids(), selection)

@@ -102,6 +102,8 @@ def _flatten(rec: SampleRecord, run: dict[str, Any], run_dir: Path) -> dict[str,
     row["frames_shared"] = rec.frames_shared
     # batched generation (vLLM): >1 means the LLM stages are that call's time shared out, not per request
     row["latency_batched"] = rec.latency_batched or 1
+    # in-LLM pruning (FastV): visual tokens per LLM layer, averaged over the layers
+    row["tok_visual_avg_layers"] = ((rec.generation_extra or {}).get("llm_pruning") or {}).get("avg_visual_tokens")
     ev = rec.evidence or {}
     row["evidence_recall"] = ev.get("recall")
     row["evidence_hit"] = ev.get("hit")

@@ -227,6 +227,8 @@ def evidence_scores(benchmark: Any, selection: Any, sample: Any, video: DecodedV
     scorer = getattr(benchmark, "evidence_scores", None)
     if not getattr(sample, "evidence", None) or selection is None or not callable(scorer):
         return None
+    if getattr(selection, "reducer", None) is not None or getattr(selection, "llm", None) is not None:
+        return None  # decided inside the model: a feature-stage keep is scored after it ran (engine)
     # the model may pad a clip to its temporal patch (Qwen repeats the last frame): so do the indices
     indices = list(np.asarray(video.indices).tolist())
     while indices and len(indices) < selection.geometry.num_frames:

@@ -35,6 +35,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
@@ -91,6 +92,9 @@ class _Entry:
     handle: RunHandle
     sample: Any
     item: BatchItem | None = None
+    #: a feature-stage method's evidence scorer, called with the keep the model reported (see
+    #: ``_evidence_after_model``); None for every other pruner
+    after_model: Any = None
 
 
 @dataclass
@@ -405,6 +409,7 @@ class Evaluator:
                     else:
                         entry.item = self._prepare(rec, h, handles, plan, pruners[self._key(h.setting)], adapter,
                                                    sample, benchmark, video)
+                        entry.after_model = self._evidence_after_model(benchmark, sample, video, entry.item)
                     self._enqueue(state, entry)
                 del video
             self._flush(state)
@@ -438,6 +443,13 @@ class Evaluator:
             for entry, outcome in zip(waiting, outcomes, strict=True):
                 entry.item = None
                 self._finish(entry.rec, entry.sample, state.benchmark, outcome)
+                kept_grid = getattr(outcome.generation, "kept_grid", None)
+                if entry.after_model is not None and kept_grid is not None and entry.rec.error is None:
+                    try:
+                        entry.rec.evidence = entry.after_model(kept_grid)
+                    except Exception as exc:  # noqa: BLE001 - one sample's failure must not end the run
+                        entry.rec.error = _error("evidence", exc)
+                entry.after_model = None
         self._write_ready(state)
 
     def _write_ready(self, state: _PlanState) -> None:
@@ -615,6 +627,21 @@ class Evaluator:
             return BatchItem(frames, selection, prompt, video.fps, video=str(sample.video_path),
                              indices=video.indices, source_frames=video.source_frames)
         return BatchItem(frames, selection, prompt, video.fps, video=str(sample.video_path))
+
+    def _evidence_after_model(self, benchmark: Any, sample: Any, video: Any, item: BatchItem | None) -> Any:
+        """For a feature-stage method (DyCoke, VidCom2, VisionZip: it chooses from the projector's
+        features, not the LLM), a scorer of the tokens it kept, called once the model reported them:
+        the same pruner-only evidence scores as any other pruner's, on its final keep grid."""
+        sel = None if item is None else item.selection
+        if sel is None or sel.reducer is None or not getattr(sample, "evidence", None):
+            return None
+        g, frames = sel.geometry, SimpleNamespace(indices=list(video.indices))  # not the pixels
+
+        def score(kept_grid: Any) -> dict[str, Any] | None:
+            final = Selection(g, kept_grid.view(g.grid_t, g.grid_h, g.grid_w), pruner=sel.pruner)
+            return self.components.evidence_scores(benchmark, final, sample, frames)
+
+        return score
 
     def _finish(self, rec: SampleRecord, sample: Any, benchmark: Any, outcome: Outcome) -> None:
         """Fill a record from its generation outcome and score it (the same fields on every path)."""

@@ -218,6 +218,14 @@ class VLLMBackend:
         )
 
     def prepare(self, item: BatchItem) -> _Prepared:
+        sel = item.selection
+        # in-LLM pruning (FastV) needs the transformers decoding loop; the keep-mask route never
+        # sees the features a feature-stage method (DyCoke, VidCom2) reads: refuse, never ignore
+        if sel is not None and (sel.llm is not None or (sel.reducer is not None and self.route == "mrope_keep_mask")):
+            raise ValueError(
+                f"the vLLM backend cannot run the '{sel.pruner}' pruner on {self.family} (it acts "
+                f"{'inside the LLM' if sel.llm is not None else 'on the projector features'}); use backend: transformers"
+            )
         return self._prepare_mrope(item) if self.route == "mrope_keep_mask" else self._prepare_embeds(item)
 
     # -- the contract --------------------------------------------------------------------------
