@@ -165,18 +165,25 @@ clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(LMMS_VENV) .venv-tf455 runs .pytest_cache .ruff_cache
 
 # Extra packages for `python -m harness.perf.gpu_check` on a lent GPU machine, which has Python 3.12,
-# torch, transformers, numpy and safetensors but no package index. Wheels for cp312 / x86_64 are
-# unpacked into .gpu-wheels/site (ignored by git; carry it with the run, under 64 MiB); gpu_check
-# appends that folder to sys.path. Steps whose packages are still missing say which (docs/gpu.md).
+# torch 2.11, transformers, numpy and safetensors but no package index. Their cp312 / x86_64 wheels
+# are unpacked and packed again as one xz archive, .gpu-wheels/site.tar.xz (ignored by git; carry
+# .gpu-wheels with the run): unpacked they are about 200 MiB (PyAV bundles ffmpeg) and as wheels
+# 64 MB, both over the 64 MiB carry limit; xz makes them about 46 MB (a few minutes, once).
+# gpu_check unpacks the archive into a temporary folder on the machine and appends it to sys.path
+# (harness/perf/carried.py). Steps whose packages are still missing say which (docs/gpu.md).
 GPU_WHEELS ?= .gpu-wheels
-# PyAV is not in the default list: unpacked it is 127 MiB (ffmpeg libraries), over the carry limit.
-GPU_EXTRAS ?= pydantic pydantic-core annotated-types typing-inspection
+# pydantic: the config; av: the 4K video of the e2e step; pandas (+ dateutil, six): the runner;
+# pillow and torchvision (the build that pairs with the machine's torch 2.11): transformers'
+# image and video processors.
+GPU_EXTRAS ?= pydantic pydantic-core annotated-types typing-inspection av pandas python-dateutil six pillow torchvision==0.26.0
 GPU_PY ?= $(PYTHON)
+GPU_PY_VERSION ?= 3.12
 gpu-wheels:
 	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)/wheels $(GPU_WHEELS)/site
-	$(GPU_PY) -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+	$(GPU_PY) -m pip download -q --only-binary=:all: --no-deps --python-version $(GPU_PY_VERSION) --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  --platform any -d $(GPU_WHEELS)/wheels $(GPU_EXTRAS)
 	$(GPU_PY) -c "import pathlib, zipfile; [zipfile.ZipFile(w).extractall('$(GPU_WHEELS)/site') for w in pathlib.Path('$(GPU_WHEELS)/wheels').glob('*.whl')]"
-	rm -rf $(GPU_WHEELS)/wheels
-	du -sh $(GPU_WHEELS)/site
+	XZ_OPT=-T0 tar -C $(GPU_WHEELS)/site -cJf $(GPU_WHEELS)/site.tar.xz .
+	rm -rf $(GPU_WHEELS)/wheels $(GPU_WHEELS)/site
+	du -sh $(GPU_WHEELS)/site.tar.xz

@@ -584,9 +584,14 @@ def validate_pruner_params(cfg: EvalConfig) -> None:
     for plan in cfg.plans():
         for setting in expand(plan.pruners):
             try:
-                build_pruner(setting.name, **setting.params)
+                pruner = build_pruner(setting.name, **setting.params)
             except (PruningError, TypeError, ValueError) as exc:
                 raise ConfigError(f"pruner run {setting.label!r}: {_first_line(exc)}") from None
+            if pruner.stage != "frames" and not plan.generation.enabled:
+                raise ConfigError(
+                    f"pruner run {setting.label!r}: {setting.name} acts inside the model ({pruner.stage} stage), "
+                    "so a pruner-only run (generation.enabled: false) cannot score it"
+                )
 
 
 def validate_benchmark(cfg: EvalConfig) -> None:

@@ -36,31 +36,24 @@ from harness.backends.vllm.requests import (
     stitch_prompt_embeds,
 )
 from harness.models.base import Generation, PruneStage, TokenCounts
-from harness.models.registry import get_adapter_class
+from harness.models.registry import all_specs, get_adapter_class, get_spec
+from harness.models.request import BatchItem
 from harness.pruning.selection import Selection, TokenGeometry
 
-# family -> (route, vLLM architecture override or None)
-ROUTES: dict[str, tuple[str, str | None]] = {
-    "qwen2_5_vl": ("mrope_keep_mask", "HarnessQwen2_5_VLForConditionalGeneration"),
-    "qwen3_vl": ("mrope_keep_mask", "HarnessQwen3VLForConditionalGeneration"),
-    "llava_onevision": ("prompt_embeds", "HarnessLlavaOnevisionForConditionalGeneration"),
-    "internvl3": ("prompt_embeds", "HarnessInternVLForConditionalGeneration"),
-}
+
+def routes() -> dict[str, tuple[str, str]]:
+    """family -> (route, vLLM architecture override), from each family spec's ``vllm``.
+
+    Families whose spec says ``vllm=None`` are not served by vLLM (docs/vllm.md).
+    """
+    return {family: (s.vllm.route, s.vllm.architecture) for family, s in all_specs().items() if s.vllm}
 
 
-@dataclass
-class BatchItem:
-    """One sample for :meth:`VLLMBackend.generate_batch` (the arguments of ``generate``)."""
-
-    frames: np.ndarray
-    selection: Selection | None
-    prompt: str
-    fps: float
-    video: str | None = None  # the sample's own file, for adapters with ``wants_video_path`` (NVILA source)
-    # with frames.fps_convention "source": the frames' source indices and the source's frame count,
-    # for the processor's video metadata (Qwen3-VL timestamps); None = frames 0..T-1 at ``fps``
-    indices: np.ndarray | None = None
-    source_frames: int | None = None
+def __getattr__(name: str) -> object:
+    """``ROUTES``: ``routes()`` as a read-only view computed on access (edit the family specs)."""
+    if name == "ROUTES":
+        return routes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -97,12 +90,14 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, family: str, llm: Any, adapter: Any, source: str = ""):
-        if family not in ROUTES:
+        if family not in routes():
             raise KeyError(
-                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
+                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(routes()))}"
             )
         self.family = family
-        self.route = ROUTES[family][0]
+        self.route = routes()[family][0]
+        # visual tokens the adapter appends after the grid (LLaVA-OV's trailing newline)
+        self.newline_tokens = get_spec(family).newline_tokens
         self.llm = llm
         self.adapter = adapter
         self.source = source
@@ -132,9 +127,9 @@ class VLLMBackend:
         """
         if text_positions not in TEXT_POSITIONS:
             raise ValueError(f"text_positions {text_positions!r}; valid choices: {', '.join(TEXT_POSITIONS)}")
-        if family not in ROUTES:
+        if family not in routes():
             raise KeyError(
-                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
+                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(routes()))}"
             )
         from vllm import LLM
 
@@ -143,7 +138,7 @@ class VLLMBackend:
 
         register()
         local = str(resolve_model_dir(path_or_id))
-        route, architecture = ROUTES[family]
+        route, architecture = routes()[family]
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         kwargs: dict[str, Any] = {
             "model": local,
@@ -213,29 +208,34 @@ class VLLMBackend:
         geometry = a.model_geometry(item.frames, item.selection)
         selection = item.selection if item.selection is not None else Selection.keep_all(geometry)
         inputs = a.preprocess(item.frames, item.prompt, geometry)
-        pixels = inputs["pixel_values_videos"] if "pixel_values_videos" in inputs else inputs["pixel_values"]
         start = time.perf_counter()
-        features = a.encode_video(pixels)
+        features = a.encode_video(inputs[a.pixel_key])
         vision_s = time.perf_counter() - start
         pruned = a.prune(inputs, features, selection)
-        (modality, encoded) = next(iter(pruned.model_kwargs["mm_encoder_outputs"].items()))
-        placeholder = a.video_token_id if modality == "video" else a.image_token_id
+        encoded = pruned.model_kwargs["mm_encoder_outputs"][a.modality]
         kept = encoded.pooler_output.reshape(-1, features.shape[-1])
         ids = pruned.model_kwargs["input_ids"][0]
-        embeds = stitch_prompt_embeds(ids, placeholder, a.model.get_input_embeddings()(ids), kept)
+        embeds = stitch_prompt_embeds(ids, a.placeholder_id, a.model.get_input_embeddings()(ids), kept)
         positions = pruned.model_kwargs["position_ids"][0].tolist()
         vocab = a.model.config.get_text_config().vocab_size
         native = a.token_geometry(len(item.frames), *item.frames.shape[1:3])
-        newline = 1 if self.family == "llava_onevision" else 0  # the adapter's trailing newline token
         return _Prepared(
             embeds_request(embeds.detach().to("cpu"), positions, vocab),
-            native.total_tokens + newline,
+            native.total_tokens + self.newline_tokens,
             pruned.visual_after,
             geometry,
             vision_s,
         )
 
     def prepare(self, item: BatchItem) -> _Prepared:
+        sel = item.selection
+        # in-LLM pruning (FastV) needs the transformers decoding loop; the keep-mask route never
+        # sees the features a feature-stage method (DyCoke, VidCom2) reads: refuse, never ignore
+        if sel is not None and (sel.llm is not None or (sel.reducer is not None and self.route == "mrope_keep_mask")):
+            raise ValueError(
+                f"the vLLM backend cannot run the '{sel.pruner}' pruner on {self.family} (it acts "
+                f"{'inside the LLM' if sel.llm is not None else 'on the projector features'}); use backend: transformers"
+            )
         return self._prepare_mrope(item) if self.route == "mrope_keep_mask" else self._prepare_embeds(item)
 
     # -- the contract --------------------------------------------------------------------------
