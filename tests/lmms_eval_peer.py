@@ -179,3 +179,38 @@ def qwen_vl_utils_video(python: str, video: Path, nframes: int, min_pixels: int,
     if proc.returncode != 0:
         pytest.fail(f"qwen-vl-utils failed on {video}:\n{proc.stderr[-3000:]}")
     return np.load(str(out) + ".npy"), json.loads(Path(str(out) + ".json").read_text())
+
+
+HF_VIDEO_SCRIPT = """
+import json, sys
+import numpy as np
+from transformers import AutoProcessor
+model, path, num_frames, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+processor = AutoProcessor.from_pretrained(model)
+video = processor.video_processor(videos=[path], do_sample_frames=True, num_frames=num_frames,
+                                  return_tensors="pt", return_metadata=True)
+np.save(out + ".npy", video["pixel_values_videos"][0].numpy())
+json.dump({"indices": [int(i) for i in video["video_metadata"][0].frames_indices]}, open(out + ".json", "w"))
+"""
+
+
+def hf_video_pixels(python: str, model: Path, video: Path, num_frames: int, out: Path) -> tuple[np.ndarray, list[int]]:
+    """The checkpoint's own HF video processor on the video PATH, as lmms-eval's ``internvl_hf``
+    calls it (``do_sample_frames=True, num_frames``): transformers decodes it (torchcodec),
+    samples and resizes. Returns its pixel_values (T, 3, S, S) and the frame indices it took."""
+    proc = subprocess.run([python, "-c", HF_VIDEO_SCRIPT, str(model), str(video), str(num_frames), str(out)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode != 0:
+        pytest.fail(f"the HF video processor failed on {video}:\n{proc.stderr[-3000:]}")
+    return np.load(str(out) + ".npy"), json.loads(Path(str(out) + ".json").read_text())["indices"]
+
+
+def require_torchcodec(python: str, video: Path) -> None:
+    """Skip, saying why, when torchcodec in the lmms-eval venv cannot decode ``video``: it loads the
+    system FFmpeg libraries, which ``make test-lmms`` installs when it can (target ffmpeg-libs)."""
+    code = "import sys; from torchcodec.decoders import VideoDecoder; VideoDecoder(sys.argv[1]).get_frame_at(0)"
+    proc = subprocess.run([python, "-c", code, str(video)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"torchcodec cannot decode video in {python} ({last[:300]}): lmms-eval's internvl_hf needs it "
+                    "and the system FFmpeg libraries (apt-get install ffmpeg; `make test-lmms` tries)")

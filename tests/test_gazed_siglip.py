@@ -18,10 +18,8 @@ from harness.models.gazed_siglip import (
     GazedSiglipVisionEncoder,
     GazingInfo,
     MultiScaleLayout,
-    bilinear_half_pool,
-    encode_kept_patches,
-    vit_keep_for_pooled_keep,
 )
+from harness.models.siglip_kept import bilinear_half_pool, encode_kept_patches, vit_keep_for_pooled_keep
 
 ATOL = 2e-5
 
@@ -335,7 +333,7 @@ def test_llava_onevision_pre_vit_chain_equals_stock_video_features(tmp_path) -> 
     exactly as stock and returns one feature per kept cell."""
     from transformers import LlavaOnevisionForConditionalGeneration
 
-    from harness.models.gazed_siglip import pooled_features_pre_vit
+    from harness.models.siglip_kept import pooled_features_pre_vit
     from harness.models.tiny import build_tiny_model
 
     d = build_tiny_model("llava_onevision", tmp_path / "llava", seed=0)

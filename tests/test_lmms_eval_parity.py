@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from harness.cli.main import main
+from harness.models.internvl3 import InternVL3Adapter
 from harness.models.qwen2_5_vl import Qwen25VLAdapter
 from harness.models.tiny import build_tiny_model, favour_letters
 from harness.runner.components import load_frames
@@ -26,9 +27,11 @@ from tests.lmms_eval_peer import (
     QWEN3_VIDEOS,
     TASK,
     VIDEOS,
+    hf_video_pixels,
     lmms_python,
     make_videomme,
     qwen_vl_utils_video,
+    require_torchcodec,
     run_lmms_eval,
     write_task,
 )
@@ -230,3 +233,60 @@ def test_llava_onevision_broken_preset_differs(llava_onevision, tmp_path, broken
     ours, _ = run_ours(model, "llava_onevision", data, tmp_path / "ours", (broken,))
     assert set(ours) == set(theirs.outputs)
     assert ours != theirs.outputs, f"{broken} did not change any answer: the equality test could not fail"
+
+
+@pytest.fixture(scope="module")
+def internvl3(tmp_path_factory):
+    python = lmms_python()
+    root = tmp_path_factory.mktemp("lmms_internvl")
+    hf_home = root / "hf_home"
+    data = make_videomme(hf_home, QWEN3_VIDEOS)  # at least 32 frames: transformers' sampler refuses fewer
+    require_torchcodec(python, data / "data" / "vid0.mp4")
+    task = write_task(root / "tasks" / TASK, data)
+    model = build_tiny_model("internvl3", root / "internvl3", answer_letters=True)
+    # `--model internvl_hf`: lmms-eval's chat class (models/chat/internvl_hf.py), the only internvl_hf;
+    # transformers decodes the video path itself (torchcodec + the system FFmpeg libraries)
+    theirs = run_lmms_eval(python, "internvl_hf", f"pretrained={model},device_map=cpu,device=cpu",
+                           task.parent, hf_home, root / "lmms_internvl")
+    return model, data, theirs
+
+
+def test_internvl3_preset_equals_lmms_eval(internvl3, tmp_path):
+    model, data, theirs = internvl3
+    ours, score = run_ours(model, "internvl3", data, tmp_path / "ours")
+    # the chat class answers "" when generate raises (it logs "Error ... in generating")
+    assert all(theirs.outputs.values()), theirs.log[-3000:]
+    assert len(theirs.outputs) == 6 and len(set(theirs.outputs.values())) > 1, theirs.outputs
+    assert ours == theirs.outputs
+    assert score == pytest.approx(theirs.score, abs=1e-9)
+
+
+@pytest.mark.parametrize("broken", [
+    "frames.num_frames=16",             # another frame count than the class's num_frames=32
+    "frames.index_rounding=floor",      # lmms-eval's generic load_video rule instead of segment centres
+    "model.dtype=float32",              # the class hard-codes bfloat16
+])
+def test_internvl3_broken_preset_differs(internvl3, tmp_path, broken):
+    model, data, theirs = internvl3
+    ours, _ = run_ours(model, "internvl3", data, tmp_path / "ours", (broken,))
+    assert set(ours) == set(theirs.outputs)
+    assert ours != theirs.outputs, f"{broken} did not change any answer: the equality test could not fail"
+
+
+@pytest.mark.parametrize("video", range(len(QWEN3_VIDEOS)))
+def test_internvl3_frames_equal_transformers_video_loader(internvl3, tmp_path, video):
+    """What the chat class's processor makes of the video PATH (torchcodec decode, InternVL's
+    segment-centre sampler, its resize), from transformers itself in .venv-lmms: the same frame
+    indices and bit-identical pixel_values as our frames loader (PyAV) + the adapter's processor.
+    (``pipeline.stop`` is not caught by answers: the tiny model never emits the second eos id.)"""
+    model, data, _ = internvl3
+    path = data / "data" / f"vid{video}.mp4"
+    cfg = load_config(data={"model": {"family": "internvl3", "preset": "lmms-eval"}})
+    ours = load_frames(str(path), cfg.frames)
+    adapter = InternVL3Adapter.from_pretrained(str(model), pipeline=cfg.model.pipeline)
+    pixels, indices = hf_video_pixels(lmms_python(), model, path, cfg.frames.num_frames, tmp_path / "peer")
+    assert ours.indices.tolist() == indices
+    ours_pixels = adapter.preprocess(ours.frames, "q")["pixel_values"].numpy()
+    np.testing.assert_array_equal(ours_pixels, pixels)
+    floor = load_frames(str(path), cfg.frames.model_copy(update={"index_rounding": "floor"}))
+    assert floor.indices.tolist() != indices  # the broken rule is caught

@@ -37,7 +37,9 @@ def model_dir(family: str, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def adapter(family: str, model_dir: Path):
-    return ADAPTERS[family].from_pretrained(str(model_dir))
+    # stock equality: the installed transformers' M-RoPE text rule (our default is Qwen's reference
+    # rule, which stock get_rope_index >= 5.3 no longer follows; tests/test_text_positions.py)
+    return ADAPTERS[family].from_pretrained(str(model_dir), pipeline={"text_positions": "transformers"})
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from harness.pruning.native_gaze import (
 )
 from harness.pruning.selection import Selection, TokenGeometry
 from harness.runner.engine import _gaze_count, _select_native
+from harness.runner.schema import SampleRecord, SelectionSummary
 
 
 def test_targets_keep_autogaze_ratios_in_whole_cells():
@@ -119,6 +120,9 @@ def test_runner_dispatch_in_a_native_run():
 
 
 def test_gaze_count_reads_autogaze_info_only():
-    assert _gaze_count({"selection": {"info": {"gazed_total": 12}}}) == 12
-    assert _gaze_count({"selection": {"info": {}}}) is None
-    assert _gaze_count({"selection": None}) is None
+    def record(selection):
+        return SampleRecord(sample_id="s0", selection=selection)
+
+    assert _gaze_count(record(SelectionSummary(info={"gazed_total": 12}))) == 12
+    assert _gaze_count(record(SelectionSummary(info={}))) is None
+    assert _gaze_count(record(None)) is None

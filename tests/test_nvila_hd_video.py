@@ -20,12 +20,12 @@ import pytest
 import torch
 import yaml
 
+from harness.models.common import StageTimer
 from harness.models.nvila_hd_video import (
     HarnessAutoGazeShim,
     NvilaHDVideoAdapter,
     NvilaSettings,
     NvilaSnapshotError,
-    StageClock,
     install_gaze_model,
 )
 from harness.models.registry import get_adapter_class
@@ -224,10 +224,10 @@ def test_our_autogaze_in_the_processor_gives_the_reference_gazes(
 
     shim = HarnessAutoGazeShim.from_pretrained(parity_dir / "model")
     assert shim.config.max_num_frames == 16 and shim.config.scales == "32+64+112+224"
-    clock = StageClock("cpu")
+    clock = StageTimer("cpu")
     install_gaze_model(proc, shim, clock)
     ours = proc(text=text, videos=[clip])
-    assert clock.calls == 1 and clock.seconds > 0
+    assert clock.calls["gaze"] == 1 and clock.seconds["gaze"] > 0
     for key in ("gazing_pos_tiles", "if_padded_gazing_tiles", "num_gazing_each_frame_tiles"):
         assert torch.equal(ours["gazing_info"][key][0], ref["gazing_info"][key][0]), key
     assert torch.equal(ours["input_ids"], ref["input_ids"])

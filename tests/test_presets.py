@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.models.internvl3 import InternVLPipeline
 from harness.models.llava_onevision import LlavaPipeline
 from harness.models.pipeline import parse_pipeline
 from harness.models.qwen2_5_vl import QwenPipeline
@@ -58,7 +59,7 @@ def test_preset_without_the_family_says_so():
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("index_rounding", "round", r"frames\.index_rounding: valid choices: floor, nearest \(got 'round'\)"),
+    ("index_rounding", "round", r"frames\.index_rounding: valid choices: floor, nearest, centers \(got 'round'\)"),
     ("fps_convention", "frames", r"frames\.fps_convention: valid choices: span, count, source \(got 'frames'\)"),
     ("count_multiple", 0, r"frames\.count_multiple: Input should be greater than or equal to 1 \(got 0\)"),
 ])
@@ -82,7 +83,7 @@ def test_every_preset_entry_parses():
     for name in preset_names():
         for family in preset_families(name):
             settings = preset_settings(name, family)
-            cls = LlavaPipeline if family == "llava_onevision" else QwenPipeline
+            cls = {"llava_onevision": LlavaPipeline, "internvl3": InternVLPipeline}.get(family, QwenPipeline)
             parse_pipeline(cls, settings["model"]["pipeline"], family)
             load_config(data={"model": {"family": family, "preset": name}})
 
@@ -102,6 +103,21 @@ def test_nearest_rounding_and_even_count():
         sample_indices(meta(1), num_frames=32, count_multiple=2)
 
 
+def test_centers_rounding_is_transformers_internvl_sampler():
+    """``index_rounding: centers`` = InternVLVideoProcessor.sample_frames (lmms-eval's internvl_hf)."""
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+    from transformers.video_utils import VideoMetadata
+
+    processor = InternVLVideoProcessor()
+    for total in (32, 33, 64, 100, 300, 1800, 2999):
+        for n in (1, 16, 32):
+            theirs = processor.sample_frames(VideoMetadata(total_num_frames=total, fps=30.0), num_frames=n)
+            assert sample_indices(meta(total), num_frames=n, rounding="centers").tolist() == theirs.tolist()
+    # never the first frame: 64 frames, 32 wanted -> 1, 3, 5, ... where floor takes 0, 2, 4, ...
+    assert sample_indices(meta(64), num_frames=32, rounding="centers").tolist()[:3] == [1, 3, 5]
+    assert sample_indices(meta(64), num_frames=32).tolist()[:3] == [0, 2, 4]
+
+
 def test_count_fps_is_qwen_vl_utils_sample_fps():
     assert count_fps(32, 1800, 30.0) == pytest.approx(32 / 60)
     assert count_fps(32, 64, 25.0) == 12.5
@@ -118,3 +134,20 @@ def test_system_prompt_and_processor_resize_knobs(tmp_path):
     assert adapter.token_geometry(4, 96, 128).height == 96  # the processor keeps the size it is given
     with pytest.raises(Exception, match="processor_resize false needs frame sides that are multiples of 32 px, got 128x100"):  # ... so it must fit the patch grid
         adapter.generate(np.zeros((4, 100, 128, 3), np.uint8), None, "Q?", fps=1.0, max_new_tokens=1)
+
+
+def test_vllm_backend_refuses_presets_and_pipeline_keys_in_one_line():
+    """The vLLM backend preprocesses with vLLM's own processors: a preset cannot hold there, so it is
+    refused before anything loads; ``text_positions`` is the one pipeline key it follows."""
+    from harness.runner.components import load_adapter
+
+    cfg = load_config(data={"model": {"family": "qwen2_5_vl", "path": "/models/q", "preset": "lmms-eval"},
+                            "backend": "vllm"})
+    with pytest.raises(ConfigError, match=r"^model.preset 'lmms-eval' is not supported by the vllm backend "
+                                          r"\(its preprocessing is vLLM's own\); use backend: transformers$"):
+        load_adapter(cfg.model, "vllm", "cpu")
+    cfg = load_config(data={"model": {"family": "qwen2_5_vl", "path": "/models/q",
+                                      "pipeline": {"stop": "tokenizer_eos", "text_positions": "transformers"}}})
+    with pytest.raises(ConfigError, match=r"^model.pipeline keys stop are not supported by the vllm backend; "
+                                          r"it takes only text_positions$"):
+        load_adapter(cfg.model, "vllm", "cpu")

@@ -25,11 +25,12 @@ BUDGETED = ["random", "uniform_frames", "temporal_diff"]
 
 
 def test_registry_lists_every_documented_pruner():
-    assert set(PRUNERS) == {"none", "autogaze", "uniform_frames", "random", "temporal_diff", "downsample"}
+    assert set(PRUNERS) == {"none", "autogaze", "uniform_frames", "random", "temporal_diff", "downsample",
+                            "fastv", "dycoke", "vidcom2", "visionzip"}
 
 
 def test_unknown_name_lists_choices():
-    with pytest.raises(PruningError, match="valid choices: autogaze, downsample, none"):
+    with pytest.raises(PruningError, match="valid choices: autogaze, downsample, dycoke, fastv, none"):
         build_pruner("rnadom")
 
 

@@ -59,8 +59,14 @@ def test_records_decode_once_and_matched_budgets(tmp_path):
                              "gazes": None}  # no AutoGaze ran
     assert rec["output"] == "The answer is A." and rec["extracted"] == "A" and rec["correct"] is True
     assert rec["prompt"] == "Q: q0" and rec["splits"] == {"duration": "long"}
-    assert set(rec["latency"]) == {"decode", "gaze", "vision", "prefill", "generate", "total"}
+    # latency stages only where they happened: `none` selects nothing, a baseline prunes, AutoGaze gazes
+    assert set(rec["latency"]) == {"decode", "vision", "prefill", "generate", "total"}
     assert rec["latency"]["total"] == pytest.approx(sum(v for k, v in rec["latency"].items() if k != "total"))
+    stages = {label: set(_records(tmp_path, label)[0]["latency"]) - {"decode", "vision", "prefill", "generate",
+                                                                     "total"}
+              for label in ("none", "autogaze_gr0.25", "random_match-autogaze_gr0.25")}
+    assert stages == {"none": set(), "autogaze_gr0.25": {"gaze"}, "random_match-autogaze_gr0.25": {"prune"}}
+    assert rec["schema_version"] == 2 and rec["status"] == "ok"
     assert rec["evidence"] == {"recall": 1.0, "hit": True} and rec["peak_memory_mb"] == 100.0
     assert rec["frames"]["num"] == 4 and rec["error"] is None
     run = json.loads((tmp_path / "out" / "fake" / "none" / "run.json").read_text())
@@ -95,6 +101,24 @@ def test_matched_baseline_errors_when_autogaze_failed(tmp_path):
     recs = _records(tmp_path, "random_match-autogaze")
     assert all(r["error"]["stage"] == "prune" for r in recs)
     assert "matched budget unavailable" in recs[0]["error"]["message"]
+
+
+def test_the_budget_source_is_a_property_of_the_pruner_class(tmp_path, monkeypatch):
+    """Which run a matched baseline follows is the pruner class's ``defines_matched_budget``, not a name in the runner."""
+    from harness.pruning.autogaze import AutoGazePruner
+    from harness.pruning.uniform_frames import UniformFramesPruner
+
+    monkeypatch.setattr(AutoGazePruner, "defines_matched_budget", False)
+    monkeypatch.setattr(UniformFramesPruner, "defines_matched_budget", True)
+    cfg = _cfg(tmp_path, pruners=[{"name": "autogaze", "params": {"gazing_ratio": 0.5}},
+                                  {"name": "uniform_frames"}, {"name": "random", "budget": "matched"}])
+    Evaluator(cfg, fake_components(FakeBenchmark(2), FakeAdapter()), ShardInfo(), progress=False).run()
+    runs = sorted(p.name for p in (tmp_path / "out" / "fake").iterdir())
+    assert runs == ["autogaze", "random_match-uniform_frames", "uniform_frames"]
+    source = _records(tmp_path, "uniform_frames")  # the fake keeps all 64 tokens without a budget
+    matched = _records(tmp_path, "random_match-uniform_frames")
+    assert [r["selection"]["kept"] for r in matched] == [r["selection"]["kept"] for r in source] == [64, 64]
+    assert {r["selection"]["kept"] for r in _records(tmp_path, "autogaze")} == {32}
 
 
 def test_resume_after_interrupt_redoes_nothing(tmp_path):
@@ -372,3 +396,59 @@ def test_one_untimed_warm_up_pass_precedes_the_first_record(tmp_path):
     result = Evaluator(_cfg(tmp_path), fake_components(bench, adapter), ShardInfo(), progress=False).run()
     assert result.written == 3 * 5
     assert adapter.warm_ups == 1 and len(adapter.calls) == result.written
+
+
+def test_a_record_the_schema_refuses_fails_its_sample_not_the_run(tmp_path):
+    class OddTimings(FakeAdapter):
+        def generate(self, frames, selection, prompt, **kw):
+            gen = super().generate(frames, selection, prompt, **kw)
+            if prompt == "Q: q1":
+                gen.timings["tokenize"] = 0.1  # not a stage name (harness/stages.py)
+            return gen
+
+    cfg = _cfg(tmp_path, pruners=["none"])
+    result = Evaluator(cfg, fake_components(FakeBenchmark(3), OddTimings()), ShardInfo(), progress=False).run()
+    recs = {r["sample_id"]: r for r in _records(tmp_path, "none")}
+    assert result.written == 3 and result.errors == 1 and recs["s0"]["error"] is recs["s2"]["error"] is None
+    assert recs["s1"]["error"]["stage"] == "generate" and "'tokenize'" in recs["s1"]["error"]["message"]
+    assert "tokenize" not in recs["s1"]["latency"]
+
+
+def test_a_record_refused_at_write_time_is_written_as_a_failure(tmp_path, monkeypatch):
+    from harness.runner import engine
+
+    real = engine.Evaluator._finish
+
+    def sloppy(self, rec, sample, benchmark, outcome):
+        real(self, rec, sample, benchmark, outcome)
+        if rec.sample_id == "s1":
+            rec.latency["warp"] = 1.0  # a nested edit no assignment check sees
+
+    monkeypatch.setattr(engine.Evaluator, "_finish", sloppy)
+    cfg = _cfg(tmp_path, pruners=["none"])
+    result = Evaluator(cfg, fake_components(FakeBenchmark(3), FakeAdapter()), ShardInfo(), progress=False).run()
+    recs = {r["sample_id"]: r for r in _records(tmp_path, "none")}
+    assert result.written == 3 and result.errors == 1
+    assert recs["s1"]["error"]["stage"] == "record" and "warp" in recs["s1"]["error"]["message"]
+    assert recs["s1"]["question"] == "q1" and recs["s1"]["output"] is None
+
+
+def test_resume_reads_matched_budgets_from_version_1_records(tmp_path):
+    """A run directory written before the typed record (``"schema": 1``) resumes: its AutoGaze counts
+    budget the baseline added now, read through the migration."""
+    cfg = _cfg(tmp_path, pruners=[{"name": "autogaze", "params": {"gazing_ratio": 0.5}}])
+    Evaluator(cfg, fake_components(FakeBenchmark(2), FakeAdapter()), ShardInfo(), progress=False).run()
+    path = tmp_path / "out" / "fake" / "autogaze" / "records.jsonl"
+    old = []
+    for i, line in enumerate(path.read_text().splitlines()):  # rewrite as version 1 wrote them
+        rec = json.loads(line)
+        rec.pop("schema_version"), rec.pop("status")
+        rec["selection"]["kept"] = 10 + i  # counts only the file can have given
+        old.append(json.dumps({"schema": 1, **rec}))
+    path.write_text("\n".join(old) + "\n")
+    cfg = _cfg(tmp_path, pruners=[{"name": "autogaze", "params": {"gazing_ratio": 0.5}},
+                                  {"name": "random", "budget": "matched"}])
+    adapter = FakeAdapter()
+    Evaluator(cfg, fake_components(FakeBenchmark(2), adapter), ShardInfo(), progress=False).run()
+    assert len(adapter.calls) == 2  # only the new baseline ran
+    assert [r["selection"]["kept"] for r in _records(tmp_path, "random_match-autogaze")] == [10, 11]

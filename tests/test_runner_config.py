@@ -109,7 +109,7 @@ def test_matched_with_explicit_target_and_errors():
     data["pruners"][1]["match"] = "autogaze_nope"
     with pytest.raises(ConfigError, match="valid choices: autogaze_tlr0.5_gr0.1"):
         expand(load_config(data=data).pruners)
-    with pytest.raises(ConfigError, match="no 'autogaze' pruner"):
+    with pytest.raises(ConfigError, match=r"no pruner whose kept counts define a budget \(autogaze\)"):
         expand(load_config(data={**BASE, "pruners": [{"name": "random", "budget": "matched"}]}).pruners)
     with pytest.raises(ConfigError, match="share the run label"):
         expand(load_config(data={**BASE, "pruners": ["none", "none"]}).pruners)
@@ -134,7 +134,8 @@ def test_models_list_overrides_sections():
 
 
 @pytest.mark.parametrize(
-    "name", ["demo", "videomme_qwen2_5_vl_autogaze", "hlvid_reproduce", "hlvid_defaults", "ci_regression"]
+    "name", ["demo", "videomme_qwen2_5_vl_autogaze", "hlvid_reproduce", "hlvid_defaults", "ci_regression",
+             "compare_pruning_methods", "compare_pruning_methods_videomme"]
 )
 def test_shipped_configs_parse_and_expand(name):
     from pathlib import Path
@@ -143,3 +144,41 @@ def test_shipped_configs_parse_and_expand(name):
     validate_names(cfg)
     for plan in cfg.plans():
         assert expand(plan.pruners)
+
+
+def test_methods_acting_inside_the_model_need_generation():
+    from harness.runner.config import validate_pruner_params
+
+    data = {**BASE, "pruners": [{"name": "fastv"}], "generation": {"enabled": False}}
+    with pytest.raises(ConfigError, match="fastv acts inside the model .llm stage.*generation.enabled"):
+        validate_pruner_params(load_config(data=data))
+    data["pruners"] = [{"name": "dycoke"}]
+    with pytest.raises(ConfigError, match="features stage"):
+        validate_pruner_params(load_config(data=data))
+    data["generation"] = {"enabled": True}
+    validate_pruner_params(load_config(data=data))
+    data["pruners"], data["generation"] = [{"name": "random", "budget": 0.5}], {"enabled": False}
+    validate_pruner_params(load_config(data=data))
+
+
+@pytest.mark.parametrize("where", ["top", "per_model"])
+def test_models_list_resolution_string_gives_frames_of_that_size(tmp_path, where):
+    """issue 21: with a ``models:`` list, ``resolution: "448x256"`` once reached the frame sizing as
+    the raw string (frames of 4x4 px, every sample failed). The plan must carry [W, H] and the
+    decoded frames must be 448 wide, 256 high."""
+    import numpy as np
+
+    from harness.runner.components import load_frames
+    from harness.video.writer import write_video
+
+    frames = {"num_frames": 3, "resolution": "448x256", "keep_aspect": False}
+    entry = {"family": "qwen2_5_vl", "path": "tiny", "name": "q"}
+    data = {k: v for k, v in BASE.items() if k != "model"}
+    if where == "top":
+        data = {**data, "frames": frames, "models": [entry]}
+    else:
+        data = {**data, "models": [{**entry, "frames": frames}]}
+    plan = load_config(data=data).plans()[0]
+    assert plan.frames.resolution == [448, 256]
+    video = write_video(tmp_path / "v.mp4", [np.full((120, 160, 3), 40 * i, np.uint8) for i in range(6)], fps=6)
+    assert load_frames(str(video), plan.frames).frames.shape == (3, 256, 448, 3)

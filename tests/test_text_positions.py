@@ -62,7 +62,8 @@ def test_the_rule_reaches_generation_and_the_record(family_dir):
     gen = adapter.generate(frames, None, "What happens?", fps=0.25, max_new_tokens=2)
     assert gen.extra["text_positions"] == "reference"
     default = ADAPTERS[family].from_pretrained(str(model_dir))
-    assert default.generate(frames, None, "x", fps=0.25, max_new_tokens=1).extra["text_positions"] == "transformers"
+    # the default is the rule the checkpoints were trained with
+    assert default.generate(frames, None, "x", fps=0.25, max_new_tokens=1).extra["text_positions"] == "reference"
 
 
 def test_reference_shift_applies_to_every_later_segment():
@@ -71,3 +72,34 @@ def test_reference_shift_applies_to_every_later_segment():
     stock = torch.tensor([[0, 1, 2, 9, 20, 4, 5, 6, 7, 8]]).expand(3, 1, -1).clone()
     ref = reference_text_positions(stock, types)[0, 0].tolist()
     assert ref == [0, 1, 2, 9, 20, 21, 22, 23, 24, 25]
+
+
+def test_run_json_records_the_rule_and_resume_refuses_the_other(tmp_path):
+    """Every run says which rule made its numbers (run.json ``model.pipeline.text_positions``), also
+    when the config leaves it at the default; a run made under the old default (absent from run.json:
+    the installed transformers' rule) is not silently resumed under the new one."""
+    import json
+
+    from harness.runner.config import ConfigError, load_config
+    from harness.runner.engine import Evaluator
+    from harness.runner.sharding import ShardInfo
+    from harness.runner.testing import FakeAdapter, FakeBenchmark, fake_components
+
+    def run(pipeline=None, limit=1):
+        model = {"family": "qwen2_5_vl", "path": "/m", "name": "fake", **({"pipeline": pipeline} if pipeline else {})}
+        cfg = load_config(data={"name": "t", "output_dir": str(tmp_path / "out"), "model": model,
+                                "benchmark": {"name": "fake", "limit": limit}, "frames": {"num_frames": 4},
+                                "pruners": ["none"]})
+        return Evaluator(cfg, fake_components(FakeBenchmark(2), FakeAdapter()), ShardInfo(), progress=False).run()
+
+    run_file = tmp_path / "out" / "fake" / "none" / "run.json"
+    run()
+    assert json.loads(run_file.read_text())["model"]["pipeline"] == {"text_positions": "reference"}
+    old = json.loads(run_file.read_text())
+    old["model"]["pipeline"] = {}  # as written before the default changed
+    run_file.write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="pipeline"):
+        run(limit=2)
+    run_file.unlink()
+    run({"text_positions": "transformers"})
+    assert json.loads(run_file.read_text())["model"]["pipeline"] == {"text_positions": "transformers"}

@@ -65,7 +65,8 @@ def keeps_for(grid: tuple[int, int, int]) -> list[torch.Tensor | None]:
     return [None, sparse, emptied]
 
 
-def run_reference(family: str, model_dir: Path, frames: np.ndarray, keeps: list, tmp: Path) -> list[dict]:
+def run_reference(family: str, model_dir: Path, frames: np.ndarray, keeps: list, tmp: Path,
+                  text_positions: str | None = None) -> list[dict]:
     np.save(tmp / "frames.npy", frames)
     torch.save(keeps, tmp / "keeps.pt")
     out = tmp / "reference.json"
@@ -73,7 +74,7 @@ def run_reference(family: str, model_dir: Path, frames: np.ndarray, keeps: list,
         reference_python(), "-m", "harness.backends.vllm.reference", "--family", family,
         "--model", str(model_dir), "--frames", str(tmp / "frames.npy"), "--fps", str(FPS),
         "--keep", str(tmp / "keeps.pt"), "--prompt", PROMPT, "--max-new-tokens", str(MAX_NEW),
-        "--out", str(out),
+        "--out", str(out), *(["--text-positions", text_positions] if text_positions else []),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -82,12 +83,16 @@ def run_reference(family: str, model_dir: Path, frames: np.ndarray, keeps: list,
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("family", sorted(ROUTES))
-def test_vllm_answers_equal_the_transformers_backend(family, frames, tmp_path):
+# 8 frames of 112 px at 3 fps: Qwen2.5-VL's temporal offsets reach 4 > the 4x4 grid's 3, so the two
+# text_positions rules put the text differently; both sides default to "reference", and the
+# installed-transformers rule is checked once on Qwen2.5-VL.
+@pytest.mark.parametrize(("family", "text_positions"), [(f, None) for f in sorted(ROUTES)] + [("qwen2_5_vl", "transformers")])
+def test_vllm_answers_equal_the_transformers_backend(family, text_positions, frames, tmp_path):
     model_dir = build_vllm_tiny_model(family, tmp_path / "model")
     backend = VLLMBackend.from_pretrained(
         family,
         str(model_dir),
+        **({"text_positions": text_positions} if text_positions else {}),
         dtype="float32",
         max_model_len=1024,
         enforce_eager=True,
@@ -97,7 +102,7 @@ def test_vllm_answers_equal_the_transformers_backend(family, frames, tmp_path):
     try:
         geometry = backend.token_geometry(*frames.shape[:3])
         keeps = keeps_for((geometry.grid_t, geometry.grid_h, geometry.grid_w))
-        reference = run_reference(family, model_dir, frames, keeps, tmp_path)
+        reference = run_reference(family, model_dir, frames, keeps, tmp_path, text_positions)
         selections = [None if k is None else Selection(geometry, k, pruner="random") for k in keeps]
         outputs = backend.generate_batch(
             [BatchItem(frames, s, PROMPT, FPS) for s in selections], max_new_tokens=MAX_NEW
@@ -120,6 +125,8 @@ def test_vllm_answers_equal_the_transformers_backend(family, frames, tmp_path):
         newline = 1 if family == "llava_onevision" else 0
         assert (out.tokens.visual_after, out.tokens.generated) == (kept + newline, len(ref["ids"]))
         assert out.extra["positions"] == "unpruned"
+        if family in ("qwen2_5_vl", "qwen3_vl"):
+            assert out.extra["text_positions"] == (text_positions or "reference")
     # the selections differ enough to change the model's output distribution
     assert not np.allclose(outputs[0].extra["logprobs"], outputs[1].extra["logprobs"], atol=ATOL)
 

@@ -12,6 +12,8 @@ What must hold for the vLLM backend to give the transformers backend's answer:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -123,17 +125,37 @@ def test_pruned_positions_equal_full_positions_minus_dropped_columns_by_hand():
     keep = torch.tensor([1, 0, 0, 1, 0, 0, 0, 1], dtype=torch.bool)
     full_video = grid_positions((2, 2, 2), 1.5) + 3
     assert full_video[0].tolist() == [3, 3, 3, 3, 4, 4, 4, 4]  # int(1 * 1.5) = 1
-    positions, delta = pruned_mrope_positions(3 + 3 + 2, [MediaSpan(3, (2, 2, 2), 1.5, keep)])
-    expected = np.concatenate(
-        [np.tile(np.arange(3), (3, 1)), full_video[:, keep.numpy()], np.tile(np.arange(2), (3, 1)) + 5],
-        axis=1,
-    )
-    assert positions.tolist() == expected.tolist()
-    assert delta == int(expected.max()) + 1 - 8
+    for rule in ("reference", "transformers"):  # here the largest position is also start + max(h, w) - 1
+        positions, delta = pruned_mrope_positions(3 + 3 + 2, [MediaSpan(3, (2, 2, 2), 1.5, keep)], rule)
+        expected = np.concatenate(
+            [np.tile(np.arange(3), (3, 1)), full_video[:, keep.numpy()], np.tile(np.arange(2), (3, 1)) + 5],
+            axis=1,
+        )
+        assert positions.tolist() == expected.tolist()
+        assert delta == int(expected.max()) + 1 - 8
 
 
-def test_qwen2_5_vl_positions_equal_the_adapters(adapters, frames):
-    adapter = adapters["qwen2_5_vl"]
+def test_text_positions_rules_differ_when_time_outruns_space():
+    # text(3) + video grid (4, 2, 2), t step 1.5 (t offsets 0, 1, 3, 4) + text(2); keep only t = 0
+    keep = torch.zeros(16, dtype=torch.bool)
+    keep[:4] = True
+    spans = [MediaSpan(3, (4, 2, 2), 1.5, keep)]
+    ref, ref_delta = pruned_mrope_positions(3 + 4 + 2, spans)  # default: reference
+    stock, _ = pruned_mrope_positions(3 + 4 + 2, spans, "transformers")
+    # reference: after the UNPRUNED grid's largest position (3 + 4), though the kept tokens end at 3 + 1
+    assert ref[:, -2:].tolist() == [[8, 9]] * 3 and ref_delta == 10 - 9
+    # transformers >= 5.3: start + max(h, w) = 3 + 2
+    assert stock[:, -2:].tolist() == [[5, 6]] * 3
+    assert torch.equal(ref[:, :-2], stock[:, :-2])
+    with pytest.raises(ValueError, match="text_positions 'stock'; valid choices: reference, transformers"):
+        pruned_mrope_positions(9, spans, "stock")
+
+
+@pytest.mark.parametrize("rule", ["reference", "transformers"])
+def test_qwen2_5_vl_positions_equal_the_adapters(adapters, frames, rule):
+    # 8 frames at 3 fps: temporal offsets up to int(3 * 4/3) = 4 > the 4x4 grid's 3, so the rules differ
+    adapter = copy.copy(adapters["qwen2_5_vl"])
+    adapter.pipeline = dataclasses.replace(adapter.pipeline, text_positions=rule)
     g = adapter.token_geometry(*frames.shape[:3])
     selection = Selection(g, random_keep(g, 1))
     prepared = adapter.prepare(frames, "Describe.", fps=FPS, selection=selection)
@@ -151,7 +173,9 @@ def test_qwen2_5_vl_positions_equal_the_adapters(adapters, frames):
         keep=selection.keep.flatten(),
     )
     assert span.t_factor != int(span.t_factor)
-    positions, delta = pruned_mrope_positions(len(ids), [span])
+    positions, delta = pruned_mrope_positions(len(ids), [span], rule)
+    other, _ = pruned_mrope_positions(len(ids), [span], "transformers" if rule == "reference" else "reference")
+    assert not torch.equal(positions, other)  # the rule matters on this clip
     assert torch.equal(positions, reference["position_ids"][1:, 0].cpu())
     assert delta == int(reference["position_ids"][1:, 0, -1].max()) + 1 - len(ids)
 

@@ -44,7 +44,7 @@ def read_input(path: Path, benchmark: str, data_dir: str | None, strip_reasoning
     import json
 
     from benchmarks.registry import canonical_name, get_benchmark
-    from harness.runner.records import RUN_FILE, latest_by_sample, read_run_records
+    from harness.runner.records import RUN_FILE, latest_records
 
     kwargs: dict[str, Any] = {}
     if strip_reasoning:
@@ -70,10 +70,10 @@ def read_input(path: Path, benchmark: str, data_dir: str | None, strip_reasoning
     bench = get_benchmark(benchmark, **{**run_kwargs, **kwargs})
     limit = spec.get("limit")
     samples = list(bench.samples(limit))
-    records = latest_by_sample(read_run_records(run_dir)).values()
+    records = latest_records(run_dir).values()  # typed (harness.runner.schema), older versions migrated
     log = PredictionLog(
-        pairs=[(str(r.get("sample_id")), r.get("output") if r.get("error") is None else None) for r in records],
-        extractions={r["extraction"] for r in records if isinstance(r.get("extraction"), str)},
+        pairs=[(r.sample_id, r.output if r.ok else None) for r in records],
+        extractions={r.extraction for r in records if r.extraction is not None},
     )
     shown = ", ".join(f"{k}={v}" for k, v in run_kwargs.items()) or "defaults"
     where = f"the run's ({run_dir / RUN_FILE}: {benchmark} {shown}; limit {limit}; {len(samples)} questions)"

@@ -21,21 +21,39 @@ def _sync(device: torch.device | str | None) -> None:
 
 
 class StageTimer:
-    """Accumulates wall-clock seconds per stage name; synchronises CUDA around each stage."""
+    """Accumulates wall-clock seconds (and calls) per stage name; synchronises CUDA around each stage.
+
+    ``stage(name)`` is a context; ``start(name)``/``stop(name)`` pair up (a stack per name, so
+    nested calls are safe) for forward hooks, where a context cannot span the pre- and post-hook
+    of a model call we do not control (NVILA's vision tower, its processor's AutoGaze).
+    """
 
     def __init__(self, device: torch.device | str | None = None):
         self.device = device
         self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._starts: dict[str, list[float]] = {}
+
+    def start(self, name: str) -> None:
+        _sync(self.device)
+        self._starts.setdefault(name, []).append(time.perf_counter())
+
+    def stop(self, name: str) -> None:
+        _sync(self.device)
+        elapsed = time.perf_counter() - self._starts[name].pop()
+        self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+        self.calls[name] = self.calls.get(name, 0) + 1
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        _sync(self.device)
-        start = time.perf_counter()
+        self.start(name)
         try:
             yield
         finally:
-            _sync(self.device)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.stop(name)
+
+    def reset(self) -> None:
+        self.seconds, self.calls, self._starts = {}, {}, {}
 
 
 def peak_rss_mb() -> float:

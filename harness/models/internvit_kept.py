@@ -39,7 +39,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from harness.models.gazed_siglip import KeptPatchFeatures
+from harness.models.siglip_kept import KeptPatchFeatures
 
 PixelShuffle = Callable[..., torch.Tensor]
 

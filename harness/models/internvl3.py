@@ -37,35 +37,43 @@ consecutive. Tokens = gazes.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, InternVLForConditionalGeneration
+from transformers import InternVLForConditionalGeneration
 
-from harness.models.base import Generation, ModelAdapter, PruneStage
-from harness.models.common import StageTimer, reset_peak_memory
 from harness.models.frames import check_frames, resize_frames
 from harness.models.internvit_gazed import ATTN_TYPES as NATIVE_ATTN_TYPES
 from harness.models.internvit_gazed import encode_gazed_cells
 from harness.models.internvit_kept import shuffled_features_pre_vit
-from harness.models.loading import parse_dtype, resolve_model_dir
-from harness.models.rope1d import (
-    PrunedInputs,
-    generate_pruned,
-    native_sequence,
-    processor_square_size,
-    prune_sequence,
-    run_geometry,
-)
-from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of, native_target_for
+from harness.models.pipeline import choice, parse_pipeline
+from harness.models.pooled import PooledAdapter
+from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence
+from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.pruning.stages import feature_stage, reduction_record
 
 
-class InternVL3Adapter(ModelAdapter):
+@dataclass(frozen=True)
+class InternVLPipeline:
+    """``model.pipeline`` keys of InternVL3; the default is stock transformers'."""
+
+    # generation_config: stop at its eos ids; tokenizer_eos: only tokenizer.eos_token_id
+    # (lmms-eval's internvl_hf: generate(eos_token_id=tokenizer.eos_token_id))
+    stop: str = choice("generation_config", "tokenizer_eos")
+
+
+class InternVL3Adapter(PooledAdapter):
     """InternVL3: pruning after the pixel shuffle + MLP or before InternViT, one temporal group per frame."""
 
     name = "internvl3"
+    model_class = InternVLForConditionalGeneration
+    modality = "image"  # transformers treats a video as one image per frame
+    pixel_key = "pixel_values"
+    vit_extra_keys = ("vit_tokens", "vit_cls_tokens")
+    native_attn_types = NATIVE_ATTN_TYPES
 
     def __init__(
         self,
@@ -74,18 +82,13 @@ class InternVL3Adapter(ModelAdapter):
         source: str,
         native_attn: str = "block_causal",
     ):
-        if native_attn not in NATIVE_ATTN_TYPES:
-            raise ValueError(f"{source}: native_attn {native_attn!r}; valid: {', '.join(NATIVE_ATTN_TYPES)}")
-        self.native_attn = native_attn
-        self.model = model.eval()
-        self.processor = processor
-        self.source = source
-        self.device = next(model.parameters()).device
+        super().__init__(model, processor, source, native_attn)
+        self.pipeline = InternVLPipeline()
         config = model.config
         self.patch_size = int(config.vision_config.patch_size[0])
         self.merge = round(1 / config.downsample_ratio)
         self.frame_height, self.frame_width = processor_square_size(processor.video_processor.size, source)
-        self.image_token_id = int(config.image_token_id)
+        self.image_token_id = self.placeholder_id = int(config.image_token_id)
         per_frame = (self.frame_height // self.patch_size) * (self.frame_width // self.patch_size)
         per_frame //= self.merge**2
         if per_frame != processor.image_seq_length:
@@ -96,18 +99,24 @@ class InternVL3Adapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", **kwargs: Any
+        cls, path_or_id: str, device: str = "cpu", dtype: str = "auto", pipeline: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> InternVL3Adapter:
         """Load model + processor offline from a local HF directory or an HF cache id (``cache_dir`` kwarg).
 
-        ``native_attn`` (kwarg): InternViT's attention layout for ``prune_stage: native``."""
-        local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
-        native_attn = kwargs.pop("native_attn", "block_causal")
-        model = InternVLForConditionalGeneration.from_pretrained(
-            local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
-        ).to(device)
-        processor = AutoProcessor.from_pretrained(local, local_files_only=True)
-        return cls(model, processor, source=str(path_or_id), native_attn=native_attn)
+        ``native_attn`` (kwarg): InternViT's attention layout for ``prune_stage: native``;
+        ``pipeline``: ``model.pipeline`` keys (:class:`InternVLPipeline`)."""
+        pipe = parse_pipeline(InternVLPipeline, pipeline, cls.name)
+        _, model, processor, native_attn = cls.load_parts(path_or_id, device, dtype, kwargs)
+        adapter = cls(model, processor, source=str(path_or_id), native_attn=native_attn)
+        adapter.pipeline = pipe
+        return adapter
+
+    def stop_ids(self) -> set[int] | None:
+        """``pipeline.stop``: None = the generation config's eos ids (stock)."""
+        if self.pipeline.stop == "tokenizer_eos":
+            return {int(self.processor.tokenizer.eos_token_id)}
+        return None
 
     def token_geometry(self, num_frames: int, height: int, width: int) -> TokenGeometry:
         """Frames are resized to the video processor's square size, so ``height``/``width`` do not matter."""
@@ -126,11 +135,6 @@ class InternVL3Adapter(ModelAdapter):
         """The prompt wrapped by the checkpoint's chat template, one ``<video>`` before the text."""
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-    def model_geometry(self, frames: np.ndarray, selection: Selection | None) -> TokenGeometry:
-        """The geometry the model runs at: native, or the selection's smaller size (``downsample``)."""
-        native = self.token_geometry(len(frames), *frames.shape[1:3])
-        return run_geometry(native, selection, self.name)
 
     def preprocess(
         self, frames: np.ndarray, prompt: str, geometry: TokenGeometry | None = None
@@ -172,6 +176,11 @@ class InternVL3Adapter(ModelAdapter):
         cls_tokens = int(vit_keep.flatten(1).any(1).sum())
         return features, int(vit_keep.sum()), cls_tokens
 
+    def encode_pre_vit(self, pixels: torch.Tensor, selection: Selection) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``encode_kept`` for the shared ``generate``: kept tokens, ``vit_tokens`` and ``vit_cls_tokens``."""
+        features, vit_tokens, cls_tokens = self.encode_kept(pixels, selection)
+        return features, {"vit_tokens": vit_tokens, "vit_cls_tokens": cls_tokens}
+
     def _check_selection_grid(self, pixel_values: torch.Tensor, selection: Selection) -> None:
         frames, _, height, width = pixel_values.shape
         cell = self.patch_size * self.merge
@@ -195,44 +204,19 @@ class InternVL3Adapter(ModelAdapter):
     @torch.inference_mode()
     def encode_native(self, pixel_values: torch.Tensor, gaze: NativeGaze) -> torch.Tensor:
         """One projected LLM token per gaze (K, D), slot order (frame, scale ascending, raster)."""
-        return encode_gazed_cells(self.model.model, pixel_values, gaze, self.native_attn)
-
-    def _generate_native(
-        self, frames: np.ndarray, gaze: NativeGaze, prompt: str, *, fps: float, max_new_tokens: int
-    ) -> Generation:
-        """Each frame's ``<IMG_CONTEXT>`` run holds exactly that frame's gazes; positions consecutive."""
         if self.frame_height != self.frame_width:
             raise ValueError(
                 f"{self.source}: the native route needs square frames, got {self.frame_height}x{self.frame_width}"
             )
-        timer = StageTimer(self.device)
-        reset_peak_memory(self.device)
-        inputs = self.preprocess(frames, prompt)
-        with timer.stage("vision"):
-            features = self.encode_native(inputs["pixel_values"], gaze)
-        pruned = native_sequence(
-            inputs["input_ids"], self.image_token_id, features, "image", gaze.gazed_per_frame
-        )
-        native = self.token_geometry(len(frames), *frames.shape[1:3])
-        return generate_pruned(
-            self.model,
-            self.processor.tokenizer,
-            pruned,
-            native,
-            visual_before=native.total_tokens,
-            timer=timer,
-            device=self.device,
-            max_new_tokens=max_new_tokens,
-            extra={
-                "fps": fps,
-                "prune_stage": "native",
-                "vit_tokens": 4 * gaze.count,
-                "vit_cls_tokens": len(frames),
-                "gazes": gaze.count,
-                "native_attn": self.native_attn,
-                "native_scales": list(gaze.target.scales),
-            },
-        )
+        return encode_gazed_cells(self.model.model, pixel_values, gaze, self.native_attn)
+
+    def native_run_lengths(self, gaze: NativeGaze) -> list[int] | None:
+        """Frame ``t``'s ``<IMG_CONTEXT>`` run holds exactly frame ``t``'s gazes (possibly none)."""
+        return gaze.gazed_per_frame
+
+    def native_vit_extra(self, gaze: NativeGaze, num_frames: int) -> dict[str, Any]:
+        """InternViT embeds the 4 patches of each gazed cell, plus one CLS token per frame."""
+        return {"vit_tokens": 4 * gaze.count, "vit_cls_tokens": num_frames}
 
     def prune(
         self,
@@ -241,67 +225,20 @@ class InternVL3Adapter(ModelAdapter):
         selection: Selection,
         *,
         only_kept: bool = False,
+        signals: dict[str, torch.Tensor] | None = None,
     ) -> PrunedInputs:
         """The LLM inputs seeing only ``selection``'s tokens; frame wrappers stay.
 
         ``features`` covers every token (post_vit), or with ``only_kept`` just the kept ones in
-        raster order (what ``encode_kept`` returns for pre_vit).
+        raster order (what ``encode_kept`` returns for pre_vit). A feature-stage method
+        (``selection.reducer``) runs on every token's features here (``stages.feature_stage``).
         """
         self._check_selection_grid(inputs["pixel_values"], selection)
-        keep = selection.keep.flatten().to(features.device)
-        kept = features if only_kept else features[keep]
-        return prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
-
-    def generate(
-        self,
-        frames: np.ndarray,
-        selection: Selection | None,
-        prompt: str,
-        *,
-        fps: float,
-        max_new_tokens: int = 16,
-        prune_stage: PruneStage = "post_vit",
-    ) -> Generation:
-        """Answer ``prompt`` about ``frames`` seeing only the selected tokens (greedy).
-
-        ``visual_before`` counts the native model's tokens even when a ``downsample`` selection
-        makes it run smaller; ``visual_after`` what the LLM saw.
-        """
-        if prune_stage not in ("pre_vit", "post_vit", "native"):
-            raise ValueError(f"prune_stage must be 'pre_vit', 'post_vit' or 'native', got {prune_stage!r}")
-        check_frames(frames)
-        if prune_stage == "native":
-            gaze = native_gaze_of(selection, self.native_target(), len(frames), self.name)
-            if gaze is not None:
-                return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
-            prune_stage = "post_vit"  # a token selection (other pruners, none): the stock path
-        geometry = self.model_geometry(frames, selection)
-        if selection is None:
-            selection = Selection.keep_all(geometry)
-        timer = StageTimer(self.device)
-        reset_peak_memory(self.device)
-        inputs = self.preprocess(frames, prompt, geometry)
-        vit_tokens = vit_cls_tokens = None
-        with timer.stage("vision"):
-            if prune_stage == "pre_vit":
-                features, vit_tokens, vit_cls_tokens = self.encode_kept(inputs["pixel_values"], selection)
-            else:
-                features = self.encode_video(inputs["pixel_values"])
-        pruned = self.prune(inputs, features, selection, only_kept=prune_stage == "pre_vit")
-        native = self.token_geometry(len(frames), *frames.shape[1:3])
-        return generate_pruned(
-            self.model,
-            self.processor.tokenizer,
-            pruned,
-            geometry,
-            visual_before=native.total_tokens,
-            timer=timer,
-            device=self.device,
-            max_new_tokens=max_new_tokens,
-            extra={
-                "fps": fps,
-                "prune_stage": prune_stage,
-                "vit_tokens": vit_tokens,
-                "vit_cls_tokens": vit_cls_tokens,
-            },
-        )
+        if only_kept:
+            keep, kept, reduction = selection.keep.flatten().to(features.device), features, None
+        else:
+            keep, kept, reduction = feature_stage(selection, features, signals, self.name)
+        pruned = prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
+        pruned.reduction = reduction_record(reduction)
+        pruned.kept_grid = None if reduction is None else reduction.keep.cpu()
+        return pruned

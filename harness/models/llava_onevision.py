@@ -49,24 +49,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+from transformers import LlavaOnevisionForConditionalGeneration
 
-from harness.models.base import Generation, ModelAdapter, PruneStage
-from harness.models.common import StageTimer, reset_peak_memory
+from harness.models.attention_capture import capture_attention, received_and_keys
 from harness.models.frames import check_frames, resize_frames
 from harness.models.gazed_siglip import ATTN_TYPES
-from harness.models.loading import parse_dtype, resolve_model_dir
 from harness.models.pipeline import choice, parse_pipeline
-from harness.models.rope1d import (
-    PrunedInputs,
-    generate_pruned,
-    native_sequence,
-    processor_square_size,
-    prune_sequence,
-    run_geometry,
-)
-from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of, native_target_for
+from harness.models.pooled import PooledAdapter
+from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence
+from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.pruning.stages import feature_stage, reduction_record
 
 # ---------------------------------------------------------------------------------------------
 # The adapter.
@@ -83,10 +76,15 @@ class LlavaPipeline:
     stop: str = choice("generation_config", "tokenizer_eos")
 
 
-class LlavaOnevisionAdapter(ModelAdapter):
+class LlavaOnevisionAdapter(PooledAdapter):
     """LLaVA-OneVision / LLaVA-Video: pruning after the projector + 2x2 bilinear pooling."""
 
     name = "llava_onevision"
+    model_class = LlavaOnevisionForConditionalGeneration
+    modality = "video"
+    pixel_key = "pixel_values_videos"
+    newline_tokens = 1  # the trailing image_newline (see the module docstring)
+    native_attn_types = ATTN_TYPES
     POOL_STRIDE = 2  # transformers' apply_pooling halves each side (ceil)
 
     def __init__(
@@ -96,20 +94,14 @@ class LlavaOnevisionAdapter(ModelAdapter):
         source: str,
         native_attn: str = "block_causal",
     ):
-        if native_attn not in ATTN_TYPES:
-            raise ValueError(f"{source}: native_attn {native_attn!r}; valid: {', '.join(ATTN_TYPES)}")
-        self.native_attn = native_attn
-        self.model = model.eval()
-        self.processor = processor
+        super().__init__(model, processor, source, native_attn)
         self.pipeline = LlavaPipeline()
-        self.source = source
-        self.device = next(model.parameters()).device
         vision = model.config.vision_config
         self.patch_size = int(vision.patch_size)
         self.image_size = int(vision.image_size)
         self.patches_per_side = self.image_size // self.patch_size
         self.pooled_per_side = math.ceil(self.patches_per_side / self.POOL_STRIDE)
-        self.video_token_id = int(model.config.video_token_id)
+        self.video_token_id = self.placeholder_id = int(model.config.video_token_id)
         frame_size = processor_square_size(processor.video_processor.size, source)
         if frame_size != (self.image_size, self.image_size):
             raise ValueError(
@@ -129,12 +121,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         go to the model's ``from_pretrained`` (e.g. ``attn_implementation``).
         """
         pipe = parse_pipeline(LlavaPipeline, pipeline, cls.name)
-        local = resolve_model_dir(path_or_id, cache_dir=kwargs.pop("cache_dir", None))
-        native_attn = kwargs.pop("native_attn", "block_causal")
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(
-            local, dtype=parse_dtype(dtype), local_files_only=True, **kwargs
-        ).to(device)
-        processor = AutoProcessor.from_pretrained(local, local_files_only=True)
+        local, model, processor, native_attn = cls.load_parts(path_or_id, device, dtype, kwargs)
         if getattr(processor, "num_image_tokens", None) is None:
             raise ValueError(
                 f"{local}: processor config lacks num_image_tokens; the LLaVA-OV processor cannot "
@@ -164,11 +151,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
             temporal_patch_size=1,
             spatial_merge_size=self.POOL_STRIDE,
         )
-
-    def model_geometry(self, frames: np.ndarray, selection: Selection | None) -> TokenGeometry:
-        """The geometry the model runs at: native, or the selection's smaller size (``downsample``)."""
-        native = self.token_geometry(len(frames), *frames.shape[1:3])
-        return run_geometry(native, selection, self.name)
 
     # -- the pipeline, step by step (public so tests can compare each step with stock) ---------
 
@@ -215,8 +197,40 @@ class LlavaOnevisionAdapter(ModelAdapter):
         """
         if tuple(pixel_values_videos.shape[-2:]) != (self.image_size, self.image_size):
             return self.encode_video_any_size(pixel_values_videos)
-        out = self.model.model.get_video_features(pixel_values_videos=pixel_values_videos, return_dict=True)
-        return out.pooler_output.flatten(0, 1)
+        # positional: the argument is ``pixel_values`` up to transformers 5.17, ``pixel_values_videos`` later
+        out = self.model.model.get_video_features(pixel_values_videos, return_dict=True)
+        features = out.pooler_output.flatten(0, 1)
+        frames, side = pixel_values_videos.shape[1], math.ceil(self.image_size // self.patch_size / self.POOL_STRIDE)
+        if features.shape[0] == frames * side * side:  # up to 5.17 the forward, not this call, adds the newline
+            features = torch.cat([features, self.model.model.image_newline[None].to(features)], dim=0)
+        return features
+
+    @torch.inference_mode()
+    def encode_video_signals(self, pixel_values_videos: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``encode_video`` plus the tower signals VisionZip reads, pooled onto the same token grid.
+
+        The signals come from the tower layer that produces the features (``vision_feature_layer``):
+        the attention each patch receives (mean over heads and queries) and the keys (mean over
+        heads), read by ``attention_capture`` during the stock forward, then 2x2-bilinear pooled
+        exactly as the features are, so row i of each is LLM token i.
+        """
+        layer = self.model.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ValueError(f"{self.name}: tower signals need one feature layer, got {layer!r}")
+        layers = next(m for n, m in self.model.model.vision_tower.named_modules() if n.endswith("encoder.layers"))
+        source = layers[layer] if layer < 0 else layers[layer - 1]
+        with capture_attention(source.self_attn, received_and_keys) as captured:
+            features = self.encode_video(pixel_values_videos)
+        received, keys = captured["received"], captured["keys"]
+        if self.model.config.vision_feature_select_strategy == "default":
+            received, keys = received[:, 1:], keys[:, 1:]
+        frames, _, height, width = pixel_values_videos.shape[1:]
+        rows, cols = height // self.patch_size, width // self.patch_size
+        size = [math.ceil(rows / self.POOL_STRIDE), math.ceil(cols / self.POOL_STRIDE)]
+        grid = torch.cat([received[..., None], keys], dim=-1).view(frames, rows, cols, -1).permute(0, 3, 1, 2)
+        pooled = torch.nn.functional.interpolate(grid, size=size, mode="bilinear").permute(0, 2, 3, 1)
+        pooled = pooled.reshape(-1, pooled.shape[-1])
+        return features, {"received": pooled[:, 0], "keys": pooled[:, 1:]}
 
     @torch.inference_mode()
     def encode_video_any_size(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
@@ -252,12 +266,12 @@ class LlavaOnevisionAdapter(ModelAdapter):
     ) -> tuple[torch.Tensor, int]:
         """Pre-ViT pruning: SigLIP runs only on the patches the kept pooled tokens read.
 
-        Policy (harness/models/gazed_siglip.py ``pooled_features_pre_vit``): for each kept pooled
+        Policy (harness/models/siglip_kept.py ``pooled_features_pre_vit``): for each kept pooled
         token the ViT computes every patch its bilinear pooling reads; projector and pooling then
         run as stock on a grid that is zero elsewhere. Returns the kept tokens + the trailing
         newline (K + 1, D) and the number of patches the ViT processed.
         """
-        from harness.models.gazed_siglip import pooled_features_pre_vit
+        from harness.models.siglip_kept import pooled_features_pre_vit
 
         config, inner = self.model.config, self.model.model
         if config.vision_feature_select_strategy != "full":
@@ -274,6 +288,11 @@ class LlavaOnevisionAdapter(ModelAdapter):
         )
         features = torch.cat([kept, inner.image_newline[None].to(kept)], dim=0)
         return features, int(vit_keep.sum())
+
+    def encode_pre_vit(self, pixels: torch.Tensor, selection: Selection) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``encode_kept`` for the shared ``generate``: kept tokens + newline, and ``vit_tokens``."""
+        features, vit_tokens = self.encode_kept(pixels, selection)
+        return features, {"vit_tokens": vit_tokens}
 
     # -- the native AutoGaze route (prune_stage "native") --------------------------------------
 
@@ -320,41 +339,21 @@ class LlavaOnevisionAdapter(ModelAdapter):
         projected = inner.multi_modal_projector(out.real_features()[0])
         return torch.cat([projected, inner.image_newline[None].to(projected)], dim=0)
 
-    def _generate_native(
-        self, frames: np.ndarray, gaze: NativeGaze, prompt: str, *, fps: float, max_new_tokens: int
-    ) -> Generation:
-        """One LLM token per AutoGaze gaze (+ the newline), at consecutive positions (see module doc)."""
-        timer = StageTimer(self.device)
-        reset_peak_memory(self.device)
-        inputs = self.preprocess(frames, prompt)
-        with timer.stage("vision"):
-            features = self.encode_native(inputs["pixel_values_videos"], gaze)
-        pruned = native_sequence(inputs["input_ids"], self.video_token_id, features, "video")
-        native = self.token_geometry(len(frames), *frames.shape[1:3])
-        return generate_pruned(
-            self.model,
-            self.processor.tokenizer,
-            pruned,
-            native,
-            visual_before=native.total_tokens + 1,
-            timer=timer,
-            device=self.device,
-            max_new_tokens=max_new_tokens,
-            extra={
-                "newline_tokens": 1,
-                "fps": fps,
-                "prune_stage": "native",
-                "vit_tokens": gaze.count,
-                "gazes": gaze.count,
-                "native_attn": self.native_attn,
-                "native_scales": list(gaze.target.scales),
-            },
-        )
-
     def prune(
-        self, inputs: dict[str, torch.Tensor], features: torch.Tensor, selection: Selection
+        self,
+        inputs: dict[str, torch.Tensor],
+        features: torch.Tensor,
+        selection: Selection,
+        *,
+        only_kept: bool = False,
+        signals: dict[str, torch.Tensor] | None = None,
     ) -> PrunedInputs:
-        """The LLM inputs seeing only ``selection``'s pooled tokens plus the trailing newline."""
+        """The LLM inputs seeing only ``selection``'s pooled tokens plus the trailing newline.
+
+        ``features`` covers every token + the newline (post_vit), or with ``only_kept`` just the
+        kept ones + the newline (what ``encode_kept`` returns for pre_vit). A feature-stage method
+        (``selection.reducer``) runs on every token's features, the newline row aside.
+        """
         frames, _, height, width = inputs["pixel_values_videos"].shape[1:]
         rows = math.ceil(height // self.patch_size / self.POOL_STRIDE)
         cols = math.ceil(width // self.patch_size / self.POOL_STRIDE)
@@ -363,59 +362,18 @@ class LlavaOnevisionAdapter(ModelAdapter):
             raise ValueError(
                 f"selection grid {grid} does not match the pooled grid {(frames, rows, cols)} of these inputs"
             )
-        keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)]).to(features.device)
-        return prune_sequence(inputs["input_ids"], self.video_token_id, keep, features[keep], "video")
+        if only_kept:
+            keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)]).to(features.device)
+            return prune_sequence(inputs["input_ids"], self.video_token_id, keep, features, "video")
+        keep, kept, reduction = feature_stage(selection, features[:-1], signals, self.name)  # newline row stays
+        keep = torch.cat([keep, torch.ones(1, dtype=torch.bool, device=keep.device)])
+        pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, torch.cat([kept, features[-1:]]), "video")
+        pruned.reduction = reduction_record(reduction)
+        pruned.kept_grid = None if reduction is None else reduction.keep.cpu()
+        return pruned
 
-    def generate(
-        self,
-        frames: np.ndarray,
-        selection: Selection | None,
-        prompt: str,
-        *,
-        fps: float,
-        max_new_tokens: int = 16,
-        prune_stage: PruneStage = "post_vit",
-    ) -> Generation:
-        """Answer ``prompt`` about ``frames`` seeing only the selected pooled tokens (greedy).
-
-        ``visual_before`` counts the native model's tokens (+ newline) even when a ``downsample``
-        selection makes it run smaller; ``visual_after`` what the LLM saw (+ newline).
-        """
-        if prune_stage not in ("pre_vit", "post_vit", "native"):
-            raise ValueError(f"prune_stage must be 'pre_vit', 'post_vit' or 'native', got {prune_stage!r}")
-        check_frames(frames)
-        if prune_stage == "native":
-            gaze = native_gaze_of(selection, self.native_target(), len(frames), self.name)
-            if gaze is not None:
-                return self._generate_native(frames, gaze, prompt, fps=fps, max_new_tokens=max_new_tokens)
-            prune_stage = "post_vit"  # a token selection (other pruners, none): the stock path
-        geometry = self.model_geometry(frames, selection)
-        if selection is None:
-            selection = Selection.keep_all(geometry)
-        timer = StageTimer(self.device)
-        reset_peak_memory(self.device)
-        inputs = self.preprocess(frames, prompt, geometry)
-        vit_tokens = None
-        with timer.stage("vision"):
-            if prune_stage == "pre_vit":
-                features, vit_tokens = self.encode_kept(inputs["pixel_values_videos"], selection)
-            else:
-                features = self.encode_video(inputs["pixel_values_videos"])
-        if prune_stage == "pre_vit":
-            keep = torch.cat([selection.keep.flatten(), torch.ones(1, dtype=torch.bool)])
-            pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, features, "video")
-        else:
-            pruned = self.prune(inputs, features, selection)
-        native = self.token_geometry(len(frames), *frames.shape[1:3])
-        return generate_pruned(
-            self.model,
-            self.processor.tokenizer,
-            pruned,
-            geometry,
-            visual_before=native.total_tokens + 1,
-            timer=timer,
-            device=self.device,
-            max_new_tokens=max_new_tokens,
-            extra={"newline_tokens": 1, "fps": fps, "prune_stage": prune_stage, "vit_tokens": vit_tokens},
-            stop={int(self.processor.tokenizer.eos_token_id)} if self.pipeline.stop == "tokenizer_eos" else None,
-        )
+    def stop_ids(self) -> set[int] | None:
+        """``pipeline.stop: tokenizer_eos`` (lmms-eval's llava_hf) stops at the tokenizer's EOS only."""
+        if self.pipeline.stop == "tokenizer_eos":
+            return {int(self.processor.tokenizer.eos_token_id)}
+        return None

@@ -57,7 +57,9 @@ import torch
 from torch import nn
 
 from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
-from harness.models.common import _sync, peak_memory_mb, reset_peak_memory
+from harness.models.common import StageTimer, _sync, peak_memory_mb, reset_peak_memory
+from harness.models.frames import check_frames
+from harness.models.loading import parse_dtype, resolve_model_dir
 from harness.pruning.selection import Selection, TokenGeometry
 
 MODEL_ID = "nvidia/NVILA-8B-HD-Video"
@@ -175,18 +177,10 @@ class NvilaSettings:
 
 
 def _hub_snapshot(repo_id: str, local_files_only: bool) -> Path | None:
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
-        return None
+    """The HF-cache snapshot of ``repo_id`` (the shared lookup, harness/models/loading.py), or None."""
     try:
-        import os
-
-        from huggingface_hub import snapshot_download
-
-        cache_dir = os.environ.get("HF_HUB_CACHE")
-        return Path(
-            snapshot_download(repo_id=repo_id, cache_dir=cache_dir, local_files_only=local_files_only)
-        )
-    except Exception:  # huggingface_hub raises several types for "not cached"
+        return resolve_model_dir(repo_id, local_files_only=local_files_only)
+    except FileNotFoundError:  # not a repo id, or not cached: the caller says what to download
         return None
 
 
@@ -230,50 +224,16 @@ def resolve_autogaze(path_or_id: str, local_files_only: bool = True) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class StageClock:
-    """Accumulates seconds of calls that happen inside a model call we do not control.
-
-    ``start``/``stop`` pair up (a stack, so nested calls are safe) for forward hooks, where a
-    context manager cannot span the pre- and post-hook; ``measure`` is the same as a context.
-    """
-
-    def __init__(self, device: torch.device | str | None):
-        self.device = device
-        self.seconds = 0.0
-        self.calls = 0
-        self._starts: list[float] = []
-
-    def start(self, *_: Any) -> None:
-        _sync(self.device)
-        self._starts.append(time.perf_counter())
-
-    def stop(self, *_: Any) -> None:
-        _sync(self.device)
-        self.seconds += time.perf_counter() - self._starts.pop()
-        self.calls += 1
-
-    @contextmanager
-    def measure(self) -> Iterator[None]:
-        self.start()
-        try:
-            yield
-        finally:
-            self.stop()
-
-    def reset(self) -> None:
-        self.seconds, self.calls, self._starts = 0.0, 0, []
-
-
 class TimedGazeModel(nn.Module):
-    """Transparent timing wrapper: calls and attributes go to ``inner``; call time goes to ``clock``."""
+    """Transparent timing wrapper: calls and attributes go to ``inner``; call time to ``clock``'s "gaze"."""
 
-    def __init__(self, inner: nn.Module, clock: StageClock):
+    def __init__(self, inner: nn.Module, clock: StageTimer):
         super().__init__()
         self.inner = inner
         object.__setattr__(self, "clock", clock)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with self.clock.measure():
+        with self.clock.stage("gaze"):
             return self.inner(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -383,7 +343,7 @@ class HarnessAutoGazeShim(nn.Module):
         }
 
 
-def install_gaze_model(processor: Any, gaze_model: nn.Module, clock: StageClock) -> None:
+def install_gaze_model(processor: Any, gaze_model: nn.Module, clock: StageTimer) -> None:
     """Put ``gaze_model`` (timed) where the shipped processor keeps its AutoGaze."""
     if not hasattr(processor, "_autogaze_model"):
         raise AttributeError(
@@ -497,7 +457,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
         self.settings = settings
         self.device = device
         self.snapshot = snapshot
-        self.gaze_clock = StageClock(device)
+        self.gaze_clock = StageTimer(device)  # the processor's AutoGaze calls, stage "gaze"
         self.vision = _find_module(model, VISION_ATTRS)
         self.llm = _find_module(model, LLM_ATTRS, exclude=self.vision)
         tok = getattr(processor, "tokenizer", None)
@@ -539,14 +499,11 @@ class NvilaHDVideoAdapter(ModelAdapter):
         processor = AutoProcessor.from_pretrained(
             snapshot, trust_remote_code=True, local_files_only=True, **settings.processor_kwargs()
         )
-        torch_dtype = (
-            dtype if dtype == "auto" or isinstance(dtype, torch.dtype) else getattr(torch, str(dtype))
-        )
         model = AutoModel.from_pretrained(
             snapshot,
             trust_remote_code=True,
             local_files_only=True,
-            **{_dtype_keyword(): torch_dtype},
+            **{_dtype_keyword(): parse_dtype(dtype)},
             **settings.model_kwargs(),
         )
         if settings.device_map is None:
@@ -645,21 +602,14 @@ class NvilaHDVideoAdapter(ModelAdapter):
     ) -> Generation:
         """Answer ``prompt`` about ``frames`` (or, with ``video_input: source``, about ``video_path``,
         the sample's own file); NVILA gazes itself, so only keep-all selections are taken."""
-        if selection is not None and not bool(selection.keep.all()):
+        later_stage = selection is not None and (selection.reducer is not None or selection.llm is not None)
+        if selection is not None and (later_stage or not bool(selection.keep.all())):
             raise ValueError(
                 f"{self.name}: gazing happens inside NVILA's own processor (configure it with model.kwargs: "
                 f"gazing_ratio_tile, task_loss_requirement_tile, ... or gazing: off); run it with pruner 'none', "
                 f"got a '{selection.pruner}' selection keeping {selection.num_kept}/{selection.keep.numel()} tokens"
             )
-        if (
-            not isinstance(frames, np.ndarray)
-            or frames.dtype != np.uint8
-            or frames.ndim != 4
-            or frames.shape[0] == 0
-        ):
-            raise ValueError(
-                f"frames must be a non-empty uint8 array (T, H, W, 3), got {getattr(frames, 'shape', frames)}"
-            )
+        check_frames(frames)
         reset_peak_memory(self.device)
         self.gaze_clock.reset()
         with tempfile.TemporaryDirectory(prefix="nvila_") as tmp:
@@ -670,7 +620,7 @@ class NvilaHDVideoAdapter(ModelAdapter):
         input_ids = inputs["input_ids"]
         model_inputs = self._to_device(inputs)
 
-        vision = StageClock(self.device)
+        vision = StageTimer(self.device)
         marks: dict[str, float] = {}
 
         def llm_pre(*_: Any) -> None:
@@ -683,7 +633,10 @@ class NvilaHDVideoAdapter(ModelAdapter):
 
         _sync(self.device)
         gen_start = time.perf_counter()
-        with _hooked(self.vision, vision.start, vision.stop), _hooked(self.llm, llm_pre, llm_post):
+        with (
+            _hooked(self.vision, lambda *_: vision.start("vision"), lambda *_: vision.stop("vision")),
+            _hooked(self.llm, llm_pre, llm_post),
+        ):
             output = self.model.generate(**model_inputs, max_new_tokens=max_new_tokens, do_sample=False)
         _sync(self.device)
         gen_end = time.perf_counter()
@@ -697,12 +650,13 @@ class NvilaHDVideoAdapter(ModelAdapter):
             new_ids = ids[0]
         text = self.processor.batch_decode(new_ids[None], skip_special_tokens=True)[0].strip()
 
-        timings = {"gaze": self.gaze_clock.seconds, "vision": vision.seconds}
+        gaze_s, vision_s = self.gaze_clock.seconds.get("gaze", 0.0), vision.seconds.get("vision", 0.0)
+        timings = {"gaze": gaze_s, "vision": vision_s}
         if "first_llm_end" in marks:
-            timings["prefill"] = max(0.0, marks["first_llm_end"] - gen_start - vision.seconds)
+            timings["prefill"] = max(0.0, marks["first_llm_end"] - gen_start - vision_s)
             timings["generate"] = gen_end - marks["first_llm_end"]
         else:
-            timings["generate"] = gen_end - gen_start - vision.seconds
+            timings["generate"] = gen_end - gen_start - vision_s
         llm_visual = counts.get("llm_visual_tokens")
         kept, full = counts.get("vit_tokens_kept"), counts.get("vit_tokens_full")
         if llm_visual is not None and kept and full:
@@ -723,9 +677,9 @@ class NvilaHDVideoAdapter(ModelAdapter):
             extra={
                 "prune_stage": "pre_vit",  # NVILA-HD always encodes gazed patches only
                 "processor_s": processor_s,
-                "processor_without_gaze_s": max(0.0, processor_s - self.gaze_clock.seconds),
-                "gaze_calls": self.gaze_clock.calls,
-                "vision_calls": vision.calls,
+                "processor_without_gaze_s": max(0.0, processor_s - gaze_s),
+                "gaze_calls": self.gaze_clock.calls.get("gaze", 0),
+                "vision_calls": vision.calls.get("vision", 0),
                 "gaze_backend": self.settings.gaze_backend,
                 "gazing_enabled": self.settings.gazing_enabled(),
                 "visual_before_estimated": True,  # LLM tokens with gazing off, scaled from ViT counts

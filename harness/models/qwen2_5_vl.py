@@ -62,7 +62,7 @@ from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize
 from transformers.video_utils import VideoMetadata
 from transformers.vision_utils import get_vision_position_ids
 
-from harness.models.base import Generation, ModelAdapter, PruneStage, TokenCounts
+from harness.models.base import Generation, MRopeAdapter, PruneStage, TokenCounts
 from harness.models.common import StageTimer, peak_memory_mb, reset_peak_memory
 from harness.models.decoding import greedy_decode
 from harness.models.frames import check_frames, resize_frames
@@ -70,6 +70,7 @@ from harness.models.loading import parse_dtype, resolve_model_dir
 from harness.models.pipeline import choice, parse_pipeline
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_gaze_of
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.pruning.stages import Reduction, reduction_record, run_reducer
 
 # ---------------------------------------------------------------------------------------------
 # Values passed between the adapter's steps.
@@ -106,11 +107,12 @@ class QwenPipeline:
     frame_max_pixels: int | None = None  # resize qwen_vl_utils: per-frame cap (VIDEO_MAX_TOKEN_NUM * 28^2)
     total_pixels: int | None = None  # resize qwen_vl_utils: whole-clip budget (MODEL_SEQ_LEN * 28^2 * 0.9)
     stop: str = choice("generation_config", "tokenizer_eos")
-    # Where the text after a video resumes in M-RoPE: "transformers" = the installed
-    # get_rope_index (since transformers 5.3.0: video start + max(h, w) / merge); "reference" =
-    # Qwen's own rule, used in training and by transformers <= 5.2.0 and vLLM: after the
-    # video's largest position. They differ when the temporal extent exceeds the spatial one.
-    text_positions: str = choice("transformers", "reference")
+    # Where the text after a video resumes in M-RoPE: "reference" (default) = Qwen's own rule,
+    # the one the checkpoints were trained with (also transformers <= 5.2.0 and vLLM): after the
+    # video's largest position; "transformers" = the installed get_rope_index (since transformers
+    # 5.3.0: video start + max(h, w) / merge), i.e. stock generate / lmms-eval on this install.
+    # They differ when the temporal extent exceeds the spatial one (long videos, low frame rate).
+    text_positions: str = choice("reference", "transformers")
     system_prompt: str | None = None  # an explicit system turn (None: the chat template's default)
     processor_resize: bool = True  # False: the processor keeps the frames' size (do_resize=False)
 
@@ -147,7 +149,7 @@ def reference_text_positions(positions: torch.Tensor, token_types: torch.Tensor)
 # ---------------------------------------------------------------------------------------------
 
 
-class Qwen25VLAdapter(ModelAdapter):
+class Qwen25VLAdapter(MRopeAdapter):
     """Qwen2.5-VL: frames + Selection + prompt -> Generation (see the module docstring)."""
 
     name = "qwen2_5_vl"
@@ -480,6 +482,21 @@ class Qwen25VLAdapter(ModelAdapter):
             return self.encode_all(prepared.batch).rows(kept)
         raise ValueError(f"prune_stage must be 'pre_vit' or 'post_vit', got {prune_stage!r}")
 
+    def reduced_features(
+        self, prepared: PreparedInputs, selection: Selection
+    ) -> tuple[VisualFeatures, torch.Tensor, Reduction]:
+        """A feature-stage method on every token's features: (kept features, kept indices, reduction).
+
+        DeepStack maps (Qwen3-VL) get the same reduction as the main features, row for row.
+        """
+        full = self.encode_all(prepared.batch)
+        reduction = run_reducer(selection.reducer, full.embeds, selection.geometry, None, self.name)
+        kept = reduction.keep.nonzero().squeeze(-1).to(self.device)
+        if kept.numel() == 0:
+            raise ValueError(f"{self.name}: the {selection.pruner} reduction keeps no visual token")
+        features = VisualFeatures(reduction.apply(full.embeds), [reduction.apply(d) for d in full.deepstack])
+        return features, kept, reduction
+
     # -- the native AutoGaze route (prune_stage "native", harness/models/qwen_native.py) --------
 
     def native_target(self, num_frames: int, height: int, width: int) -> NativeTarget:
@@ -560,16 +577,26 @@ class Qwen25VLAdapter(ModelAdapter):
         prepared = self.prepare(frames, prompt, fps=fps, selection=selection, frame_indices=frame_indices,
                                 source_frames=source_frames)
         preprocess_s = time.perf_counter() - start  # CPU processor work: resize, normalise, patchify
-        kept = self.kept_indices(prepared, selection)
-        with timer.stage("vision"):
-            features = self.visual_features(prepared, kept, prune_stage)
+        reduction, report = None, {}
+        if selection is not None and selection.reducer is not None:
+            prune_stage = "post_vit"  # a feature-stage method (DyCoke, VidCom2) reads every token's features
+            with timer.stage("vision"):
+                features, kept, reduction = self.reduced_features(prepared, selection)
+        else:
+            kept = self.kept_indices(prepared, selection)
+            with timer.stage("vision"):
+                features = self.visual_features(prepared, kept, prune_stage)
         llm_inputs = self.llm_inputs(prepared.batch, kept, features)
         stop = {int(self.processor.tokenizer.eos_token_id)} if self.pipeline.stop == "tokenizer_eos" else None
-        ids = greedy_decode(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
+        ids = greedy_decode(self.model, llm_inputs, max_new_tokens=max_new_tokens, timer=timer, stop=stop,
+                            llm=None if selection is None else selection.llm,
+                            visual_token_id=self.video_token_id, report=report)
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        if reduction is not None:
+            report["reduction"] = reduction_record(reduction)
         tokens = TokenCounts(
             visual_before=prepared.native_tokens,
-            visual_after=int(kept.numel()),
+            visual_after=report["llm_pruning"]["visual_after"] if "llm_pruning" in report else int(kept.numel()),
             prompt=int(llm_inputs["input_ids"].shape[1]),
             generated=len(ids),
         )
@@ -579,6 +606,7 @@ class Qwen25VLAdapter(ModelAdapter):
             tokens=tokens,
             timings=dict(timer.seconds),
             peak_memory_mb=peak_memory_mb(self.device),
+            kept_grid=None if reduction is None else reduction.keep.cpu(),
             extra={
                 "prune_stage": prune_stage,
                 "preprocess_s": preprocess_s,
@@ -586,5 +614,6 @@ class Qwen25VLAdapter(ModelAdapter):
                 "token_grid": [g.grid_t, g.grid_h, g.grid_w],
                 "text_positions": self.pipeline.text_positions,
                 "output_ids": ids,
+                **report,
             },
         )

@@ -80,9 +80,9 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
         out = self.model.model.get_video_features(
             self._pixels(batch), batch["video_grid_thw"], return_dict=True
         )
-        return VisualFeatures(
-            torch.cat(out.pooler_output, dim=0), [torch.cat(d, dim=0) for d in out.deepstack_features]
-        )
+        # deepstack layers come split per video (tuples) since transformers 5.18, whole before
+        deepstack = [d if torch.is_tensor(d) else torch.cat(d, dim=0) for d in out.deepstack_features]
+        return VisualFeatures(torch.cat(out.pooler_output, dim=0), deepstack)
 
     def vision_kwargs_for_kept(self, grid_thw: torch.Tensor, kept: torch.Tensor) -> dict[str, torch.Tensor]:
         t, h, w = (int(v) for v in grid_thw[0])

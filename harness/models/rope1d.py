@@ -70,6 +70,8 @@ class PrunedInputs:
     kept_sequence: torch.Tensor  # (L_full,) bool
     visual_before: int
     visual_after: int
+    reduction: dict[str, Any] | None = None  # a feature-stage method's facts (``reduction_record``)
+    kept_grid: torch.Tensor | None = None  # and its keep over the selection's grid (flat, bool)
 
 
 def prune_sequence(
@@ -174,6 +176,8 @@ def generate_pruned(
     max_new_tokens: int,
     extra: dict[str, Any],
     stop: set[int] | None = None,
+    selection: Selection | None = None,
+    visual_token_id: int | None = None,
 ) -> Generation:
     """Greedy-decode ``pruned`` and account for it: the common end of both 1D-RoPE adapters' ``generate``.
 
@@ -181,12 +185,18 @@ def generate_pruned(
     to compare. ``visual_before`` is the native model's count (LLaVA-OV adds its newline token);
     ``geometry`` the one the model ran at. ``extra`` holds the family's own facts; it lands between
     ``output_ids`` and ``model_size``/``token_grid`` in ``Generation.extra``. ``stop``: the ids
-    that end decoding (default: the generation config's eos ids).
+    that end decoding (default: the generation config's eos ids). ``selection``'s in-LLM stage
+    (FastV), if any, prunes ``visual_token_id`` placeholders inside the LLM: ``visual_after`` is
+    then what its layers from K on saw, ``extra["llm_pruning"]`` has the average over layers.
     """
-    ids = greedy_decode(model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer, stop=stop)
+    report: dict[str, Any] = {}
+    ids = greedy_decode(model, pruned.model_kwargs, max_new_tokens=max_new_tokens, timer=timer, stop=stop,
+                        llm=None if selection is None else selection.llm, visual_token_id=visual_token_id,
+                        report=report)
+    stage_facts = {k: v for k, v in (("reduction", pruned.reduction), *report.items()) if v is not None}
     tokens = TokenCounts(
         visual_before=visual_before,
-        visual_after=pruned.visual_after,
+        visual_after=report["llm_pruning"]["visual_after"] if "llm_pruning" in report else pruned.visual_after,
         prompt=int(pruned.model_kwargs["input_ids"].shape[1]),
         generated=len(ids),
     )
@@ -195,9 +205,11 @@ def generate_pruned(
         tokens=tokens,
         timings=dict(timer.seconds),
         peak_memory_mb=peak_memory_mb(device),
+        kept_grid=pruned.kept_grid,
         extra={
             "output_ids": ids,
             **extra,
+            **stage_facts,
             "model_size": [geometry.height, geometry.width],
             "token_grid": [geometry.grid_t, geometry.grid_h, geometry.grid_w],
         },

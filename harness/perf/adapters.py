@@ -9,7 +9,7 @@ temporary directory) and run through ``adapter.generate(max_new_tokens=1)`` on o
 64-frame clip: once with no pruning, once per ratio. ``--pruner auto`` uses the ``autogaze``
 pruner (``gazing_ratio`` = the ratio) when it loads and runs here, else ``random`` at the same
 ratio, and SAYS which it used (the first output line and the JSON ``pruner`` field). Prune stage
-``pre_vit`` is run only for adapters that support it (Qwen2.5-VL, Qwen3-VL).
+``pre_vit`` is run only for families whose spec lists it (``prune_stages``, harness/models/families/).
 
 Reported per setting: the LLM's visual tokens and the best-of-``--repeats`` ``prefill`` (time to
 first token) and ``vision`` (encoder) seconds (runs interleaved across settings after one
@@ -31,25 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from harness.models.registry import ADAPTERS, get_adapter_class
-from harness.models.tiny import BUILDERS, build_tiny_model
+from harness.models.registry import all_specs, get_adapter_class, get_spec
+from harness.models.tiny import build_tiny_model
 from harness.pruning.selection import Selection
 
 FPS = 2.0
 PROMPT = "What happens in the video? Answer in one word."
-PRE_VIT_FAMILIES = {"qwen2_5_vl", "qwen3_vl"}
 
 
 def runnable_families() -> list[str]:
     """Families with both an adapter module and a tiny builder in this checkout."""
     found = []
-    for family, target in ADAPTERS.items():
-        module = target.split(":")[0]
-        if (
-            family in BUILDERS
-            and importlib.util.find_spec(module)
-            and importlib.util.find_spec(BUILDERS[family])
-        ):
+    for family, spec in all_specs().items():
+        module = spec.adapter.split(":")[0]
+        if spec.tiny is not None and importlib.util.find_spec(module) and importlib.util.find_spec(spec.tiny):
             found.append(family)
     return found
 
@@ -137,7 +132,7 @@ def bench_family(
 ) -> list[dict]:
     model_dir = build_tiny_model(family, root / family, seed=0)
     adapter = get_adapter_class(family).from_pretrained(str(model_dir), device=args.device)
-    stages = [s for s in args.stages if s == "post_vit" or family in PRE_VIT_FAMILIES]
+    stages = [s for s in args.stages if s in get_spec(family).prune_stages]
     ratios: list[float | None] = [None, *args.ratios]
     selections = [None if r is None else maker.select(frames, adapter, r) for r in ratios]
     rows = []

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.models.common import peak_rss_mb
+from harness.stages import STAGES, TOTAL
 
 
 class OneVideoBenchmark:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = rec.get("frames") or {}
     print(f"video: {args.width}x{args.height}, {args.frames} frames -> {frames.get('num')} frames at "
           f"{frames.get('width')}x{frames.get('height')} (decoder {frames.get('decoder')})")
-    for stage in ("decode", "gaze", "vision", "prefill", "generate"):
+    for stage in STAGES:
         if lat.get(stage) is not None:
             print(f"  {stage:<9} {lat[stage]:8.2f} s")
     print(f"  visual tokens: {tokens.get('visual_before')} -> {tokens.get('visual_after')} "
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "e2e_4k_1000f",
         "video": {"width": args.width, "height": args.height, "frames": args.frames},
         "decoded": {"frames": frames.get("num"), "width": frames.get("width"), "height": frames.get("height")},
-        "seconds": {k: lat.get(k) for k in ("decode", "gaze", "vision", "prefill", "generate", "total")},
+        "seconds": {k: lat.get(k) for k in (*STAGES, TOTAL)},
         "run_wall_s": wall,
         "visual_tokens_before": tokens.get("visual_before"),
         "visual_tokens_after": tokens.get("visual_after"),

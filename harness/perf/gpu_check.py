@@ -35,10 +35,12 @@ from typing import Any
 
 import torch
 
+from harness.perf.carried import add_carried_packages
+
 REPO = Path(__file__).resolve().parents[2]
-WHEELS = REPO / ".gpu-wheels" / "site"  # extra packages unpacked by `make gpu-wheels` (carried to the GPU machine)
-if WHEELS.is_dir() and str(WHEELS) not in sys.path:
-    sys.path.append(str(WHEELS))  # appended: the machine's own torch/transformers always win
+# extra packages from `make gpu-wheels` (carried to the GPU machine as compressed wheels), appended to
+# sys.path so the machine's own torch/transformers always win
+CARRIED = add_carried_packages(REPO / ".gpu-wheels")
 FIXTURE_CANDIDATES = [
     REPO / "shared" / "fixtures" / "autogaze-parity",  # the device machine carries shared/ inside the checkout
     REPO.parent / "shared" / "fixtures" / "autogaze-parity",  # developers and CI: ../shared beside the repo
@@ -188,7 +190,7 @@ def step_e2e(device: str, tiny: bool) -> dict[str, Any]:
     try:
         import av  # noqa: F401 - the synthetic video is written with PyAV
     except ImportError:
-        return {"status": "skipped: PyAV not installed (too large to carry to the GPU machine, see docs/gpu.md)"}
+        return {"status": "skipped: PyAV not installed (make gpu-wheels and carry .gpu-wheels, see docs/gpu.md)"}
     from harness.perf import e2e
 
     fixture = find_fixture()
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:>18}: {res['status']} ({res['seconds']} s)", flush=True)
     failed = [n for n, r in results.items() if r["status"].startswith("failed")]
     print(json.dumps({"mode": mode, "device": device, "torch": torch.__version__, "failed": failed,
-                      "steps": results}))
+                      "carried": CARRIED, "steps": results}))
     return 1 if failed else 0
 
 

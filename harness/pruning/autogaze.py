@@ -78,6 +78,10 @@ def _through_cache(kind: str, frames: np.ndarray, model: Any, setting: dict[str,
 
 class AutoGazePruner(Pruner):
     name = "autogaze"
+    defines_matched_budget = True  # ``budget: matched`` baselines keep as many tokens as AutoGaze did
+    latency_stage = "gaze"
+    load_hint = ("give a checkpoint with --set pruners.autogaze.params.model=DIR (a local AutoGaze "
+                 "directory, nvidia/AutoGaze in the HF cache, or tiny)")
 
     def __init__(
         self,
@@ -121,6 +125,10 @@ class AutoGazePruner(Pruner):
             "clip_len": self.clip_len,
             "deterministic": self.deterministic,
         }
+
+    def load(self) -> None:
+        """Load the gaze model now (it loads lazily, cached per path and device)."""
+        load_gaze_model(self.model, self.device)
 
     def gaze_setting(self) -> dict[str, Any]:
         """Every setting that decides a gaze (the gaze cache's key; ``policy`` only maps it afterwards)."""

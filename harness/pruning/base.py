@@ -93,6 +93,28 @@ class Pruner(ABC):
     name: ClassVar[str] = "base"
     #: True for pruners that need a budget (explicit or via ``ratio``); False for none/autogaze.
     budgeted: ClassVar[bool] = False
+    #: True for budgeted pruners with a published parameter of their own (DyCoke's ``k``, FastV's
+    #: ``r``, VidCom2's ``base_scale``): without a budget it decides (``budget_source`` "params").
+    budget_optional: ClassVar[bool] = False
+    #: where the method acts (docs/pruning.md): "frames" (the Selection's keep grid), "features"
+    #: (a FeatureReducer on the projector's features) or "llm" (LayerPruning inside the LLM)
+    stage: ClassVar[str] = "frames"
+    #: True when this pruner's kept count on a sample is a budget other runs can be matched to
+    #: (``budget: matched``, AutoGaze); the runner asks the class, it names no pruner. (Not
+    #: ``Selection.info["budget_source"]``, which says where a selection's own budget came from.)
+    defines_matched_budget: ClassVar[bool] = False
+    #: The latency stage a selection's time is recorded under (``harness.stages``): ``prune`` for
+    #: the baselines, ``gaze`` for a gaze model; None when selecting does no work (``none``).
+    latency_stage: ClassVar[str | None] = "prune"
+    #: Said after a build or load failure (e.g. where a checkpoint may come from); "" for none.
+    load_hint: ClassVar[str] = ""
+
+    def load(self) -> None:
+        """Load what ``select`` needs (a checkpoint) now, so a bad one fails before any sample.
+
+        Nothing by default: the baselines have nothing to load.
+        """
+        return None
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
@@ -120,7 +142,9 @@ class Pruner(ABC):
         """
         check_frames(frames, geometry, self.name)
         source, ignored = None, None
-        if self.budgeted:
+        if self.budgeted and budget is None and self.budget_optional:
+            source = "params"
+        elif self.budgeted:
             budget, source = resolve_budget(geometry, budget, getattr(self, "ratio", None), self.name)
         elif budget is not None:
             budget, ignored = None, budget  # e.g. the runner passing a budget to `none`: say so

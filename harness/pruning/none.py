@@ -12,6 +12,7 @@ from harness.pruning.selection import Selection, TokenGeometry
 
 class NonePruner(Pruner):
     name = "none"
+    latency_stage = None  # keeping everything is no work worth a latency stage
 
     def params(self) -> dict[str, Any]:
         return {}

@@ -20,6 +20,11 @@ PRUNERS: dict[str, str] = {
     "random": "harness.pruning.random_tokens:RandomPruner",
     "temporal_diff": "harness.pruning.temporal_diff:TemporalDiffPruner",
     "downsample": "harness.pruning.downsample:DownsamplePruner",
+    # published methods acting after the frames stage (harness/pruning/stages.py)
+    "fastv": "harness.pruning.fastv:FastVPruner",
+    "dycoke": "harness.pruning.dycoke:DyCokePruner",
+    "vidcom2": "harness.pruning.vidcom2:VidCom2Pruner",
+    "visionzip": "harness.pruning.visionzip:VisionZipPruner",
 }
 
 

@@ -8,9 +8,12 @@ shape is unambiguous across families and trivially converts to flat indices in r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from harness.pruning.stages import DecodePruning, FeatureReducer, LayerPruning
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,19 @@ class Selection:
     ``geometry`` may differ from the model's native one (the ``downsample`` baseline lowers the
     resolution); adapters resize frames to ``geometry.height x geometry.width`` then.
     ``info`` carries pruner-specific facts for the record (e.g. gaze seconds, matched budget).
+
+    Two later stages (``harness/pruning/stages.py``) may follow ``keep``: ``reducer`` runs on
+    every token's LLM-ready features before the LLM (DyCoke, VidCom2), ``llm`` prunes inside
+    the LLM at a layer (FastV). ``keep`` is then what the vision tower encodes; the adapter
+    reports the tokens the LLM finally saw.
     """
 
     geometry: TokenGeometry
     keep: torch.Tensor
     pruner: str = "none"
     info: dict[str, Any] = field(default_factory=dict)
+    reducer: FeatureReducer | None = None
+    llm: LayerPruning | DecodePruning | None = None
 
     def __post_init__(self) -> None:
         g = self.geometry
@@ -78,6 +88,19 @@ class Selection:
     def keep_all(cls, geometry: TokenGeometry, pruner: str = "none") -> Selection:
         keep = torch.ones(geometry.grid_t, geometry.grid_h, geometry.grid_w, dtype=torch.bool)
         return cls(geometry=geometry, keep=keep, pruner=pruner)
+
+    def with_reducer(self, reducer: FeatureReducer, info: dict[str, Any] | None = None) -> Selection:
+        """This selection plus a feature-stage method (it must see every token: keep-all only)."""
+        if not bool(self.keep.all()):
+            raise ValueError(f"a feature-stage method ({reducer.name}) needs every token's features: keep-all only")
+        self.reducer = reducer
+        self.info.update(info or {})
+        return self
+
+    def with_llm(self, llm: LayerPruning | DecodePruning, info: dict[str, Any] | None = None) -> Selection:
+        self.llm = llm
+        self.info.update(info or {})
+        return self
 
     @property
     def num_kept(self) -> int:

@@ -180,6 +180,8 @@ def _console_rows(summary: pd.DataFrame) -> pd.DataFrame:
         "" if pd.isna(a) else f"{a:.1f} [{lo:.0f}, {hi:.0f}]"
         for a, lo, hi in zip(summary["accuracy"], summary["wilson95_low"], summary["wilson95_high"])]
     table["tokens"] = [pct(v).removesuffix(".0") for v in summary["visual_tokens"]]
+    if "visual_tokens_avg_layers" in summary and summary["visual_tokens_avg_layers"].notna().any():
+        table["tokens, avg over LLM layers"] = [pct(v) for v in summary["visual_tokens_avg_layers"]]
     if "autogaze_gazes" in summary and summary["autogaze_gazes"].notna().any():
         table["AutoGaze gazes"] = [pct(v).removesuffix(".0") for v in summary["autogaze_gazes"]]
     table["kept %"] = [pct(100 - v) if not pd.isna(v) else "" for v in summary["token_reduction_pct"]]

@@ -3,11 +3,14 @@ and the published figures a benchmark carries (e.g. HLVid's), printed beside our
 
 Why re-extract here: the three published conventions give different numbers on the same outputs
 ("Answer: C." is A under one, C under another); showing them side by side tells a reader how
-much of a difference between two papers is extraction. Only the raw ``output`` is needed, so
-the data set itself is not.
+much of a difference between two papers is extraction. Only the raw ``output``, the options and
+the run's benchmark settings are needed, so the data set itself is not; the scoring itself is
+``benchmarks.scoring.score_answer``, the one ``eval`` and ``score`` use.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 
@@ -25,30 +28,70 @@ def _benchmark_class(name: str):
         return None
 
 
-def extraction_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy (%) per run under each convention, re-extracted from the raw outputs."""
+def _run_rules(run_dir: str, benchmark: str) -> Any:
+    """The answer rules a run extracted with (``benchmarks.scoring.answer_rules``) from its run.json's
+    benchmark settings (``reasoning_tags`` ...); None when the benchmark is unknown."""
+    import json
+    from pathlib import Path
+
     try:
-        from benchmarks.extraction import CONVENTIONS, counts_unanswered, extract
+        from benchmarks.scoring import answer_rules
+    except ImportError:
+        return None
+    try:
+        spec = json.loads((Path(run_dir) / "run.json").read_text()).get("benchmark") or {}
+    except (OSError, ValueError):
+        spec = {}
+    return answer_rules(spec.get("name") or benchmark, spec.get("kwargs") or {})
+
+
+def rescore(df: pd.DataFrame, convention: str) -> pd.DataFrame:
+    """Every successful row scored again under ``convention`` by the shared scorer
+    (``benchmarks.scoring.score_answer``, what ``eval`` and ``score`` use), with each run's own answer
+    rules (letters, reasoning tags). Columns: pred, status, counted, correct; rows of a benchmark the
+    package does not know are left out (its letters cannot be guessed).
+    """
+    import json
+
+    from benchmarks import scoring
+
+    rows = []
+    ok = df[df["ok"] & df["output"].notna()]
+    for (run_dir, bench), group in ok.groupby(["run_dir", "benchmark"], sort=False, dropna=False):
+        rules = _run_rules(run_dir, bench)
+        if rules is None:
+            continue
+        for idx, row in group.iterrows():
+            options = json.loads(row["options"]) if isinstance(row.get("options"), str) else None
+            reason = row.get("invalid_reason")
+            score = scoring.score_answer(str(row["output"]), row["answer"],
+                                         lambda text, o=options, r=rules: r.extract(text, o, convention), convention,
+                                         reason if isinstance(reason, str) else None)
+            rows.append({"index": idx, "pred": score.pred, "status": score.status, "counted": score.counted,
+                         "correct": score.correct})
+    if not rows:
+        return pd.DataFrame(columns=["pred", "status", "counted", "correct"])
+    return pd.DataFrame(rows).set_index("index")
+
+
+def extraction_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy (%) per run under each convention, re-scored from the raw outputs by the shared scorer."""
+    try:
+        from benchmarks.extraction import CONVENTIONS
     except ImportError:
         return pd.DataFrame()
-    ok = df[df["ok"] & df["output"].notna()]
-    if ok.empty:
+    if df.empty or not (df["ok"] & df["output"].notna()).any():
+        return pd.DataFrame()
+    scored = {conv: rescore(df, conv) for conv in CONVENTIONS}
+    if all(t.empty for t in scored.values()):
         return pd.DataFrame()
     rows = []
-    for keys, group in ok.groupby(RUN_KEYS, sort=False, dropna=False):
-        cls = _benchmark_class(keys[1])
-        fixed = getattr(cls, "fixed_choices", ("A", "B", "C", "D")) if cls is not None else ("A", "B", "C", "D")
+    for keys, group in df.groupby(RUN_KEYS, sort=False, dropna=False):
         row = dict(zip(RUN_KEYS, keys))
         for conv in CONVENTIONS:
-            n = k = 0
-            for out, ans, counted in zip(group["output"], group["answer"], group["counted"]):
-                if counted is False:  # an invalid sample stays out under every convention
-                    continue
-                letter = extract(str(out), conv, fixed)
-                if letter is None and not counts_unanswered(conv):
-                    continue
-                n += 1
-                k += int(letter is not None and letter == ans)
+            part = scored[conv].reindex(scored[conv].index.intersection(group.index))
+            counted = part[part["counted"].astype(bool)]
+            n, k = len(counted), int(counted["correct"].astype(bool).sum())
             row[conv] = 100 * k / n if n else float("nan")
             row[f"{conv} n"] = n
         rows.append(row)
@@ -117,11 +160,9 @@ def scorer_table(df: pd.DataFrame) -> pd.DataFrame:
         if not group["correct"].notna().any():
             continue
         splits = [c for c in split_columns(group) if group[c].notna().any()]
-        status = pd.Series("ok", index=group.index)
-        status[~group["ok"]] = "no_prediction"
-        status[group["ok"] & group["extracted"].isna()] = "unanswered"
-        status[group["ok"] & ~group["counted"].fillna(True).astype(bool) & group["extracted"].notna()] = \
-            "invalid_sample"
+        # the shared scorer's status, as recorded (version-1 records: derived when loaded)
+        status = group["status"].where(group["ok"] & group["status"].notna(), None)
+        status = status.fillna("no_prediction")
         scores = pd.DataFrame({
             "sample_id": group["sample_id"],
             "correct": group["correct"].fillna(False).astype(bool),

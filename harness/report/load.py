@@ -13,11 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from harness.runner.records import RUN_FILE, latest_by_sample, read_run_records
+from harness.runner.records import RUN_FILE, latest_records
+from harness.runner.schema import SampleRecord
+from harness.stages import CACHED_GAZE, STAGES, TOTAL
 
-STAGES = ("decode", "gaze", "vision", "prefill", "generate")
 OBJECT_COLUMNS = ("sel_masks",)  # nested values: in the frame for the report, not in records.csv
 TOKEN_KEYS = ("visual_before", "visual_after", "prompt", "generated", "gazes")
+__all__ = ["STAGES", "ReportError", "find_run_dirs", "load_records", "split_columns"]
 
 
 class ReportError(ValueError):
@@ -40,63 +42,69 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     return unique
 
 
-def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def _flatten(rec: SampleRecord, run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """One typed record -> one flat row (the columns every table, plot and compare reads)."""
+    budget = rec.budget
+    error = rec.error
     row: dict[str, Any] = {
-        "run_id": rec.get("run_id") or run.get("run_id"),
+        "run_id": rec.run_id or run.get("run_id"),
         "run_dir": str(run_dir),
         "experiment": run.get("experiment"),
-        "model": rec.get("model"),
-        "tiny_model": bool(rec.get("tiny_model")),
-        "benchmark": rec.get("benchmark"),
-        "pruner": rec.get("pruner"),
-        "pruner_label": rec.get("pruner_label"),
-        "budget_kind": (rec.get("budget") or {}).get("kind"),
-        "budget_match": (rec.get("budget") or {}).get("match"),
-        "sample_id": str(rec.get("sample_id")),
-        "video": rec.get("video"),
-        "question": rec.get("question"),
+        "model": rec.model,
+        "tiny_model": bool(rec.tiny_model),
+        "benchmark": rec.benchmark,
+        "pruner": rec.pruner,
+        "pruner_label": rec.pruner_label,
+        "budget_kind": budget.kind if budget else None,
+        "budget_match": budget.match if budget else None,
+        "sample_id": str(rec.sample_id),
+        "video": rec.video,
+        "question": rec.question,
         # a JSON list in one cell: options may hold any separator character
-        "options": None if rec.get("options") is None else json.dumps(list(rec["options"]), ensure_ascii=False),
-        "answer": rec.get("answer"),
-        "extracted": rec.get("extracted"),
-        "correct": rec.get("correct"),
-        "counted": rec.get("counted", True),
-        "extraction": rec.get("extraction"),
-        "prompt": rec.get("prompt"),
-        "output": rec.get("output"),
-        "ok": rec.get("error") is None,
-        "error": None if rec.get("error") is None else
-        f"{rec['error'].get('stage')}: {rec['error'].get('type')}: {rec['error'].get('message')}",
-        "peak_memory_mb": rec.get("peak_memory_mb"),
-        "rank": rec.get("rank"),
+        "options": None if rec.options is None else json.dumps(list(rec.options), ensure_ascii=False),
+        "answer": rec.answer,
+        "extracted": rec.extracted,
+        "correct": rec.correct,
+        "counted": rec.counted,
+        "status": rec.status,
+        "invalid_reason": rec.invalid_reason,
+        "extraction": rec.extraction,
+        "prompt": rec.prompt,
+        "output": rec.output,
+        "ok": rec.ok,
+        "error": None if error is None else f"{error.stage}: {error.type}: {error.message}",
+        "peak_memory_mb": rec.peak_memory_mb,
+        "rank": rec.rank,
     }
-    for key, value in (rec.get("pruner_params") or {}).items():
+    for key, value in rec.pruner_params.items():
         if isinstance(value, int | float | str | bool) or value is None:
             row[f"param_{key}"] = value
-    tokens = rec.get("tokens") or {}
+    tokens = rec.tokens.model_dump() if rec.tokens is not None else {}
     for key in TOKEN_KEYS:
         row[f"tok_{key}"] = tokens.get(key)
-    sel = rec.get("selection") or {}
-    row["sel_kept"], row["sel_total"] = sel.get("kept"), sel.get("total")
+    sel = rec.selection
+    row["sel_kept"], row["sel_total"] = (sel.kept, sel.total) if sel else (None, None)
     # per frame group: what the exact regression check compares (a random pruner keeps as many, elsewhere)
-    row["sel_kept_per_group"] = None if sel.get("kept_per_group") is None else json.dumps(sel["kept_per_group"])
-    row["sel_masks"] = sel.get("masks")  # a dict (harness.runner.masks); left out of records.csv
-    frames = rec.get("frames") or {}
+    row["sel_kept_per_group"] = None if sel is None or sel.kept_per_group is None else json.dumps(sel.kept_per_group)
+    row["sel_masks"] = sel.masks if sel else None  # a dict (harness.runner.masks); left out of records.csv
+    frames = rec.frames or {}
     row["frames_height"], row["frames_width"] = frames.get("height"), frames.get("width")
-    if row["tok_gazes"] is None:  # pruner-only runs and records older than the field
-        row["tok_gazes"] = (sel.get("info") or {}).get("gazed_total")
+    if row["tok_gazes"] is None and sel is not None:  # pruner-only runs and records older than the field
+        row["tok_gazes"] = sel.info.get("gazed_total")
     row["route"] = _route(rec, run)
-    latency = rec.get("latency") or {}
+    latency = rec.latency
     for stage in STAGES:
         row[f"lat_{stage}"] = latency.get(stage)
-    row["lat_total"] = latency.get("total")
+    row["lat_total"] = latency.get(TOTAL)
     # a gaze read from the gaze cache: its time is not a gaze time (lat_gaze stays empty)
-    row["lat_gaze_cached"] = latency.get("gaze_cached")
-    row["gaze_cache"] = rec.get("gaze_cache")
-    row["frames_shared"] = rec.get("frames_shared")
+    row["lat_gaze_cached"] = latency.get(CACHED_GAZE)
+    row["gaze_cache"] = rec.gaze_cache
+    row["frames_shared"] = rec.frames_shared
     # batched generation (vLLM): >1 means the LLM stages are that call's time shared out, not per request
-    row["latency_batched"] = rec.get("latency_batched") or 1
-    ev = rec.get("evidence") or {}
+    row["latency_batched"] = rec.latency_batched or 1
+    # in-LLM pruning (FastV): visual tokens per LLM layer, averaged over the layers
+    row["tok_visual_avg_layers"] = ((rec.generation_extra or {}).get("llm_pruning") or {}).get("avg_visual_tokens")
+    ev = rec.evidence or {}
     row["evidence_recall"] = ev.get("recall")
     row["evidence_hit"] = ev.get("hit")
     # budget-aware evidence scores (synthetic needle; benchmarks/evidence.py), absent for other benchmarks
@@ -104,18 +112,18 @@ def _flatten(rec: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[st
     row["evidence_kept_share"] = ev.get("kept_share")
     row["evidence_chance"] = ev.get("chance")
     row["evidence_findable"] = ev.get("findable")
-    for key, value in (rec.get("splits") or {}).items():
+    for key, value in rec.splits.items():
         row[f"split_{key}"] = value
     return row
 
 
-def _route(rec: dict[str, Any], run: dict[str, Any]) -> str | None:
+def _route(rec: SampleRecord, run: dict[str, Any]) -> str | None:
     """How an AutoGaze run's gazes became LLM tokens: ``native`` or ``STAGE/POLICY`` (e.g.
     ``post_vit/expand``); for other pruners just the prune stage."""
-    stage = (rec.get("generation_extra") or {}).get("prune_stage") or (run.get("model") or {}).get("prune_stage")
+    stage = (rec.generation_extra or {}).get("prune_stage") or (run.get("model") or {}).get("prune_stage")
     if stage == "native":
         return "native"
-    policy = (rec.get("pruner_params") or {}).get("policy") if rec.get("pruner") == "autogaze" else None
+    policy = rec.pruner_params.get("policy") if rec.pruner == "autogaze" else None
     return f"{stage}/{policy}" if policy and stage else (policy or stage)
 
 
@@ -124,7 +132,7 @@ def load_records(paths: list[str | Path], include_failed: bool = True) -> pd.Dat
     rows: list[dict[str, Any]] = []
     for run_dir in find_run_dirs(paths):
         run = json.loads((run_dir / RUN_FILE).read_text())
-        for rec in latest_by_sample(read_run_records(run_dir)).values():
+        for rec in latest_records(run_dir).values():
             rows.append(_flatten(rec, run, run_dir))
     if not rows:
         raise ReportError(f"no records yet in the runs under: {', '.join(map(str, paths))}")

@@ -83,6 +83,9 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             before, after = _mean(ok["sel_total"]), _mean(ok["sel_kept"])
         row["visual_tokens_before"] = before
         row["visual_tokens"] = after
+        # in-LLM pruning: what the layers saw on average (the others: every layer sees visual_tokens)
+        avg = pd.to_numeric(ok.get("tok_visual_avg_layers", pd.Series(dtype=float)), errors="coerce")
+        row["visual_tokens_avg_layers"] = float(avg.mean()) if avg.notna().any() else math.nan
         # AutoGaze's own gaze count beside what the LLM got: a mapping's inflation shows here
         row["autogaze_gazes"] = _mean(ok["tok_gazes"]) if "tok_gazes" in ok else math.nan
         routes = ok["route"].dropna().unique().tolist() if "route" in ok else []

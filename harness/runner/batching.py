@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends.vllm.engine import BatchItem
-from harness.models.base import STAGES, Generation
+from harness.models.base import Generation
+from harness.models.request import BatchItem
+from harness.stages import STAGES
 
 
 @dataclass

@@ -169,18 +169,24 @@ def load_adapter(model: ModelConfig, backend: str, device: str, seed: int = 0) -
         return get_adapter_class(model.family).from_pretrained(path, device=device, dtype=model.dtype,
                                                               **extra, **adapter_kwargs(model))
     if backend == "vllm":
+        if model.preset:
+            raise ConfigError(f"model.preset {model.preset!r} is not supported by the vllm backend (its "
+                              "preprocessing is vLLM's own); use backend: transformers")
+        unsupported = sorted(set(model.pipeline or {}) - {"text_positions"})
+        if unsupported:
+            raise ConfigError(f"model.pipeline keys {', '.join(unsupported)} are not supported by the vllm "
+                              "backend; it takes only text_positions")
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("backend 'vllm' needs vLLM installed: pip install .[vllm] (see docs/vllm.md)")
         try:
-            from harness.backends.vllm.engine import VLLMBackend
+            from harness.backends.vllm import VLLMBackend
         except ImportError as exc:
             raise ConfigError(f"backend 'vllm' cannot be imported ({exc}); install the extra: pip install .[vllm]") \
                 from exc
-        if model.pipeline:
-            raise ConfigError("model.pipeline (and presets that set it) are not supported by the vllm backend yet")
+        text = (model.pipeline or {}).get("text_positions", "reference")
         # model.kwargs go to vllm.LLM (gpu_memory_utilization, max_model_len, tensor_parallel_size, ...)
         return VLLMBackend.from_pretrained(model.family, path, dtype=model.dtype, device=device, seed=seed,
-                                           **model.kwargs)
+                                           text_positions=text, **model.kwargs)
     raise ConfigError(f"unknown backend {backend!r}; valid choices: transformers, vllm")
 
 
@@ -213,10 +219,7 @@ def build_pruner(name: str, params: dict[str, Any]) -> Any:
     from harness.pruning.registry import build_pruner as _build
 
     pruner = _build(name, **params)
-    if name == "autogaze":  # the gaze model loads lazily (cached per path): load it now, so a bad
-        from harness.pruning.autogaze import load_gaze_model  # checkpoint fails before any sample
-
-        load_gaze_model(pruner.model, pruner.device)
+    pruner.load()  # e.g. AutoGaze's checkpoint (loaded lazily otherwise): a bad one fails before any sample
     return pruner
 
 
@@ -230,6 +233,8 @@ def evidence_scores(benchmark: Any, selection: Any, sample: Any, video: DecodedV
     scorer = getattr(benchmark, "evidence_scores", None)
     if not getattr(sample, "evidence", None) or selection is None or not callable(scorer):
         return None
+    if getattr(selection, "reducer", None) is not None or getattr(selection, "llm", None) is not None:
+        return None  # decided inside the model: a feature-stage keep is scored after it ran (engine)
     # the model may pad a clip to its temporal patch (Qwen repeats the last frame): so do the indices
     indices = list(np.asarray(video.indices).tolist())
     while indices and len(indices) < selection.geometry.num_frames:

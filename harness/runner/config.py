@@ -47,7 +47,7 @@ class ConfigError(ValueError):
 
 
 BACKENDS = ("transformers", "vllm")
-INDEX_ROUNDINGS = ("floor", "nearest")
+INDEX_ROUNDINGS = ("floor", "nearest", "centers")
 FPS_CONVENTIONS = ("span", "count", "source")
 PRUNE_STAGES = ("post_vit", "pre_vit", "native")
 # Model path that means "build the tiny random-weight model of this family into the cache".
@@ -141,7 +141,7 @@ class FramesConfig(_Section):
     keep_aspect: bool = True  # fit inside ``resolution`` keeping the aspect ratio
     chunk_size: int = Field(default=16, ge=1)  # frames decoded per chunk (bounded memory)
     max_decoded_gb: float = Field(default=16.0, gt=0)  # refuse a sample whose frames would exceed this
-    # linspace -> indices: floor (lmms-eval load_video) | nearest (qwen-vl-utils)
+    # linspace -> indices: floor (lmms-eval load_video) | nearest (qwen-vl-utils) | centers (HF InternVL)
     index_rounding: Literal[INDEX_ROUNDINGS] = "floor"
     count_multiple: int = Field(default=1, ge=1, strict=True)  # floor the frame count to a multiple (qwen-vl-utils: 2)
     # fps handed to the model: span = (T - 1) / (t_last - t_first) of the sampled frames;
@@ -584,9 +584,14 @@ def validate_pruner_params(cfg: EvalConfig) -> None:
     for plan in cfg.plans():
         for setting in expand(plan.pruners):
             try:
-                build_pruner(setting.name, **setting.params)
+                pruner = build_pruner(setting.name, **setting.params)
             except (PruningError, TypeError, ValueError) as exc:
                 raise ConfigError(f"pruner run {setting.label!r}: {_first_line(exc)}") from None
+            if pruner.stage != "frames" and not plan.generation.enabled:
+                raise ConfigError(
+                    f"pruner run {setting.label!r}: {setting.name} acts inside the model ({pruner.stage} stage), "
+                    "so a pruner-only run (generation.enabled: false) cannot score it"
+                )
 
 
 def validate_benchmark(cfg: EvalConfig) -> None:

@@ -3,7 +3,12 @@
 Sample-major on purpose: a sample's video is decoded once and every pruner setting of that
 sample reuses the frames, and the AutoGaze settings run before the baselines matched to them,
 so a matched budget (AutoGaze's kept count on this very sample) is known when a baseline needs
-it. On resume the kept count comes from the AutoGaze record already on disk.
+it: it flows in memory (``RunHandle.kept``) within a run, and on resume from the source run's
+typed records (``schema.SampleRecord``). Which runs are budget sources is the pruner class's
+``defines_matched_budget``, not a name known here.
+
+Every record is a ``schema.SampleRecord``: built by ``_new_record``, filled by ``_prepare``,
+``_finish`` and ``_score``, validated by the writer; no field exists outside that model.
 
 Work reused beyond one sample: a later model entry whose frame settings are equal gets the frames
 an earlier one decoded (``frame_share.py``), and AutoGaze's gazes go through the content-addressed
@@ -30,9 +35,12 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from harness.backends.vllm.engine import BatchItem
+from pydantic import ValidationError
+
+from harness.models.request import BatchItem
 from harness.pruning.selection import Selection
 from harness.runner.batching import Outcome, generate_many, supports_batching
 from harness.runner.components import TINY_LABEL, Components, DecodedVideo
@@ -50,21 +58,18 @@ from harness.runner.frame_share import SharedFrames
 from harness.runner.lock import RunLock
 from harness.runner.masks import mask_record
 from harness.runner.meta import run_meta
+from harness.runner.presets import recorded_pipeline
 from harness.runner.records import (
-    RECORD_SCHEMA,
     RUN_FILE,
     RecordWriter,
-    latest_by_sample,
-    read_run_records,
+    latest_records,
     records_filename,
     write_json,
 )
+from harness.runner.schema import BudgetInfo, ErrorInfo, SampleRecord, SelectionSummary, Tokens, problem
 from harness.runner.sharding import ShardInfo, device_for_rank, shard, shard_from_env
-from harness.runner.sweep import MATCH_SOURCE, PrunerSetting, expand, resolve_budget
-
-STAGES = ("decode", "gaze", "vision", "prefill", "generate")
-#: Counted in ``latency.total`` but kept apart from ``gaze``: a selection made from a cached gaze.
-CACHED_GAZE = "gaze_cached"
+from harness.runner.sweep import PrunerSetting, expand, resolve_budget
+from harness.stages import CACHED_GAZE, STAGES, TOTAL
 
 
 @dataclass
@@ -75,7 +80,7 @@ class RunHandle:
     run_dir: Path
     writer: RecordWriter
     done: set[str]
-    kept: dict[str, int] = field(default_factory=dict)  # sample id -> kept tokens (autogaze runs)
+    kept: dict[str, int] = field(default_factory=dict)  # sample id -> kept tokens (budget-source runs)
     written: int = 0
     errors: int = 0
 
@@ -84,10 +89,13 @@ class RunHandle:
 class _Entry:
     """A record on its way to disk; ``item`` is its generation request while that is outstanding."""
 
-    rec: dict[str, Any]
+    rec: SampleRecord
     handle: RunHandle
     sample: Any
     item: BatchItem | None = None
+    #: a feature-stage method's evidence scorer, called with the keep the model reported (see
+    #: ``_evidence_after_model``); None for every other pruner
+    after_model: Any = None
 
 
 @dataclass
@@ -131,9 +139,9 @@ def run_id(model_label: str, setting: PrunerSetting) -> str:
     return f"{model_label}/{setting.label}"
 
 
-def _error(stage: str, exc: BaseException) -> dict[str, Any]:
+def _error(stage: str, exc: BaseException) -> ErrorInfo:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    return {"stage": stage, "type": type(exc).__name__, "message": str(exc), "traceback": "".join(tb[-6:])}
+    return ErrorInfo(stage=stage, type=type(exc).__name__, message=str(exc), traceback="".join(tb[-6:]))
 
 
 def _split_values(sample: Any, benchmark: Any) -> dict[str, Any]:
@@ -160,28 +168,27 @@ def _select_native(pruner: Any, adapter: Any, frames: Any, geometry: Any, budget
     return pruner.select_native(frames, adapter.native_target(*frames.shape[:3]), geometry, fps=fps)
 
 
-def _selection_summary(selection: Any) -> dict[str, Any] | None:
+def _selection_summary(selection: Any) -> SelectionSummary | None:
     if selection is None:
         return None
     g = selection.geometry
     # "_"-keys are in-process only (e.g. the autogaze pruner's VideoGaze, drawn by mask_record)
     info = {k: v for k, v in (selection.info or {}).items() if not k.startswith("_") and _is_small(v)}
-    return {
-        "kept": int(selection.num_kept),
-        "total": int(g.total_tokens),
-        "geometry": {"num_frames": g.num_frames, "height": g.height, "width": g.width,
-                     "patch_size": g.patch_size, "temporal_patch_size": g.temporal_patch_size,
-                     "spatial_merge_size": g.spatial_merge_size, "grid": [g.grid_t, g.grid_h, g.grid_w]},
-        "kept_per_group": selection.kept_per_group(),
-        "info": info,
-    }
+    return SelectionSummary(
+        kept=int(selection.num_kept),
+        total=int(g.total_tokens),
+        geometry={"num_frames": g.num_frames, "height": g.height, "width": g.width,
+                  "patch_size": g.patch_size, "temporal_patch_size": g.temporal_patch_size,
+                  "spatial_merge_size": g.spatial_merge_size, "grid": [g.grid_t, g.grid_h, g.grid_w]},
+        kept_per_group=[int(n) for n in selection.kept_per_group()],
+        info=info,
+    )
 
 
-def _gaze_count(rec: dict[str, Any]) -> int | None:
+def _gaze_count(rec: SampleRecord) -> int | None:
     """AutoGaze's own gaze count for this record (None when no AutoGaze ran), to set beside
     ``visual_after`` so a mapping's inflation (``expand``) or loss (``drop``) is visible."""
-    info = (rec.get("selection") or {}).get("info") or {}
-    gazes = info.get("gazed_total")
+    gazes = (rec.selection.info if rec.selection is not None else {}).get("gazed_total")
     return None if gazes is None else int(gazes)
 
 
@@ -221,7 +228,8 @@ class Evaluator:
         return {
             "run_id": run_id(plan.model.label, setting),
             "experiment": self.cfg.name,
-            "model": {**plan.model.model_dump(), "label": plan.model.label, "tiny": plan.model.is_tiny},
+            "model": {**plan.model.model_dump(), "label": plan.model.label, "tiny": plan.model.is_tiny,
+                      "pipeline": recorded_pipeline(plan.model.family, plan.model.pipeline)},
             "notice": TINY_LABEL if plan.model.is_tiny else None,
             "backend": self.cfg.backend,
             "benchmark": self.cfg.benchmark.model_dump(),
@@ -240,16 +248,15 @@ class Evaluator:
             if worker:  # a model runtime's stack (python, torch, transformers): what made the numbers
                 run["worker"] = worker
             write_json(run_dir / RUN_FILE, run)
-            latest = latest_by_sample(read_run_records(run_dir))
-            done = {sid for sid, rec in latest.items() if rec.get("error") is None or not self.retry_failed}
+            latest = latest_records(run_dir)
+            done = {sid for sid, rec in latest.items() if rec.ok or not self.retry_failed}
             handle = RunHandle(setting=setting, run_dir=run_dir,
                                writer=RecordWriter(run_dir / records_filename(self.shard.rank, self.shard.world_size)),
                                done=done)
-            if setting.name == MATCH_SOURCE:
+            if setting.defines_matched_budget:  # resume: the matched budgets of samples done earlier
                 for sid, rec in latest.items():
-                    sel = rec.get("selection") or {}
-                    if rec.get("error") is None and sel.get("kept") is not None:
-                        handle.kept[sid] = int(sel["kept"])
+                    if rec.ok and rec.selection is not None and rec.selection.kept is not None:
+                        handle.kept[sid] = rec.selection.kept
             handles.append(handle)
         return handles
 
@@ -347,8 +354,8 @@ class Evaluator:
             try:
                 self._pruner(pruners, setting, device)
             except Exception as exc:  # noqa: BLE001 - re-raised as a config error naming the run
-                hint = ("; give a checkpoint with --set pruners.autogaze.params.model=DIR (a local AutoGaze "
-                        "directory, nvidia/AutoGaze in the HF cache, or tiny)" if setting.name == MATCH_SOURCE else "")
+                hint = _pruner_class_attr(setting.name, "load_hint", "")
+                hint = f"; {hint}" if hint else ""
                 raise ConfigError(f"pruner run {setting.label!r}: {_first_line(exc)}{hint}") from exc
         return pruners
 
@@ -389,7 +396,6 @@ class Evaluator:
                     bar.update(len(handles))
                     continue
                 bar.update(len(handles) - len(todo))
-                base = self._base_record(plan, sample, benchmark)
                 video, decode_error = self._decode(sample, plan)
                 if not warmed and decode_error is None:
                     self._warm_up(plan, adapter, [pruners[self._key(h.setting)] for h in todo], video,
@@ -398,15 +404,14 @@ class Evaluator:
                 # Pruning stays sequential and in run order (AutoGaze before the baselines matched
                 # to it); only generation waits in the queue to be batched.
                 for h in todo:
-                    rec = dict(base, run_id=run_id(plan.model.label, h.setting), pruner=h.setting.name,
-                               pruner_label=h.setting.label, pruner_params=h.setting.params,
-                               budget=h.setting.budget.to_dict())
+                    rec = self._new_record(plan, sample, benchmark, h.setting)
                     entry = _Entry(rec, h, sample)
                     if decode_error is not None:
-                        rec["error"] = decode_error
+                        rec.error = decode_error
                     else:
                         entry.item = self._prepare(rec, h, handles, plan, pruners[self._key(h.setting)], adapter,
                                                    sample, benchmark, video)
+                        entry.after_model = self._evidence_after_model(benchmark, sample, video, entry.item)
                     self._enqueue(state, entry)
                 del video
             self._flush(state)
@@ -440,21 +445,32 @@ class Evaluator:
             for entry, outcome in zip(waiting, outcomes, strict=True):
                 entry.item = None
                 self._finish(entry.rec, entry.sample, state.benchmark, outcome)
+                kept_grid = getattr(outcome.generation, "kept_grid", None)
+                if entry.after_model is not None and kept_grid is not None and entry.rec.error is None:
+                    try:
+                        entry.rec.evidence = entry.after_model(kept_grid)
+                    except Exception as exc:  # noqa: BLE001 - one sample's failure must not end the run
+                        entry.rec.error = _error("evidence", exc)
+                entry.after_model = None
         self._write_ready(state)
 
     def _write_ready(self, state: _PlanState) -> None:
         while state.queue and state.queue[0].item is None:
             entry = state.queue.pop(0)
             rec, h = entry.rec, entry.handle
-            latency = rec["latency"]
+            latency = rec.latency
             if "decode" in latency:  # the sample was decoded: its stage times add up to the total
-                latency["total"] = sum(v for k, v in latency.items()
-                                       if (k in STAGES or k == CACHED_GAZE) and v is not None)
-            rec["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            h.writer.write(rec)
+                latency[TOTAL] = sum(v for k, v in latency.items()
+                                     if (k in STAGES or k == CACHED_GAZE) and v is not None)
+            rec.finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            try:
+                h.writer.write(rec)
+            except ValueError as exc:  # the schema refused the record: keep the sample, as a failure
+                rec = _refused(rec, exc)
+                h.writer.write(rec)
             h.written += 1
             state.written += 1
-            if rec.get("error") is not None:
+            if not rec.ok:
                 h.errors += 1
                 state.errors += 1
             state.bar.update(1)
@@ -500,30 +516,32 @@ class Evaluator:
                 adapter.generate(frames, Selection.keep_all(geometry), "warm-up", fps=video.fps, max_new_tokens=1,
                                  prune_stage=plan.model.prune_stage, **extra)
 
-    def _base_record(self, plan: ModelPlan, sample: Any, benchmark: Any) -> dict[str, Any]:
-        return {
-            "schema": RECORD_SCHEMA,
-            "sample_id": str(sample.id),
-            "benchmark": self.cfg.benchmark.name,
-            "model": plan.model.label,
-            "tiny_model": plan.model.is_tiny,
-            "video": str(sample.video_path),
-            "question": sample.question,
-            "options": list(sample.options or []),
-            "answer": sample.answer,
-            "splits": _split_values(sample, benchmark),
-            "prompt": None, "output": None, "extracted": None, "correct": None, "counted": True,
-            "extraction": self.cfg.benchmark.extraction,
-            "tokens": None, "selection": None, "latency": {}, "peak_memory_mb": None,
-            "evidence": None, "frames": None, "error": None, "gaze_cache": None, "frames_shared": None,
-            "rank": self.shard.rank,
-        }
+    def _new_record(self, plan: ModelPlan, sample: Any, benchmark: Any, setting: PrunerSetting) -> SampleRecord:
+        """A sample's record for one run, before anything ran: who, what was asked, which pruner setting."""
+        return SampleRecord(
+            run_id=run_id(plan.model.label, setting),
+            sample_id=str(sample.id),
+            benchmark=self.cfg.benchmark.name,
+            model=plan.model.label,
+            tiny_model=plan.model.is_tiny,
+            pruner=setting.name,
+            pruner_label=setting.label,
+            pruner_params=setting.params,
+            budget=BudgetInfo(**setting.budget.to_dict()),
+            video=str(sample.video_path),
+            question=sample.question,
+            options=list(sample.options or []),
+            answer=sample.answer,
+            splits=_split_values(sample, benchmark),
+            extraction=self.cfg.benchmark.extraction,
+            rank=self.shard.rank,
+        )
 
-    def _decode(self, sample: Any, plan: ModelPlan) -> tuple[DecodedVideo | None, dict[str, Any] | None]:
+    def _decode(self, sample: Any, plan: ModelPlan) -> tuple[DecodedVideo | None, ErrorInfo | None]:
         refused = getattr(sample, "data_error", None)
         if refused:  # e.g. a video path that leaves the dataset: fail the sample, open nothing
             print(f"warning: {refused}", file=sys.stderr, flush=True)
-            return None, {"stage": "data", "type": "DataError", "message": str(refused), "traceback": ""}
+            return None, ErrorInfo(stage="data", type="DataError", message=str(refused))
         shared = getattr(self, "shared_frames", None)
         path = str(sample.video_path)
         if shared is not None and (video := shared.get(path)) is not None:
@@ -547,26 +565,26 @@ class Evaluator:
         key = self._key(setting)
         if key not in pruners:
             params = dict(setting.params)
-            if setting.name == MATCH_SOURCE and "device" not in params:
-                params["device"] = device  # the gaze model runs beside the MLLM unless told otherwise
+            if "device" not in params and _takes_device(setting.name):
+                params["device"] = device  # a gaze model runs beside the MLLM unless told otherwise
             pruners[key] = self.components.build_pruner(setting.name, params)
         return pruners[key]
 
-    def _prepare(self, rec: dict[str, Any], h: RunHandle, handles: list[RunHandle], plan: ModelPlan,
+    def _prepare(self, rec: SampleRecord, h: RunHandle, handles: list[RunHandle], plan: ModelPlan,
                  pruner: Any, adapter: Any, sample: Any, benchmark: Any, video: DecodedVideo) -> BatchItem | None:
         """Prompt, prune and evidence for one record; returns its generation request (None: nothing to ask).
 
         A failure here is recorded in ``rec`` and ends the record (no request).
         """
-        sid = rec["sample_id"]
-        rec["frames"] = video.to_dict()
-        rec["frames_shared"] = bool(video.shared)
-        latency = {"decode": video.seconds}
-        rec["latency"] = latency
+        sid = rec.sample_id
+        rec.frames = video.to_dict()
+        rec.frames_shared = bool(video.shared)
+        latency = rec.latency
+        latency["decode"] = video.seconds
         stage = "prompt"
         try:
             prompt = benchmark.build_prompt(sample, **self.cfg.benchmark.prompt_kwargs)
-            rec["prompt"] = prompt
+            rec.prompt = prompt
             stage = "prune"
             frames = video.frames
             t, hgt, wid = frames.shape[0], frames.shape[1], frames.shape[2]
@@ -579,7 +597,7 @@ class Evaluator:
             from harness.gaze import cache as gaze_cache
 
             label = {"video": Path(str(sample.video_path)).name, "num_frames": int(t),  # for `cache list`
-                     "first_index": rec["frames"]["first_index"], "last_index": rec["frames"]["last_index"]}
+                     "first_index": rec.frames["first_index"], "last_index": rec.frames["last_index"]}
             start = time.perf_counter()
             with gaze_cache.describing(**label):
                 if plan.model.prune_stage == "native":
@@ -588,18 +606,21 @@ class Evaluator:
                     selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             elapsed = time.perf_counter() - start
             status = (selection.info or {}).pop("_gaze_cache", None) if selection is not None else None
-            rec["gaze_cache"] = status
-            latency[CACHED_GAZE if status == "hit" else "gaze"] = elapsed
-            rec["selection"] = _selection_summary(selection)
+            rec.gaze_cache = status
+            # the stage the pruner's work belongs to (its class says); none for a pruner that did none
+            timed = CACHED_GAZE if status == "hit" else getattr(pruner, "latency_stage", "prune")
+            if timed is not None:
+                latency[timed] = elapsed
+            rec.selection = _selection_summary(selection)
             masks = mask_record(selection, video.indices)  # a few frames' masks for the report's strips
-            if masks is not None:
-                rec["selection"]["masks"] = masks
-            if h.setting.name == MATCH_SOURCE and selection is not None:
-                h.kept[sid] = int(selection.num_kept)
+            if masks is not None and rec.selection is not None:
+                rec.selection.masks = masks
+            if h.setting.defines_matched_budget and selection is not None:
+                h.kept[sid] = int(selection.num_kept)  # in memory: the runs matched to this one read it
             stage = "evidence"
-            rec["evidence"] = self.components.evidence_scores(benchmark, selection, sample, video)
+            rec.evidence = self.components.evidence_scores(benchmark, selection, sample, video)
         except Exception as exc:  # noqa: BLE001 - one sample's failure must not end the run
-            rec["error"] = _error(stage, exc)
+            rec.error = _error(stage, exc)
             _free_accelerator_memory()
             return None
         if not plan.generation.enabled:
@@ -609,62 +630,96 @@ class Evaluator:
                              indices=video.indices, source_frames=video.source_frames)
         return BatchItem(frames, selection, prompt, video.fps, video=str(sample.video_path))
 
-    def _finish(self, rec: dict[str, Any], sample: Any, benchmark: Any, outcome: Outcome) -> None:
+    def _evidence_after_model(self, benchmark: Any, sample: Any, video: Any, item: BatchItem | None) -> Any:
+        """For a feature-stage method (DyCoke, VidCom2, VisionZip: it chooses from the projector's
+        features, not the LLM), a scorer of the tokens it kept, called once the model reported them:
+        the same pruner-only evidence scores as any other pruner's, on its final keep grid."""
+        sel = None if item is None else item.selection
+        if sel is None or sel.reducer is None or not getattr(sample, "evidence", None):
+            return None
+        g, frames = sel.geometry, SimpleNamespace(indices=list(video.indices))  # not the pixels
+
+        def score(kept_grid: Any) -> dict[str, Any] | None:
+            final = Selection(g, kept_grid.view(g.grid_t, g.grid_h, g.grid_w), pruner=sel.pruner)
+            return self.components.evidence_scores(benchmark, final, sample, frames)
+
+        return score
+
+    def _finish(self, rec: SampleRecord, sample: Any, benchmark: Any, outcome: Outcome) -> None:
         """Fill a record from its generation outcome and score it (the same fields on every path)."""
-        latency = rec["latency"]
+        latency = rec.latency
         if outcome.error is not None:
-            rec["error"] = _error("generate", outcome.error)
+            rec.error = _error("generate", outcome.error)
             _free_accelerator_memory()
             return
         stage = "generate"
         try:
             gen = outcome.generation
-            rec["output"] = gen.text
+            rec.output = gen.text
             tok = gen.tokens
-            rec["tokens"] = {"visual_before": tok.visual_before, "visual_after": tok.visual_after,
-                             "prompt": tok.prompt, "generated": tok.generated,
-                             "gazes": _gaze_count(rec)}
+            rec.tokens = Tokens(visual_before=tok.visual_before, visual_after=tok.visual_after,
+                                prompt=tok.prompt, generated=tok.generated, gazes=_gaze_count(rec))
             for name, seconds in (gen.timings or {}).items():
+                if name not in STAGES:
+                    raise ValueError(f"the adapter timed a stage {name!r} that is not one of {', '.join(STAGES)}")
                 if name == "gaze" and "gaze" in latency:  # adapter-side gazing (e.g. NVILA) adds to ours
                     latency["gaze"] += float(seconds)
                 else:
                     latency[name] = float(seconds)
             if outcome.batch_size > 1:
-                rec["latency_batched"] = outcome.batch_size
+                rec.latency_batched = outcome.batch_size
                 if outcome.amortized_seconds is not None:  # no per-request model time from the backend
                     latency["generate"] = latency.get("generate", 0.0) + outcome.amortized_seconds
-                    rec["latency_amortized"] = True
-            rec["peak_memory_mb"] = gen.peak_memory_mb
+                    rec.latency_amortized = True
+            rec.peak_memory_mb = gen.peak_memory_mb
             if gen.extra:
-                rec["generation_extra"] = {k: v for k, v in gen.extra.items() if _is_small(v)}
+                rec.generation_extra = {k: v for k, v in gen.extra.items() if _is_small(v)}
             stage = "score"
             self._score(rec, sample, benchmark, gen.text)
         except Exception as exc:  # noqa: BLE001 - one sample's failure must not end the run
-            rec["error"] = _error(stage, exc)
+            rec.error = _error(stage, exc)
             _free_accelerator_memory()
 
-    def _score(self, rec: dict[str, Any], sample: Any, benchmark: Any, text: str) -> None:
-        """Extract the letter and decide ``correct``/``counted`` the way the benchmark's scorer does."""
+    def _score(self, rec: SampleRecord, sample: Any, benchmark: Any, text: str) -> None:
+        """Score the output with the shared scorer (``benchmarks.scoring``, as ``score`` and ``report`` do)."""
+        from benchmarks import scoring
+
         convention = self.cfg.benchmark.extraction or getattr(benchmark, "default_extraction", None)
-        extracted = benchmark.extract_answer(text, sample, convention)
-        rec["extraction"] = convention
-        rec["extracted"] = extracted
-        rec["correct"] = bool(extracted is not None and str(extracted) == str(sample.answer))
-        if getattr(sample, "invalid_reason", None):
-            rec["counted"], rec["invalid_reason"] = False, sample.invalid_reason
-        elif extracted is None:
-            rec["counted"] = _counts_unanswered(convention)
+        score = scoring.score_output(benchmark, sample, text, convention)
+        rec.extraction = convention
+        rec.extracted = score["pred"]
+        rec.correct = score["correct"]
+        rec.counted = score["counted"]
+        rec.status = score["status"]
+        if score["status"] == "invalid_sample":
+            rec.invalid_reason = score["reason"]
 
 
-def _counts_unanswered(convention: str | None) -> bool:
-    """Whether an output with no extractable letter stays in the denominator (videomme-official: no)."""
-    if convention is None:
-        return True
-    try:
-        from benchmarks.extraction import counts_unanswered
-    except ImportError:
-        return True
-    return bool(counts_unanswered(convention))
+#: What a record refused by the schema keeps: which sample of which run it was.
+_IDENTITY = ("run_id", "sample_id", "benchmark", "model", "tiny_model", "pruner", "pruner_label", "pruner_params",
+             "budget", "video", "question", "options", "answer", "splits", "extraction", "rank", "finished")
+
+
+def _refused(rec: SampleRecord, exc: ValueError) -> SampleRecord:
+    """The record of a sample whose filled-in record the schema refused (an engine or adapter bug):
+    its identity and the refusal as its error, so the run goes on and the report shows the cause."""
+    message = problem(exc) if isinstance(exc, ValidationError) else _first_line(exc)
+    return SampleRecord(**{k: getattr(rec, k) for k in _IDENTITY},
+                        error=ErrorInfo(stage="record", type=type(exc).__name__, message=message))
+
+
+def _pruner_class_attr(name: str, attr: str, default: Any) -> Any:
+    """A registered pruner class's attribute (``load_hint``, ...); ``default`` for a name the registry lacks."""
+    from harness.pruning.registry import PRUNERS, get_pruner_class
+
+    return getattr(get_pruner_class(name), attr, default) if name in PRUNERS else default
+
+
+def _takes_device(name: str) -> bool:
+    """Whether pruner ``name`` runs a model on a device (its constructor takes ``device``)."""
+    from harness.pruning.registry import PRUNERS, pruner_params
+
+    return name in PRUNERS and "device" in pruner_params(name)
 
 
 def _fingerprint(run: dict[str, Any]) -> dict[str, Any]:

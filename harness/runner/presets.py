@@ -71,3 +71,23 @@ def apply_preset(model: dict[str, Any], frames: dict[str, Any] | None, family: s
     for key, value in (settings.get("frames") or {}).items():
         frames.setdefault(key, value)
     return model, frames
+
+
+# Families whose M-RoPE text rule (``model.pipeline.text_positions``) decides the numbers even when
+# the config does not set it: run.json records the rule in force (default: Qwen's reference rule).
+TEXT_POSITION_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+
+
+def recorded_pipeline(family: str, pipeline: dict[str, Any] | None) -> dict[str, Any]:
+    """``model.pipeline`` as a run records it: the config's keys plus ``text_positions`` in force.
+
+    Why: the default rule changed (it was the installed transformers' rule, it is now the
+    checkpoint's reference rule) and it moves answers on long videos, so a run must say which one
+    made its numbers, and resuming a run made under the other must be refused (run.json differs).
+    """
+    out = dict(pipeline or {})
+    if family in TEXT_POSITION_FAMILIES and "text_positions" not in out:
+        from harness.models.qwen2_5_vl import QwenPipeline  # the adapters' own default
+
+        out["text_positions"] = QwenPipeline().text_positions
+    return out

@@ -5,6 +5,10 @@ Ctrl-C) loses at most the sample in flight; the partial last line it may leave i
 read and sealed with a newline before the next append, so nothing already written is lost.
 A rerun reads every record file of the run directory (all shards, any world size) to know
 which samples are done.
+
+What a line holds is ``schema.SampleRecord``: ``RecordWriter.write`` validates every record
+against it, and ``read_typed_records`` / ``latest_records`` give typed records back (older
+versions migrated). ``iter_records`` / ``read_run_records`` stay for raw access (tests, tools).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-RECORD_SCHEMA = 1
+from harness.runner.schema import RecordError, SampleRecord, parse_record
+
+R = TypeVar("R", SampleRecord, dict[str, Any])
 RECORDS_GLOB = "records*.jsonl"
 RUN_FILE = "run.json"  # beside the records: which model x benchmark x pruner setting this run is
 
@@ -63,8 +69,10 @@ class RecordWriter:
                     with self.path.open("ab") as out:
                         out.write(b"\n")
 
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
+    def write(self, record: SampleRecord | dict[str, Any]) -> None:
+        """Validate ``record`` against :class:`SampleRecord` (a dict is parsed into one first), then append it."""
+        typed = record if isinstance(record, SampleRecord) else parse_record(record, str(self.path))
+        line = json.dumps(_jsonable(typed.to_json_dict()), ensure_ascii=False, allow_nan=False)
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._seal_partial_line()
@@ -113,24 +121,50 @@ def read_run_records(run_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def latest_by_sample(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def read_typed_records(run_dir: str | Path) -> list[SampleRecord]:
+    """Every record of a run directory as :class:`SampleRecord` (older versions migrated).
+
+    A line that is JSON but not a valid record (an unknown key, a wrong type, a newer schema) is
+    skipped with a warning naming the file, line and cause, like a truncated line: one bad line
+    must not hide the rest of a run.
+    """
+    out: list[SampleRecord] = []
+    for path in record_files(run_dir):
+        for lineno, raw in enumerate(iter_records(path), 1):
+            try:
+                out.append(parse_record(raw, f"{path} (record {lineno})"))
+            except RecordError as exc:
+                warnings.warn(f"skipping an invalid record: {exc}", stacklevel=2)
+    return out
+
+
+def _sample_id(rec: SampleRecord | dict[str, Any]) -> str:
+    return str(rec.sample_id if isinstance(rec, SampleRecord) else rec.get("sample_id"))
+
+
+def _failed(rec: SampleRecord | dict[str, Any]) -> bool:
+    return (rec.error if isinstance(rec, SampleRecord) else rec.get("error")) is not None
+
+
+def latest_by_sample(records: list[R]) -> dict[str, R]:
     """The last record per sample id; a successful record wins over a later failed retry."""
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[str, R] = {}
     for rec in records:
-        sid = str(rec.get("sample_id"))
+        sid = _sample_id(rec)
         prev = best.get(sid)
-        if prev is None or not (prev.get("error") is None and rec.get("error") is not None):
+        if prev is None or not (not _failed(prev) and _failed(rec)):
             best[sid] = rec
     return best
 
 
+def latest_records(run_dir: str | Path) -> dict[str, SampleRecord]:
+    """The record that counts per sample of a run directory (all shards), typed."""
+    return latest_by_sample(read_typed_records(run_dir))
+
+
 def done_sample_ids(run_dir: str | Path, retry_failed: bool = True) -> set[str]:
     """Samples a rerun skips: those with a successful record (and failed ones unless retried)."""
-    done = set()
-    for sid, rec in latest_by_sample(read_run_records(run_dir)).items():
-        if rec.get("error") is None or not retry_failed:
-            done.add(sid)
-    return done
+    return {sid for sid, rec in latest_records(run_dir).items() if rec.ok or not retry_failed}
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

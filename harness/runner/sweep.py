@@ -16,7 +16,15 @@ from typing import Any
 
 from harness.runner.config import ConfigError, PrunerSpec
 
-MATCH_SOURCE = "autogaze"  # the pruner whose kept count defines a matched budget
+
+def defines_matched_budget(name: str) -> bool:
+    """Whether pruner ``name``'s kept counts define matched budgets (its class says: ``Pruner.defines_matched_budget``).
+
+    An unregistered name (a test's fake) is no source; the registry refuses it elsewhere.
+    """
+    from harness.pruning.registry import PRUNERS, get_pruner_class
+
+    return name in PRUNERS and bool(getattr(get_pruner_class(name), "defines_matched_budget", False))
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,9 @@ class PrunerSetting:
     params: dict[str, Any] = field(default_factory=dict)
     grid_values: dict[str, Any] = field(default_factory=dict)  # the swept values of this point
     budget: Budget = field(default_factory=Budget)
+    # its kept counts are the budgets of the runs matched to it (from the pruner class; not in
+    # to_dict: run.json's fingerprint stays that of earlier versions)
+    defines_matched_budget: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,34 +122,42 @@ def expand(specs: list[PrunerSpec]) -> list[PrunerSetting]:
                 suffix = _budget_suffix(budget) if budget.kind != "matched" else ""
                 label = f"{label}_{suffix}" if suffix else label
             setting = PrunerSetting(name=spec.name, label=label, params={**spec.params, **point},
-                                    grid_values=point, budget=budget)
+                                    grid_values=point, budget=budget,
+                                    defines_matched_budget=defines_matched_budget(spec.name))
             (matched if budget.kind == "matched" else plain).append((spec, setting))
 
-    sources = [s.label for _, s in plain if s.name == MATCH_SOURCE]
+    sources = [s.label for _, s in plain if s.defines_matched_budget]
     out = [s for _, s in plain]
     for spec, setting in matched:
         targets = [spec.match] if spec.match else sources
         if not targets:
             raise ConfigError(
-                f"pruner {spec.name!r} has budget: matched but no {MATCH_SOURCE!r} pruner is configured "
-                f"to match; add one or use a ratio budget"
+                f"pruner {spec.name!r} has budget: matched but no pruner whose kept counts define a budget "
+                f"({', '.join(_source_names())}) is configured to match; add one or use a ratio budget"
             )
         for target in targets:
             if target not in sources:
                 raise ConfigError(
-                    f"pruner {spec.name!r}: match {target!r} is not an {MATCH_SOURCE} run label; "
-                    f"valid choices: {', '.join(sources) or '(none)'}"
+                    f"pruner {spec.name!r}: match {target!r} is not the run label of a budget source "
+                    f"({', '.join(_source_names())}); valid choices: {', '.join(sources) or '(none)'}"
                 )
             budget = Budget(kind="matched", match=target)
             label = setting.label if spec.label and len(targets) == 1 else f"{setting.label}_{_budget_suffix(budget)}"
             out.append(PrunerSetting(name=setting.name, label=label, params=dict(setting.params),
-                                     grid_values=dict(setting.grid_values), budget=budget))
+                                     grid_values=dict(setting.grid_values), budget=budget,
+                                     defines_matched_budget=setting.defines_matched_budget))
 
     labels = [s.label for s in out]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise ConfigError(f"pruners: several settings share the run label(s) {dupes}; give each entry a 'label'")
     return out
+
+
+def _source_names() -> list[str]:
+    from harness.pruning.registry import PRUNERS
+
+    return [name for name in PRUNERS if defines_matched_budget(name)]
 
 
 def resolve_budget(budget: Budget, total_tokens: int, matched_kept: int | None) -> int | None:

@@ -46,6 +46,8 @@ class FakePruner:
     def __init__(self, name: str, params: dict[str, Any]):
         self.name, self.params = name, params
         self.calls: list[int | None] = []
+        # as the real classes declare them (Pruner.latency_stage): AutoGaze gazes, none does no work
+        self.latency_stage = {"autogaze": "gaze", "none": None}.get(name, "prune")
 
     def select(self, frames, geometry, budget=None, fps=None):
         self.calls.append(budget)

@@ -90,7 +90,7 @@ class Worker:
         if op == "generate":
             return {"generation": generation_to_wire(self._generate(request["request"], request))}
         if op == "generate_batch":
-            from harness.backends.vllm.engine import BatchItem
+            from harness.models.request import BatchItem
 
             items = [BatchItem(load_array(r["frames"]), selection_from_wire(r.get("selection")), r["prompt"],
                                float(r["fps"]), r.get("video")) for r in request["requests"]]

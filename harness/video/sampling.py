@@ -12,6 +12,8 @@ Two knobs reproduce other pipelines exactly (``frames.index_rounding`` / ``frame
 in a config): qwen-vl-utils (lmms-eval's Qwen classes) rounds ``linspace`` to the NEAREST frame
 (``torch.linspace(0, total - 1, n).round()``, float32, halves to even) where lmms-eval's generic
 loader floors, and it floors the count to a multiple of 2 (``FRAME_FACTOR``), at least 2.
+transformers' InternVL video processor (lmms-eval's ``internvl_hf``) takes segment CENTRES instead:
+``torch.arange(total / n / 2, total, total / n).int()`` (float32, truncated), never the first frame.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import numpy as np
 from harness.video.types import VideoMeta
 
 Convention = Literal["lmms_eval", "transformers"]
-Rounding = Literal["floor", "nearest"]
-ROUNDINGS = ("floor", "nearest")
+Rounding = Literal["floor", "nearest", "centers"]
+ROUNDINGS = ("floor", "nearest", "centers")
 
 
 def frame_window(
@@ -78,7 +80,9 @@ def sample_indices(
     - ``start_s``/``end_s``: a time window (inclusive), see :func:`frame_window`.
     - ``rounding``: how the ``lmms_eval`` convention turns ``linspace`` into indices: ``floor``
       (``np.linspace(..., dtype=int)``) or ``nearest`` (qwen-vl-utils: float32 ``torch.linspace``
-      rounded half to even; float32 matters, it moves some halves).
+      rounded half to even; float32 matters, it moves some halves) or ``centers`` (the centre of
+      each of ``n`` equal segments, truncated: transformers' ``InternVLVideoProcessor.sample_frames``
+      with ``initial_shift=True``, float32 ``torch.arange``).
     - ``count_multiple``: the count is floored to a multiple of this, never below one multiple
       (qwen-vl-utils' FRAME_FACTOR 2), after every other cap.
     Pure function of its arguments, so indices are reproducible across runs and machines.
@@ -121,6 +125,11 @@ def sample_indices(
         import torch  # float32 linspace, exactly as qwen-vl-utils computes it
 
         rel = torch.linspace(0, total - 1, count).round().long().numpy().astype(np.int64)
+    elif convention == "lmms_eval" and rounding == "centers":
+        import torch  # float32 arange, exactly as transformers' InternVL video processor computes it
+
+        step = total / count
+        rel = torch.arange(step / 2, total, step).int().numpy().astype(np.int64)[:count]
     elif convention == "lmms_eval":
         rel = np.linspace(0, total - 1, count, dtype=np.int64)
     elif convention == "transformers":

@@ -118,7 +118,7 @@ class HarnessModel(lmms):
             budget = resolve_budget(self.budget, geometry.total_tokens, None)
             start = time.perf_counter()
             selection = self.pruner.select(frames, geometry, budget=budget, fps=video.fps)
-            gaze_s = time.perf_counter() - start
+            select_s = time.perf_counter() - start
             gen = self.adapter.generate(frames, selection, context, fps=video.fps,
                                         max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)),
                                         prune_stage=self.model_cfg.prune_stage)
@@ -127,7 +127,8 @@ class HarnessModel(lmms):
             return GenerationResult(text="")
         counts = HarnessTokenCounts(input_tokens=gen.tokens.prompt, output_tokens=gen.tokens.generated,
                                     visual_before=gen.tokens.visual_before, visual_after=gen.tokens.visual_after,
-                                    timings={"decode": video.seconds, "gaze": gaze_s, **gen.timings})
+                                    timings={"decode": video.seconds, **_selection_timing(self.pruner, select_s),
+                                             **gen.timings})
         return GenerationResult(text=gen.text, token_counts=counts)
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
@@ -139,3 +140,10 @@ class HarnessModel(lmms):
 
 for _family in ADAPTERS:
     globals()[class_name(_family)] = type(class_name(_family), (HarnessModel,), {"family": _family, "__module__": __name__})
+
+
+def _selection_timing(pruner: Any, seconds: float) -> dict[str, float]:
+    """The selection time under the stage the pruner's class names (``gaze`` for AutoGaze, ``prune``
+    for a baseline, none for ``none``), as the runner records it (harness/stages.py)."""
+    stage = getattr(pruner, "latency_stage", "prune")
+    return {} if stage is None else {stage: seconds}

@@ -28,37 +28,32 @@ import numpy as np
 import torch
 
 from harness.backends.vllm.requests import (
+    TEXT_POSITIONS,
+    TEXT_POSITIONS_ATTR,
     embeds_request,
     mrope_overrides,
     mrope_request,
     stitch_prompt_embeds,
 )
 from harness.models.base import Generation, PruneStage, TokenCounts
-from harness.models.registry import get_adapter_class
+from harness.models.registry import all_specs, get_adapter_class, get_spec
+from harness.models.request import BatchItem
 from harness.pruning.selection import Selection, TokenGeometry
 
-# family -> (route, vLLM architecture override or None)
-ROUTES: dict[str, tuple[str, str | None]] = {
-    "qwen2_5_vl": ("mrope_keep_mask", "HarnessQwen2_5_VLForConditionalGeneration"),
-    "qwen3_vl": ("mrope_keep_mask", "HarnessQwen3VLForConditionalGeneration"),
-    "llava_onevision": ("prompt_embeds", "HarnessLlavaOnevisionForConditionalGeneration"),
-    "internvl3": ("prompt_embeds", "HarnessInternVLForConditionalGeneration"),
-}
+
+def routes() -> dict[str, tuple[str, str]]:
+    """family -> (route, vLLM architecture override), from each family spec's ``vllm``.
+
+    Families whose spec says ``vllm=None`` are not served by vLLM (docs/vllm.md).
+    """
+    return {family: (s.vllm.route, s.vllm.architecture) for family, s in all_specs().items() if s.vllm}
 
 
-@dataclass
-class BatchItem:
-    """One sample for :meth:`VLLMBackend.generate_batch` (the arguments of ``generate``)."""
-
-    frames: np.ndarray
-    selection: Selection | None
-    prompt: str
-    fps: float
-    video: str | None = None  # the sample's own file, for adapters with ``wants_video_path`` (NVILA source)
-    # with frames.fps_convention "source": the frames' source indices and the source's frame count,
-    # for the processor's video metadata (Qwen3-VL timestamps); None = frames 0..T-1 at ``fps``
-    indices: np.ndarray | None = None
-    source_frames: int | None = None
+def __getattr__(name: str) -> object:
+    """``ROUTES``: ``routes()`` as a read-only view computed on access (edit the family specs)."""
+    if name == "ROUTES":
+        return routes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -95,15 +90,18 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, family: str, llm: Any, adapter: Any, source: str = ""):
-        if family not in ROUTES:
+        if family not in routes():
             raise KeyError(
-                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
+                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(routes()))}"
             )
         self.family = family
-        self.route = ROUTES[family][0]
+        self.route = routes()[family][0]
+        # visual tokens the adapter appends after the grid (LLaVA-OV's trailing newline)
+        self.newline_tokens = get_spec(family).newline_tokens
         self.llm = llm
         self.adapter = adapter
         self.source = source
+        self.text_positions: str | None = None  # M-RoPE text rule (from_pretrained sets it)
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -117,17 +115,21 @@ class VLLMBackend:
         device: str | None = None,
         max_model_len: int = 32768,
         seed: int = 0,
+        text_positions: str = "reference",
         **engine_kwargs: Any,
     ) -> VLLMBackend:
         """Start a vLLM engine on a local HF-layout dir or an HF cache id (never downloads).
 
         ``device``: where the 1D route's transformers vision tower runs (default: cuda if
         available). ``engine_kwargs`` go to ``vllm.LLM`` (``gpu_memory_utilization``,
-        ``enforce_eager``, ``max_num_seqs``, ``tensor_parallel_size``...).
+        ``enforce_eager``, ``max_num_seqs``, ``tensor_parallel_size``...). ``text_positions``: the
+        M-RoPE text rule after a video (``model.pipeline.text_positions``; M-RoPE families only).
         """
-        if family not in ROUTES:
+        if text_positions not in TEXT_POSITIONS:
+            raise ValueError(f"text_positions {text_positions!r}; valid choices: {', '.join(TEXT_POSITIONS)}")
+        if family not in routes():
             raise KeyError(
-                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(ROUTES))}"
+                f"no vLLM route for model family {family!r}; valid choices: {', '.join(sorted(routes()))}"
             )
         from vllm import LLM
 
@@ -136,7 +138,7 @@ class VLLMBackend:
 
         register()
         local = str(resolve_model_dir(path_or_id))
-        route, architecture = ROUTES[family]
+        route, architecture = routes()[family]
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         kwargs: dict[str, Any] = {
             "model": local,
@@ -154,6 +156,7 @@ class VLLMBackend:
             kwargs["limit_mm_per_prompt"] = {"video": 1, "image": 0}
             # The frames given are the frames to use: never resample (Qwen3-VL's default is 2 fps).
             kwargs["mm_processor_kwargs"] = {"do_sample_frames": False}
+            kwargs["hf_overrides"][TEXT_POSITIONS_ATTR] = text_positions
         else:
             adapter = get_adapter_class(family).from_pretrained(local, device=device, dtype=dtype)
             _release_llm_layers(adapter)
@@ -166,7 +169,9 @@ class VLLMBackend:
             kwargs["enable_prompt_embeds"] = True
             kwargs["limit_mm_per_prompt"] = {"video": 0, "image": 0}
         kwargs.update(engine_kwargs)
-        return cls(family, LLM(**kwargs), adapter, source=str(path_or_id))
+        backend = cls(family, LLM(**kwargs), adapter, source=str(path_or_id))
+        backend.text_positions = text_positions if route == "mrope_keep_mask" else None
+        return backend
 
     # -- geometry ------------------------------------------------------------------------------
 
@@ -203,29 +208,34 @@ class VLLMBackend:
         geometry = a.model_geometry(item.frames, item.selection)
         selection = item.selection if item.selection is not None else Selection.keep_all(geometry)
         inputs = a.preprocess(item.frames, item.prompt, geometry)
-        pixels = inputs["pixel_values_videos"] if "pixel_values_videos" in inputs else inputs["pixel_values"]
         start = time.perf_counter()
-        features = a.encode_video(pixels)
+        features = a.encode_video(inputs[a.pixel_key])
         vision_s = time.perf_counter() - start
         pruned = a.prune(inputs, features, selection)
-        (modality, encoded) = next(iter(pruned.model_kwargs["mm_encoder_outputs"].items()))
-        placeholder = a.video_token_id if modality == "video" else a.image_token_id
+        encoded = pruned.model_kwargs["mm_encoder_outputs"][a.modality]
         kept = encoded.pooler_output.reshape(-1, features.shape[-1])
         ids = pruned.model_kwargs["input_ids"][0]
-        embeds = stitch_prompt_embeds(ids, placeholder, a.model.get_input_embeddings()(ids), kept)
+        embeds = stitch_prompt_embeds(ids, a.placeholder_id, a.model.get_input_embeddings()(ids), kept)
         positions = pruned.model_kwargs["position_ids"][0].tolist()
         vocab = a.model.config.get_text_config().vocab_size
         native = a.token_geometry(len(item.frames), *item.frames.shape[1:3])
-        newline = 1 if self.family == "llava_onevision" else 0  # the adapter's trailing newline token
         return _Prepared(
             embeds_request(embeds.detach().to("cpu"), positions, vocab),
-            native.total_tokens + newline,
+            native.total_tokens + self.newline_tokens,
             pruned.visual_after,
             geometry,
             vision_s,
         )
 
     def prepare(self, item: BatchItem) -> _Prepared:
+        sel = item.selection
+        # in-LLM pruning (FastV) needs the transformers decoding loop; the keep-mask route never
+        # sees the features a feature-stage method (DyCoke, VidCom2) reads: refuse, never ignore
+        if sel is not None and (sel.llm is not None or (sel.reducer is not None and self.route == "mrope_keep_mask")):
+            raise ValueError(
+                f"the vLLM backend cannot run the '{sel.pruner}' pruner on {self.family} (it acts "
+                f"{'inside the LLM' if sel.llm is not None else 'on the projector features'}); use backend: transformers"
+            )
         return self._prepare_mrope(item) if self.route == "mrope_keep_mask" else self._prepare_embeds(item)
 
     # -- the contract --------------------------------------------------------------------------
@@ -330,5 +340,6 @@ class VLLMBackend:
                 "prepare_seconds": prepare_s,
                 "batch_seconds": total_s,
                 "llm_timing": llm_timing,
+                "text_positions": self.text_positions,
             },
         )

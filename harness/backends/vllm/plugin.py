@@ -15,17 +15,16 @@ architecture is used) and in the process that needs it.
 
 from __future__ import annotations
 
-# architecture name (what ``hf_overrides={"architectures": [...]}`` asks for) -> "module:Class"
-ARCHITECTURES: dict[str, str] = {
-    "HarnessQwen2_5_VLForConditionalGeneration": (
-        "harness.backends.vllm.qwen:HarnessQwen25VLForConditionalGeneration"
-    ),
-    "HarnessQwen3VLForConditionalGeneration": "harness.backends.vllm.qwen:HarnessQwen3VLForConditionalGeneration",
-    "HarnessLlavaOnevisionForConditionalGeneration": (
-        "harness.backends.vllm.one_d:HarnessLlavaOnevisionForConditionalGeneration"
-    ),
-    "HarnessInternVLForConditionalGeneration": "harness.backends.vllm.one_d:HarnessInternVLForConditionalGeneration",
-}
+
+def architectures() -> dict[str, str]:
+    """Architecture name (what ``hf_overrides={"architectures": [...]}`` asks for) -> "module:Class".
+
+    Read from the family specs (harness/models/families/, listed in harness/models/registry.py);
+    spec files import no model code, so this is cheap in every vLLM process.
+    """
+    from harness.models.registry import all_specs
+
+    return {s.vllm.architecture: s.vllm.model_class for s in all_specs().values() if s.vllm is not None}
 
 
 def entry_point_installed() -> bool:
@@ -40,6 +39,6 @@ def register() -> None:
     from vllm import ModelRegistry
 
     known = set(ModelRegistry.get_supported_archs())
-    for name, target in ARCHITECTURES.items():
+    for name, target in architectures().items():
         if name not in known:
             ModelRegistry.register_model(name, target)

@@ -15,8 +15,8 @@ vLLM derives something from ``video_grid_thw`` alone:
    transformers adapter's default) and returns the kept rows;
 3. ``get_mrope_input_positions`` gives each kept token its unpruned (t, h, w) position and the
    text after the video its unpruned positions (``requests.pruned_mrope_positions``), exactly
-   what the transformers adapter computes (stock ``get_rope_index`` on the full prompt, unkept
-   columns deleted).
+   what the transformers adapter computes (its ``get_rope_index`` on the full prompt under the same
+   ``model.pipeline.text_positions`` rule, unkept columns deleted).
 
 With no mask in a request (or the dummy inputs of vLLM's memory profiling) everything equals
 the stock model. Images are untouched. vLLM's EVS path stays off (``video_pruning_rate`` unset),
@@ -50,6 +50,7 @@ from vllm.multimodal.processing import PromptReplacement
 from harness.backends.vllm.requests import (
     KEEP_FIELD,
     KEEP_KWARG,
+    TEXT_POSITIONS_ATTR,
     keep_mask_from_kwarg,
     pruned_mrope_positions,
     qwen2_5_vl_span,
@@ -191,6 +192,12 @@ class _KeepModelMixin:
         return tuple(items)
 
 
+def _text_positions(config: Any) -> str:
+    """``model.pipeline.text_positions``, set by the engine as an HF config override
+    (:data:`requests.TEXT_POSITIONS_ATTR`); absent = ``reference``, vLLM's own rule."""
+    return getattr(config, TEXT_POSITIONS_ATTR, None) or "reference"
+
+
 @MULTIMODAL_REGISTRY.register_processor(
     HarnessQwen25VLMultiModalProcessor,
     info=HarnessQwen25VLProcessingInfo,
@@ -222,7 +229,7 @@ class HarnessQwen25VLForConditionalGeneration(_KeepModelMixin, Qwen2_5_VLForCond
                 )
             else:
                 spans.append(qwen2_5_vl_span(feature.mm_position.offset, grid, vision.spatial_merge_size))
-        return pruned_mrope_positions(len(input_tokens), spans)
+        return pruned_mrope_positions(len(input_tokens), spans, _text_positions(self.config))
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -259,4 +266,4 @@ class HarnessQwen3VLForConditionalGeneration(_KeepModelMixin, Qwen3VLForConditio
                 )
             else:
                 spans.append(qwen2_5_vl_span(feature.mm_position.offset, grid, merge))
-        return pruned_mrope_positions(len(input_tokens), spans)
+        return pruned_mrope_positions(len(input_tokens), spans, _text_positions(self.config))

@@ -27,10 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.models.registry import get_adapter_class
+from harness.models.decoding import cache_kwargs, returned_cache
+from harness.models.registry import all_specs, get_adapter_class
 from harness.pruning.selection import Selection
 
-MROPE_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+# families whose LLM uses M-RoPE (their adapter is an MRopeAdapter): from the family specs
+MROPE_FAMILIES = tuple(family for family, spec in all_specs().items() if spec.positions == "mrope")
 
 
 @torch.inference_mode()
@@ -58,7 +60,7 @@ def greedy_with_logprobs(
             input_ids=torch.tensor([[token]], device=attention_mask.device),
             attention_mask=attention_mask,
             position_ids=positions,
-            cache=out.cache,
+            **cache_kwargs(model, returned_cache(out)),
             use_cache=True,
             logits_to_keep=1,
         )
@@ -76,8 +78,7 @@ def llm_inputs(
     geometry = adapter.model_geometry(frames, selection)
     selection = selection if selection is not None else Selection.keep_all(geometry)
     inputs = adapter.preprocess(frames, prompt, geometry)
-    pixels = inputs["pixel_values_videos"] if "pixel_values_videos" in inputs else inputs["pixel_values"]
-    features = adapter.encode_video(pixels)
+    features = adapter.encode_video(inputs[adapter.pixel_key])
     return adapter.prune(inputs, features, selection).model_kwargs
 
 
@@ -90,8 +91,10 @@ def reference(
     prompt: str,
     max_new_tokens: int,
     compacted: bool = False,
+    text_positions: str | None = None,
 ) -> list[dict[str, Any]]:
-    adapter = get_adapter_class(family).from_pretrained(model_dir, dtype="float32")
+    pipeline = {"text_positions": text_positions} if text_positions else None
+    adapter = get_adapter_class(family).from_pretrained(model_dir, dtype="float32", pipeline=pipeline)
     results = []
     for keep in keeps:
         selection = None
@@ -128,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=4)
     parser.add_argument("--out", required=True)
     parser.add_argument("--compacted", action="store_true", help="1D families: also run at positions 0..L-1")
+    parser.add_argument("--text-positions", default=None, help="M-RoPE families: model.pipeline.text_positions")
     args = parser.parse_args(argv)
     frames = np.load(args.frames)
     keeps = torch.load(args.keep)
     results = reference(
-        args.family, args.model, frames, args.fps, keeps, args.prompt, args.max_new_tokens, args.compacted
+        args.family, args.model, frames, args.fps, keeps, args.prompt, args.max_new_tokens, args.compacted,
+        args.text_positions,
     )
     with open(args.out, "w") as f:
         json.dump(results, f)

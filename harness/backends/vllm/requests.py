@@ -114,20 +114,33 @@ def grid_positions(grid: tuple[int, int, int], t_factor: float) -> np.ndarray:
     return index.astype(np.int64)
 
 
-def pruned_mrope_positions(num_tokens: int, spans: Sequence[MediaSpan]) -> tuple[torch.Tensor, int]:
+TEXT_POSITIONS = ("reference", "transformers")  # model.pipeline.text_positions (docs/lmms_eval.md)
+# HF config attribute (an ``hf_overrides`` entry) carrying that setting into the vLLM model.
+TEXT_POSITIONS_ATTR = "harness_text_positions"
+
+
+def pruned_mrope_positions(
+    num_tokens: int, spans: Sequence[MediaSpan], text_positions: str = "reference"
+) -> tuple[torch.Tensor, int]:
     """M-RoPE positions (3, num_tokens) of a PRUNED Qwen-style prompt, and vLLM's position delta.
 
     Every kept media token gets the position it has in the unpruned prompt, and text keeps the
-    positions it has there. The rule is transformers' ``get_rope_index`` (5.19 and 5.24 alike):
-    a media grid starts at the current text position ``p`` (t, h, w offsets added to ``p``) and
-    the text after it resumes at ``p + max(h, w)`` -- NOT at the grid's maximum + 1, which is
-    what vLLM's stock Qwen2.5-VL ``get_mrope_input_positions`` uses; the two differ when the
+    positions it has there. A media grid starts at the current text position ``p`` (t, h, w
+    offsets added to ``p``); where the text after it resumes is ``text_positions`` (the
+    transformers adapters' ``model.pipeline.text_positions``): ``reference`` (default; Qwen's
+    rule, what the checkpoints were trained with and vLLM's stock Qwen2.5-VL
+    ``get_mrope_input_positions`` does) after the unpruned grid's largest position, ``p +
+    max(int((t - 1) * t_factor), h - 1, w - 1) + 1``; ``transformers`` at ``p + max(h, w)``
+    (``get_rope_index`` of transformers >= 5.3, e.g. 5.19 and 5.24). The two differ when the
     temporal extent exceeds the spatial one (long videos at a low frame rate). Equivalent to the
-    transformers adapters: stock positions of the full prompt with the unkept columns deleted.
+    transformers adapters with the same setting: their positions of the full prompt with the
+    unkept columns deleted.
 
     ``delta`` makes vLLM's decode positions (``token index + delta`` on every row) continue at
     the LAST prompt position + 1, as the adapters' greedy loop does (the prompt ends with text).
     """
+    if text_positions not in TEXT_POSITIONS:
+        raise ValueError(f"text_positions {text_positions!r}; valid choices: {', '.join(TEXT_POSITIONS)}")
     pieces: list[np.ndarray] = []
     next_pos = 0  # first position of the next text run (unpruned numbering)
     cursor = 0  # index into the pruned prompt
@@ -146,7 +159,10 @@ def pruned_mrope_positions(num_tokens: int, spans: Sequence[MediaSpan]) -> tuple
         else:
             kept = full
         pieces.append(kept)
-        next_pos = start + max(span.grid[1], span.grid[2])
+        if text_positions == "reference":
+            next_pos = int(full.max()) + 1 if full.size else start
+        else:
+            next_pos = start + max(span.grid[1], span.grid[2])
         cursor = span.offset + kept.shape[1]
     if cursor > num_tokens:
         raise ValueError(f"media spans end at {cursor}, beyond the {num_tokens}-token prompt")

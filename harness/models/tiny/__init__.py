@@ -16,20 +16,29 @@ from pathlib import Path
 
 import torch
 
-# family -> module exposing ``build(out_dir, seed) -> Path``; imported lazily (one family's
-# missing dependency never blocks another).
-BUILDERS: dict[str, str] = {
-    "qwen2_5_vl": "harness.models.tiny.qwen2_5_vl",
-    "qwen3_vl": "harness.models.tiny.qwen3_vl",
-    "llava_onevision": "harness.models.tiny.llava_onevision",
-    "internvl3": "harness.models.tiny.internvl3",
-}
+
+def _builders() -> dict[str, str]:
+    from harness.models.registry import all_specs
+
+    return {family: spec.tiny for family, spec in all_specs().items() if spec.tiny is not None}
+
+
+def __getattr__(name: str) -> object:
+    """``BUILDERS``: family -> module exposing ``build(out_dir, seed) -> Path``.
+
+    Each family spec's ``tiny`` (a read-only view of harness/models/registry.py, computed on
+    access). Builder modules are imported only when used (one family's missing dependency never
+    blocks another).
+    """
+    if name == "BUILDERS":
+        return _builders()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def available_families() -> list[str]:
     """Families whose builder module is present in this checkout."""
     found = []
-    for family, module in BUILDERS.items():
+    for family, module in _builders().items():
         if importlib.util.find_spec(module) is not None:
             found.append(family)
     return found
@@ -41,15 +50,16 @@ def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0, answer_let
     ``answer_letters`` scales the LM-head rows of the option letters (see ``favour_letters``) so
     the random model's greedy answers are scoreable letters; the demo and CI runs use it.
     """
-    if family not in BUILDERS:
+    builders = _builders()
+    if family not in builders:
         raise KeyError(
-            f"no tiny builder for model family {family!r}; valid choices: {', '.join(sorted(BUILDERS))}"
+            f"no tiny builder for model family {family!r}; valid choices: {', '.join(sorted(builders))}"
         )
     try:
-        module = importlib.import_module(BUILDERS[family])
+        module = importlib.import_module(builders[family])
     except ModuleNotFoundError as exc:
-        if exc.name == BUILDERS[family]:
-            raise KeyError(f"tiny builder {BUILDERS[family]} for {family!r} is not written yet") from exc
+        if exc.name == builders[family]:
+            raise KeyError(f"tiny builder {builders[family]} for {family!r} is not written yet") from exc
         raise
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
