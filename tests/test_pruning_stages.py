@@ -234,6 +234,29 @@ def test_vllm_backend_refuses_what_it_cannot_run(family, name, refused, frames):
             backend.prepare(item)
 
 
+def test_vllm_embeds_route_runs_visionzip_with_the_tower_signals(llava, frames):
+    """The vLLM embeds route (LLaVA-OV) prunes through the adapter's ``prune``: a reducer that needs
+    the tower's attention (VisionZip) must get it there too, and the keep it made must come back
+    (``Generation.kept_grid``) so the runner scores evidence on it, as on the transformers backend."""
+    from types import SimpleNamespace
+
+    from harness.backends.vllm.engine import BatchItem, VLLMBackend
+
+    backend = VLLMBackend("llava_onevision", llm=None, adapter=llava)
+    geometry = llava.token_geometry(*frames.shape[:3])
+    selection = build_pruner("visionzip").select(frames, geometry, fps=2.0)
+    prepared = backend.prepare(BatchItem(frames, selection, PROMPT, 2.0))
+    inputs = llava.preprocess(frames, PROMPT, geometry)
+    features, signals = llava.encode_video_signals(inputs["pixel_values_videos"])
+    expected = selection.reducer.reduce(features[:-1], geometry, signals)
+    assert prepared.visual_after == expected.num_kept + 1  # + newline
+    out = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1], logprobs=None, text="A")],
+                          prompt_token_ids=None, metrics=None)
+    gen = backend._generation(prepared, out, 0.0, 0.0)
+    assert torch.equal(gen.kept_grid, expected.keep)
+    assert gen.extra["reduction"]["kept"] == expected.num_kept
+
+
 def test_fastv_on_mrope_equals_a_hand_run_of_qwen(qwen, frames):
     """M-RoPE: the kept rows keep their (t, h, w) positions; the text row goes along."""
     prepared = qwen.prepare(frames, PROMPT, fps=2.0)

@@ -63,6 +63,10 @@ class _Prepared:
     visual_after: int
     geometry: TokenGeometry
     vision_s: float = 0.0
+    # a feature-stage method's facts (``stages.reduction_record``) and its keep over the grid: the
+    # runner scores evidence on that keep (``Generation.kept_grid``), as on the transformers backend
+    reduction: dict[str, Any] | None = None
+    kept_grid: torch.Tensor | None = None
 
 
 def _meta_adapter(family: str, local_dir: str) -> Any:
@@ -209,9 +213,13 @@ class VLLMBackend:
         selection = item.selection if item.selection is not None else Selection.keep_all(geometry)
         inputs = a.preprocess(item.frames, item.prompt, geometry)
         start = time.perf_counter()
-        features = a.encode_video(inputs[a.pixel_key])
+        signals = None
+        if selection.reducer is not None and selection.reducer.needs:  # e.g. VisionZip: the tower's attention
+            features, signals = a.encode_video_signals(inputs[a.pixel_key])
+        else:
+            features = a.encode_video(inputs[a.pixel_key])
         vision_s = time.perf_counter() - start
-        pruned = a.prune(inputs, features, selection)
+        pruned = a.prune(inputs, features, selection, **({} if signals is None else {"signals": signals}))
         encoded = pruned.model_kwargs["mm_encoder_outputs"][a.modality]
         kept = encoded.pooler_output.reshape(-1, features.shape[-1])
         ids = pruned.model_kwargs["input_ids"][0]
@@ -225,6 +233,8 @@ class VLLMBackend:
             pruned.visual_after,
             geometry,
             vision_s,
+            reduction=getattr(pruned, "reduction", None),
+            kept_grid=getattr(pruned, "kept_grid", None),
         )
 
     def prepare(self, item: BatchItem) -> _Prepared:
@@ -328,6 +338,7 @@ class VLLMBackend:
             ),
             timings=timings,
             peak_memory_mb=None,
+            kept_grid=prepared.kept_grid,
             extra={
                 "backend": "vllm",
                 "route": self.route,
@@ -341,5 +352,6 @@ class VLLMBackend:
                 "batch_seconds": total_s,
                 "llm_timing": llm_timing,
                 "text_positions": self.text_positions,
+                **({"reduction": prepared.reduction} if prepared.reduction is not None else {}),
             },
         )
