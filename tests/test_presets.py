@@ -88,6 +88,15 @@ def test_every_preset_entry_parses():
             load_config(data={"model": {"family": family, "preset": name}})
 
 
+def test_the_lmms_eval_preset_and_the_family_specs_name_the_same_families():
+    """``FamilySpec.lmms_eval_model`` says which lmms-eval model the ``lmms-eval`` preset reproduces:
+    a family with a preset entry names it, and a family that names one has a preset entry."""
+    from harness.models.registry import all_specs
+
+    named = {family for family, spec in all_specs().items() if spec.lmms_eval_model}
+    assert named == set(preset_families("lmms-eval"))
+
+
 def test_nearest_rounding_and_even_count():
     # 1,800 frames, 32 wanted: the issue's example, 15 of 32 indices differ between the two rules
     floor = sample_indices(meta(1800), num_frames=32)

@@ -14,4 +14,5 @@ SPEC = FamilySpec(
         architecture="HarnessInternVLForConditionalGeneration",
         model_class="harness.backends.vllm.one_d:HarnessInternVLForConditionalGeneration",
     ),
+    lmms_eval_model="internvl_hf",  # lmms-eval's chat internvl_hf class on -hf checkpoints, see presets.yaml
 )
