@@ -72,3 +72,27 @@ def test_frames_too_large_for_shared_memory_go_to_the_temp_dir(monkeypatch):
     finally:
         worker.close()
     assert not worker._dir.exists() and not big.exists()
+
+
+@pytest.mark.parametrize("name", ["fastv", "dycoke", "vidcom2", "visionzip"])
+def test_methods_acting_after_the_frames_are_refused_in_a_runtime(name):
+    """Only the keep grid crosses to a model runtime's worker (harness/runtime/protocol.py): a
+    feature-stage or in-LLM plan would be dropped and the model would run unpruned under the
+    method's name. Refused at start-up, and at the wire for any caller that skips the config."""
+    import numpy as np
+
+    from harness.pruning import build_pruner
+    from harness.pruning.selection import TokenGeometry
+    from harness.runner.config import validate_pruner_params
+    from harness.runtime.protocol import selection_to_wire
+
+    cfg = from_dict({"model": {"runtime": {"python": "/p"}}, "pruners": [{"name": "none"}, {"name": name}]})
+    with pytest.raises(ConfigError, match=f"{name} acts inside the model .* model runtime") as err:
+        validate_pruner_params(cfg)
+    assert "\n" not in str(err.value)
+    validate_pruner_params(from_dict({"model": {"runtime": {"python": "/p"}}, "pruners": ["none", "random"]}))
+
+    geometry = TokenGeometry(num_frames=4, height=56, width=56, patch_size=14)
+    selection = build_pruner(name).select(np.zeros((4, 56, 56, 3), np.uint8), geometry, fps=2.0)
+    with pytest.raises(ValueError, match=f"'{name}' .* cannot cross to a model runtime"):
+        selection_to_wire(selection, Path("/nonexistent"), "keep-1")

@@ -592,6 +592,12 @@ def validate_pruner_params(cfg: EvalConfig) -> None:
                     f"pruner run {setting.label!r}: {setting.name} acts inside the model ({pruner.stage} stage), "
                     "so a pruner-only run (generation.enabled: false) cannot score it"
                 )
+            if pruner.stage != "frames" and plan.model.runtime is not None:
+                raise ConfigError(
+                    f"pruner run {setting.label!r}: {setting.name} acts inside the model ({pruner.stage} stage), "
+                    f"which a model runtime cannot carry (only the keep grid reaches its worker); run model "
+                    f"{plan.model.label!r} in this process (no model.runtime)"
+                )
 
 
 def validate_benchmark(cfg: EvalConfig) -> None:

@@ -97,6 +97,10 @@ def selection_to_wire(selection: Any, directory: Path, name: str) -> dict[str, A
     """A Selection as JSON + a bool ``.npy``; ``_``-keys of ``info`` are in-process objects and stay."""
     if selection is None:
         return None
+    if getattr(selection, "reducer", None) is not None or getattr(selection, "llm", None) is not None:
+        # only the keep grid crosses: the worker would run the model unpruned under this pruner's name
+        raise ValueError(f"the '{selection.pruner}' pruner acts inside the model (a feature-stage or in-LLM plan), "
+                         "which cannot cross to a model runtime; run the model in this process")
     keep = selection.keep.detach().cpu().numpy().astype(bool)
     info = {k: plain(v) for k, v in (selection.info or {}).items() if not str(k).startswith("_")}
     return {"geometry": geometry_to_wire(selection.geometry), "keep": save_array(directory, name, keep),
