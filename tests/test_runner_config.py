@@ -182,3 +182,16 @@ def test_models_list_resolution_string_gives_frames_of_that_size(tmp_path, where
     assert plan.frames.resolution == [448, 256]
     video = write_video(tmp_path / "v.mp4", [np.full((120, 160, 3), 40 * i, np.uint8) for i in range(6)], fps=6)
     assert load_frames(str(video), plan.frames).frames.shape == (3, 256, 448, 3)
+
+
+@pytest.mark.parametrize(("family", "stage"), [("qwen3_vl", "native"), ("nvila_hd_video", "native")])
+def test_a_prune_stage_the_familys_spec_lacks_stops_the_run_at_start_up(family, stage):
+    """``FamilySpec.prune_stages`` lists what a family's adapter takes; another stage used to fail
+    every sample of the run (after the model loaded) instead of once, before anything loads."""
+    cfg = load_config(data={"model": {"family": family, "path": "tiny", "prune_stage": stage,
+                                      "trust_remote_code": True}, "pruners": ["none"]})
+    with pytest.raises(ConfigError, match=f"prune_stage {stage!r} is not available for {family}; valid choices") as err:
+        validate_names(cfg)
+    assert "\n" not in str(err.value)
+    validate_names(load_config(data={"model": {"family": "qwen2_5_vl", "path": "tiny", "prune_stage": "native"},
+                                     "pruners": ["none"]}))

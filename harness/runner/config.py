@@ -561,9 +561,25 @@ def validate_names(cfg: EvalConfig) -> None:
     for plan in cfg.plans():
         if plan.model.family not in families:
             raise ConfigError(f"unknown model family {plan.model.family!r}; valid choices: {', '.join(families)}")
+        stages = _prune_stages(plan.model.family)
+        if stages is not None and plan.model.prune_stage not in stages:
+            raise ConfigError(
+                f"model {plan.model.label!r}: prune_stage {plan.model.prune_stage!r} is not available for "
+                f"{plan.model.family}; valid choices: {', '.join(stages)}"
+            )
         for spec in plan.pruners:
             if pruners is not None and spec.name not in pruners:
                 raise ConfigError(f"unknown pruner {spec.name!r}; valid choices: {', '.join(pruners)}")
+
+
+def _prune_stages(family: str) -> tuple[str, ...] | None:
+    """The ``prune_stage`` values a family's adapter takes (its spec's ``prune_stages``); None if unknown."""
+    try:
+        from harness.models.registry import get_spec
+
+        return tuple(get_spec(family).prune_stages)
+    except (ImportError, KeyError):
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
