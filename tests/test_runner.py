@@ -144,6 +144,32 @@ def test_resume_after_interrupt_redoes_nothing(tmp_path):
     assert again.written == 0 and again.skipped == 20
 
 
+def test_a_matched_run_is_not_resumed_against_a_removed_source(tmp_path):
+    """A matched run's budgets came from its source's records. Removing the source directory (what
+    the configuration check advises when the source's settings change) and running again used to
+    resume the matched run silently: its old samples kept the old budgets, its new ones got the new
+    source's, two matches mixed in one run. Now the resume is refused in one line."""
+    import shutil
+
+    def cfg(ratio, limit):
+        return _cfg(tmp_path, limit=limit, pruners=[
+            {"name": "autogaze", "label": "ag", "params": {"gazing_ratio": ratio}},
+            {"name": "random", "budget": "matched"}])
+
+    Evaluator(cfg(0.25, 2), fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(), progress=False).run()
+    shutil.rmtree(tmp_path / "out" / "fake" / "ag")
+    with pytest.raises(ConfigError, match=r"random_match-ag holds 2 record\(s\) matched to 'ag' samples it no "
+                                          r"longer has \(s0, s1\)") as err:
+        Evaluator(cfg(0.75, 4), fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(), progress=False).run()
+    assert "\n" not in str(err.value)
+    assert [r["selection"]["kept"] for r in _records(tmp_path, "random_match-ag")] == [16, 16]  # untouched
+    # with the source intact, extending the run resumes as before
+    shutil.rmtree(tmp_path / "out" / "fake" / "random_match-ag")
+    Evaluator(cfg(0.75, 2), fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(), progress=False).run()
+    Evaluator(cfg(0.75, 4), fake_components(FakeBenchmark(4), FakeAdapter()), ShardInfo(), progress=False).run()
+    assert [r["selection"]["kept"] for r in _records(tmp_path, "random_match-ag")] == [48] * 4
+
+
 def test_failed_samples_are_retried_on_rerun(tmp_path):
     cfg = _cfg(tmp_path, pruners=["none"])
     Evaluator(cfg, fake_components(FakeBenchmark(3), FakeAdapter(fail_on={"q1"})), ShardInfo(), progress=False).run()

@@ -347,6 +347,8 @@ class Evaluator:
         for setting in settings:
             _check_same_run(self.output_dir / plan.model.label / setting.label / RUN_FILE,
                             self._run_info(plan, setting))
+            if setting.budget.kind == "matched":
+                _check_match_source(self.output_dir / plan.model.label, setting)
 
     def _build_pruners(self, settings: list[PrunerSetting], device: str) -> dict[str, Any]:
         pruners: dict[str, Any] = {}
@@ -738,6 +740,30 @@ def _fingerprint(run: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({"model": model, "backend": run.get("backend"), "benchmark": bench,
                                   "frames": frames, "generation": generation,
                                   "pruner": run.get("pruner")}, default=str))
+
+
+def _check_match_source(model_dir: Path, setting: PrunerSetting) -> None:
+    """Refuse to resume a matched run whose source run lacks samples it was matched to.
+
+    Why: a matched record's budget is its source's kept count on that sample. A source record is
+    always written before the records matched to it, so a successful matched record without one
+    means the source directory was removed (as ``_check_same_run`` advises when the source's
+    settings change) or replaced; resuming would give the remaining samples the new source's
+    budgets beside the old ones, two matches mixed in one run.
+    """
+    done = [sid for sid, rec in latest_records(model_dir / setting.label).items() if rec.ok]
+    if not done:
+        return
+    source = {sid for sid, rec in latest_records(model_dir / str(setting.budget.match)).items()
+              if rec.selection is not None and rec.selection.kept is not None}
+    missing = sorted(sid for sid in done if sid not in source)
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ConfigError(
+            f"{model_dir / setting.label} holds {len(missing)} record(s) matched to {setting.budget.match!r} "
+            f"samples it no longer has ({shown}): their budgets came from a source run that was removed or "
+            f"replaced; remove that directory too, or use another output_dir"
+        )
 
 
 _SECTION_DEFAULTS = {"model": ModelConfig, "benchmark": BenchmarkConfig, "frames": FramesConfig,
