@@ -33,7 +33,7 @@ def cache_kwargs(model: torch.nn.Module, kv_cache: Any) -> dict[str, Any]:
     """``{name: kv_cache}`` under the name this transformers takes.
 
     Why: transformers renamed the forward argument (and the output field) ``past_key_values`` to
-    ``cache`` after 5.17; ``pyproject.toml`` allows 5.16 on, and a lent GPU machine has 5.17.
+    ``cache`` after 5.17; ``pyproject.toml`` allows 5.17 on (a lent GPU machine has 5.17).
     """
     return {_cache_argument(type(model)): kv_cache}
 
