@@ -16,19 +16,19 @@ counts and stage timings go into lmms-eval's sample log (``token_counts``).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
+from harness.backends.lmms_eval.answer import answer_video
 from harness.backends.lmms_eval.plugin import class_name
 from harness.models.registry import ADAPTERS
 from harness.pruning.registry import pruner_params
-from harness.runner.components import build_pruner, load_adapter, load_frames
+from harness.runner.components import build_pruner, load_adapter
 from harness.runner.config import load_config
-from harness.runner.sweep import Budget, resolve_budget
+from harness.runner.sweep import Budget
 
 log = logging.getLogger(__name__)
 
@@ -112,23 +112,15 @@ class HarnessModel(lmms):
             visuals = doc_to_visual(self.task_dict[task][split][doc_id])
             if len(visuals) != 1 or not isinstance(visuals[0], str):
                 raise ValueError(f"expected one video path, got {visuals!r}")
-            video = load_frames(visuals[0], self.frames_cfg)
-            frames = video.frames
-            geometry = self.adapter.token_geometry(*frames.shape[:3])
-            budget = resolve_budget(self.budget, geometry.total_tokens, None)
-            start = time.perf_counter()
-            selection = self.pruner.select(frames, geometry, budget=budget, fps=video.fps)
-            select_s = time.perf_counter() - start
-            gen = self.adapter.generate(frames, selection, context, fps=video.fps,
-                                        max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)),
-                                        prune_stage=self.model_cfg.prune_stage)
+            gen, timings = answer_video(visuals[0], context, pruner=self.pruner, adapter=self.adapter,
+                                        model_cfg=self.model_cfg, frames_cfg=self.frames_cfg, budget=self.budget,
+                                        max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)))
         except Exception as exc:  # noqa: BLE001 - one bad document never ends the run
             log.error("%s: %s doc %s failed: %s: %s", self.model_id, task, doc_id, type(exc).__name__, exc)
             return GenerationResult(text="")
         counts = HarnessTokenCounts(input_tokens=gen.tokens.prompt, output_tokens=gen.tokens.generated,
                                     visual_before=gen.tokens.visual_before, visual_after=gen.tokens.visual_after,
-                                    timings={"decode": video.seconds, **_selection_timing(self.pruner, select_s),
-                                             **gen.timings})
+                                    timings=timings)
         return GenerationResult(text=gen.text, token_counts=counts)
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
@@ -140,10 +132,3 @@ class HarnessModel(lmms):
 
 for _family in ADAPTERS:
     globals()[class_name(_family)] = type(class_name(_family), (HarnessModel,), {"family": _family, "__module__": __name__})
-
-
-def _selection_timing(pruner: Any, seconds: float) -> dict[str, float]:
-    """The selection time under the stage the pruner's class names (``gaze`` for AutoGaze, ``prune``
-    for a baseline, none for ``none``), as the runner records it (harness/stages.py)."""
-    stage = getattr(pruner, "latency_stage", "prune")
-    return {} if stage is None else {stage: seconds}
