@@ -668,9 +668,27 @@ def remote_code_refusal(label: str, family: str) -> str:
             "model.trust_remote_code: true to allow it (review that code first; docs/security.md)")
 
 
+def validate_vllm(cfg: EvalConfig) -> None:
+    """What the vLLM backend cannot run, refused before anything loads (it used to be ignored or to
+    fail each sample): ``model.pipeline.text_positions`` is Qwen's M-RoPE text rule, so a 1-D family
+    (LLaVA-OV, InternVL3) has no such key, as its transformers adapter says."""
+    if cfg.backend != "vllm":
+        return
+    from harness.models.registry import get_spec
+
+    for plan in cfg.plans():
+        model = plan.model
+        spec = get_spec(model.family)
+        if "text_positions" in (model.pipeline or {}) and spec.positions != "mrope":
+            raise ConfigError(f"model {model.label!r}: model.pipeline.text_positions is not a key for "
+                              f"{model.family} (1-D positions; it sets the M-RoPE text rule of Qwen families); "
+                              "remove it")
+
+
 def preflight(cfg: EvalConfig) -> None:
     """Everything that can be checked before a model loads: names, parameters, paths."""
     validate_names(cfg)
+    validate_vllm(cfg)
     validate_remote_code(cfg)
     validate_benchmark(cfg)
     validate_pruner_params(cfg)
