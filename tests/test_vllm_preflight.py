@@ -43,3 +43,46 @@ def test_the_cli_exits_2_before_loading(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "model.pipeline.text_positions" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_family_without_a_vllm_route_is_refused():
+    message = _refusal(_cfg("nvila_hd_video", trust_remote_code=True))
+    assert "backend 'vllm' cannot serve nvila_hd_video" in message
+
+
+@pytest.mark.parametrize("stage", ["pre_vit", "native"])
+def test_a_prune_stage_other_than_post_vit_is_refused(stage):
+    family = "qwen2_5_vl"
+    from harness.models.registry import get_spec
+
+    if stage not in get_spec(family).prune_stages:
+        pytest.skip(f"{family} has no prune_stage {stage!r} (validate_names refuses it first)")
+    assert f"model.prune_stage {stage!r} is not available on the vllm backend" in _refusal(_cfg(family, prune_stage=stage))
+
+
+@pytest.mark.parametrize(("family", "pruner", "where"), [
+    ("qwen2_5_vl", {"name": "fastv"}, "inside the LLM"),
+    ("llava_onevision", {"name": "fastv"}, "inside the LLM"),
+    ("internvl3", {"name": "dycoke"}, "inside the LLM"),  # DyCoke's KV stage (p set, the default)
+    ("qwen2_5_vl", {"name": "dycoke", "params": {"p": None}}, "on the projector features"),
+    ("qwen3_vl", {"name": "vidcom2"}, "on the projector features"),
+    ("qwen2_5_vl", {"name": "visionzip"}, "on the projector features"),
+])
+def test_methods_the_vllm_route_cannot_run_are_refused(family, pruner, where):
+    message = _refusal(_cfg(family, pruners=[pruner]))
+    assert f"the vllm backend cannot run {pruner['name']} on {family} (it acts {where}" in message
+    assert message.startswith("pruner run ")
+
+
+@pytest.mark.parametrize(("family", "pruner"), [
+    ("llava_onevision", {"name": "dycoke", "params": {"p": None}}),  # feature stage on prompt_embeds: served
+    ("internvl3", {"name": "vidcom2"}),
+    ("qwen2_5_vl", {"name": "random", "budget": 0.5}),
+    ("qwen3_vl", {"name": "autogaze", "params": {"model": "m"}}),
+])
+def test_what_the_vllm_routes_serve_passes(family, pruner):
+    validate_vllm(load_config(data=_cfg(family, pruners=[pruner])))
+
+
+def test_the_transformers_backend_is_not_checked():
+    validate_vllm(load_config(data={**_cfg(pruners=[{"name": "fastv"}]), "backend": "transformers"}))

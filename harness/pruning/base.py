@@ -109,6 +109,14 @@ class Pruner(ABC):
     #: Said after a build or load failure (e.g. where a checkpoint may come from); "" for none.
     load_hint: ClassVar[str] = ""
 
+    @property
+    def acts_in_llm(self) -> bool:
+        """True when this pruner's selections carry a plan applied inside the LLM (``Selection.llm``),
+        which only the transformers decoding loop runs: FastV always, DyCoke when its KV stage is on.
+        An instance property (a parameter may decide it) so the config preflight can refuse such a
+        run on the vLLM backend before anything loads."""
+        return self.stage == "llm"
+
     def load(self) -> None:
         """Load what ``select`` needs (a checkpoint) now, so a bad one fails before any sample.
 

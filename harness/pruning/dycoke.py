@@ -154,6 +154,11 @@ class DyCokePruner(Pruner):
     def params(self) -> dict[str, Any]:
         return {"k": self.k, "p": self.p, "l": self.l}
 
+    @property
+    def acts_in_llm(self) -> bool:
+        """Stage 2 (KV pruning while decoding, ``p`` set) runs inside the LLM."""
+        return self.p is not None
+
     def _select(
         self, frames: np.ndarray, geometry: TokenGeometry, budget: int | None, fps: float | None
     ) -> Selection:

@@ -670,26 +670,59 @@ def remote_code_refusal(label: str, family: str) -> str:
 
 def validate_vllm(cfg: EvalConfig) -> None:
     """What the vLLM backend cannot run, refused before anything loads (it used to be ignored or to
-    fail each sample): ``model.pipeline.text_positions`` is Qwen's M-RoPE text rule, so a 1-D family
-    (LLaVA-OV, InternVL3) has no such key, as its transformers adapter says."""
+    fail each sample after the model loaded), decided from the config, the family's spec
+    (``FamilySpec.vllm``) and each pruner run's built pruner (``stage``, ``acts_in_llm``):
+
+    - a family with no vLLM route;
+    - ``model.prune_stage`` other than ``post_vit`` (vLLM's vision tower sees every patch);
+    - ``model.pipeline.text_positions`` on a 1-D family (it is Qwen's M-RoPE text rule; the
+      transformers adapters of LLaVA-OV and InternVL3 refuse the key too);
+    - a method acting inside the LLM (FastV; DyCoke with its KV stage, ``p`` set);
+    - a feature-stage method (DyCoke, VidCom2, VisionZip) on the ``mrope_keep_mask`` route (Qwen),
+      which never computes the projector features such a method chooses from.
+
+    The engine keeps its per-sample checks (harness/backends/vllm/engine.py) as a second line.
+    """
     if cfg.backend != "vllm":
         return
     from harness.models.registry import get_spec
+    from harness.pruning.registry import build_pruner
+    from harness.runner.sweep import expand
 
     for plan in cfg.plans():
         model = plan.model
         spec = get_spec(model.family)
+        if spec.vllm is None:
+            raise ConfigError(f"model {model.label!r}: backend 'vllm' cannot serve {model.family} "
+                              f"({spec.no_vllm_reason}); use backend: transformers")
+        if model.prune_stage != "post_vit":
+            raise ConfigError(f"model {model.label!r}: model.prune_stage {model.prune_stage!r} is not available on "
+                              "the vllm backend (its vision tower runs on every patch); use post_vit or "
+                              "backend: transformers")
         if "text_positions" in (model.pipeline or {}) and spec.positions != "mrope":
             raise ConfigError(f"model {model.label!r}: model.pipeline.text_positions is not a key for "
                               f"{model.family} (1-D positions; it sets the M-RoPE text rule of Qwen families); "
                               "remove it")
+        for setting in expand(plan.pruners):
+            try:
+                pruner = build_pruner(setting.name, **setting.params)
+            except Exception:  # noqa: BLE001 - validate_pruner_params names a bad parameter
+                continue
+            where = None
+            if pruner.acts_in_llm:
+                where = "inside the LLM"
+            elif pruner.stage == "features" and spec.vllm.route == "mrope_keep_mask":
+                where = f"on the projector features, which the vLLM {spec.vllm.route} route of {model.family} never computes"
+            if where is not None:
+                raise ConfigError(f"pruner run {setting.label!r}: the vllm backend cannot run {setting.name} on "
+                                  f"{model.family} (it acts {where}); use backend: transformers")
 
 
 def preflight(cfg: EvalConfig) -> None:
     """Everything that can be checked before a model loads: names, parameters, paths."""
     validate_names(cfg)
-    validate_vllm(cfg)
     validate_remote_code(cfg)
     validate_benchmark(cfg)
     validate_pruner_params(cfg)
+    validate_vllm(cfg)
     validate_model_paths(cfg)
