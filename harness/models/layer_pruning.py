@@ -94,6 +94,10 @@ def layer_pruning(
     layers = text_layers(model)
     if plan.layer >= len(layers):
         raise ValueError(f"fastv: layer K={plan.layer} but the LLM has {len(layers)} layers")
+    impl = str(layers[plan.layer].self_attn.config._attn_implementation or "")
+    if "flash" in impl:  # its mask / position_ids slicing was never verified under a flash kernel
+        raise ValueError(f"fastv: pruning inside the LLM is verified with sdpa and eager only, not {impl}; "
+                         "load with sdpa or eager")
     deepstack = len(getattr(getattr(model.config, "vision_config", None), "deepstack_visual_indexes", None) or [])
     if plan.layer < deepstack:
         raise ValueError(

@@ -608,6 +608,12 @@ def validate_pruner_params(cfg: EvalConfig) -> None:
                     f"pruner run {setting.label!r}: {setting.name} acts inside the model ({pruner.stage} stage), "
                     "so a pruner-only run (generation.enabled: false) cannot score it"
                 )
+            impl = str(plan.model.kwargs.get("attn_implementation") or "")
+            if pruner.acts_in_llm and "flash" in impl and cfg.backend == "transformers":
+                raise ConfigError(
+                    f"pruner run {setting.label!r}: {setting.name} prunes inside the LLM, verified with sdpa and "
+                    f"eager only; model.kwargs.attn_implementation {impl!r} cannot run it (use sdpa or eager)"
+                )
             if pruner.stage != "frames" and plan.model.runtime is not None:
                 raise ConfigError(
                     f"pruner run {setting.label!r}: {setting.name} acts inside the model ({pruner.stage} stage), "
