@@ -103,6 +103,42 @@ def test_matched_baseline_errors_when_autogaze_failed(tmp_path):
     assert "matched budget unavailable" in recs[0]["error"]["message"]
 
 
+class _SourceFailsAtGeneration(FakeAdapter):
+    """AutoGaze's selection on sample s1 succeeds; its generation there fails (the baselines' do not)."""
+
+    def generate(self, frames, selection, prompt, **kw):
+        if selection.pruner == "autogaze" and prompt.endswith("q1"):
+            raise RuntimeError("autogaze generation failed on q1")
+        return super().generate(frames, selection, prompt, **kw)
+
+
+def test_matched_budget_after_a_source_failed_at_generation_is_the_same_within_a_run_and_on_resume(tmp_path):
+    """Within a run, AutoGaze's kept count reaches the matched baseline at selection time, even when
+    AutoGaze then fails at generation. Resume used to read kept counts from successful source records
+    only, so (retry_failed off) the same baseline got "matched budget unavailable" although the
+    failed source record holds ``selection.kept``. Both paths must give the same budget."""
+    source = {"name": "autogaze", "params": {"gazing_ratio": 0.5}}
+    matched = {"name": "random", "budget": "matched"}
+
+    one = tmp_path / "one"  # AutoGaze and the baseline in one run
+    Evaluator(_cfg(one, pruners=[source, matched]), fake_components(FakeBenchmark(2), _SourceFailsAtGeneration()),
+              ShardInfo(), progress=False).run()
+    two = tmp_path / "two"  # AutoGaze first; the baseline added by a later run that does not retry failures
+    Evaluator(_cfg(two, pruners=[source]), fake_components(FakeBenchmark(2), _SourceFailsAtGeneration()),
+              ShardInfo(), progress=False).run()
+    Evaluator(_cfg(two, pruners=[source, matched]), fake_components(FakeBenchmark(2), _SourceFailsAtGeneration()),
+              ShardInfo(), retry_failed=False, progress=False).run()
+
+    for root in (one, two):
+        src = {r["sample_id"]: r for r in _records(root, "autogaze")}
+        assert src["s1"]["error"]["stage"] == "generate" and src["s1"]["selection"]["kept"] == 32
+    within = {r["sample_id"]: r for r in _records(one, "random_match-autogaze")}
+    resumed = {r["sample_id"]: r for r in _records(two, "random_match-autogaze")}
+    assert resumed["s1"]["error"] is None, resumed["s1"]["error"]
+    assert [within[s]["selection"]["kept"] for s in ("s0", "s1")] == \
+        [resumed[s]["selection"]["kept"] for s in ("s0", "s1")] == [32, 32]
+
+
 def test_the_budget_source_is_a_property_of_the_pruner_class(tmp_path, monkeypatch):
     """Which run a matched baseline follows is the pruner class's ``defines_matched_budget``, not a name in the runner."""
     from harness.pruning.autogaze import AutoGazePruner

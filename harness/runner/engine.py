@@ -254,8 +254,10 @@ class Evaluator:
                                writer=RecordWriter(run_dir / records_filename(self.shard.rank, self.shard.world_size)),
                                done=done)
             if setting.defines_matched_budget:  # resume: the matched budgets of samples done earlier
+                # from any record that selected, failed at generation or not: within a run the kept
+                # count reaches the matched runs at selection time, so a resume must read the same
                 for sid, rec in latest.items():
-                    if rec.ok and rec.selection is not None and rec.selection.kept is not None:
+                    if rec.selection is not None and rec.selection.kept is not None:
                         handle.kept[sid] = rec.selection.kept
             handles.append(handle)
         return handles
