@@ -71,3 +71,17 @@ def test_xz_archive_is_unpacked_and_cannot_write_outside(tmp_path):
 def test_no_wheels_adds_nothing(tmp_path):
     assert unpack_carried(tmp_path / "missing") is None
     assert add_carried_packages(tmp_path / ".gpu-wheels") == []
+
+
+def test_concurrent_unpacks_leave_one_complete_folder(tmp_path):
+    """Processes racing to unpack the same set end with the same complete folder and no leftovers."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    for i in range(6):
+        _make_wheel(tmp_path / "wheels", f"probe_race{i}", f"N = {i}\n")
+    with ProcessPoolExecutor(max_workers=4) as pool:
+        sites = list(pool.map(unpack_carried, [tmp_path] * 8, [tmp_path / "tmp"] * 8))
+    assert len(set(sites)) == 1
+    site = sites[0]
+    assert all((site / f"probe_race{i}" / "__init__.py").read_text() == f"N = {i}\n" for i in range(6))
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == [site.name]  # staging folders removed

@@ -651,7 +651,9 @@ class NvilaHDVideoAdapter(ModelAdapter):
         text = self.processor.batch_decode(new_ids[None], skip_special_tokens=True)[0].strip()
 
         gaze_s, vision_s = self.gaze_clock.seconds.get("gaze", 0.0), vision.seconds.get("vision", 0.0)
-        timings = {"gaze": gaze_s, "vision": vision_s}
+        timings = {"vision": vision_s}
+        if self.gaze_clock.calls.get("gaze", 0):  # a ``gaze`` latency means a gaze model ran (harness/stages.py)
+            timings["gaze"] = gaze_s
         if "first_llm_end" in marks:
             timings["prefill"] = max(0.0, marks["first_llm_end"] - gen_start - vision_s)
             timings["generate"] = gen_end - marks["first_llm_end"]

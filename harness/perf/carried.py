@@ -5,7 +5,8 @@ check needs (PyAV, which bundles ffmpeg, pandas, pydantic, Pillow, torchvision) 
 200 MiB unpacked and 64 MB as wheels; ``make gpu-wheels`` packs them unpacked into
 ``.gpu-wheels/site.tar.xz`` (about 46 MB). :func:`add_carried_packages` unpacks that archive
 (and any loose ``*.whl`` in ``.gpu-wheels/wheels``, a wheel being a zip of its site-packages
-files) into a folder under the system temp directory, once per archive, and *appends* it to
+files) into a folder under the system temp directory, once per archive set (unpacked aside and
+renamed into place, so concurrent processes never see half of it), and *appends* it to
 ``sys.path`` so the machine's own torch and transformers always win. An unpacked
 ``.gpu-wheels/site`` folder (the older layout) is still honoured.
 """
@@ -13,6 +14,7 @@ files) into a folder under the system temp directory, once per archive, and *app
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -38,18 +40,30 @@ def unpack_carried(carry_root: Path, target_root: Path | None = None) -> Path | 
     archives = _archives(carry_root)
     if not archives:
         return None
-    site = (target_root or Path(tempfile.gettempdir())) / f"harness-carried-{_set_key(archives)}"
-    done = site / ".unpacked"
-    if not done.exists():
-        site.mkdir(parents=True, exist_ok=True)
+    root = target_root or Path(tempfile.gettempdir())
+    site = root / f"harness-carried-{_set_key(archives)}"
+    if site.is_dir():
+        return site
+    # Unpack into a private folder and rename it into place: two processes starting together
+    # (torchrun ranks) never import from a half-written folder; the loser's copy is discarded.
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{site.name}.", dir=root))
+    try:
         for archive in archives:
             if archive.suffix == ".whl":
                 with zipfile.ZipFile(archive) as wheel:
-                    wheel.extractall(site)
+                    wheel.extractall(staging)
             else:
                 with tarfile.open(archive, "r:xz") as tar:
-                    tar.extractall(site, filter="data")  # no absolute paths or links out of site
-        done.touch()
+                    tar.extractall(staging, filter="data")  # no absolute paths or links out of it
+        try:
+            staging.rename(site)
+        except OSError:  # another process renamed its copy first
+            if not site.is_dir():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return site
 
 
