@@ -68,6 +68,9 @@ def check_spec(family: str) -> FamilySpec:
 
     assert family in model_families()
     assert (family in registry.REMOTE_CODE_FAMILIES) == spec.remote_code
+    # tower signals: a family that lists them overrides the base's "none" (PooledAdapter)
+    if spec.tower_signals:
+        assert cls.encode_video_signals is not PooledAdapter.encode_video_signals
     return spec
 
 

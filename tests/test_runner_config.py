@@ -195,3 +195,26 @@ def test_a_prune_stage_the_familys_spec_lacks_stops_the_run_at_start_up(family, 
     assert "\n" not in str(err.value)
     validate_names(load_config(data={"model": {"family": "qwen2_5_vl", "path": "tiny", "prune_stage": "native"},
                                      "pruners": ["none"]}))
+
+
+def _pruner_cfg(family: str, pruner: dict) -> dict:
+    return {"name": "t", "model": {"family": family, "path": "tiny"},
+            "benchmark": {"name": "synthetic_needle", "limit": 1}, "pruners": [pruner]}
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "internvl3"])
+def test_a_pruner_needing_tower_signals_the_family_lacks_is_refused_before_loading(family):
+    from harness.runner.config import validate_pruner_params
+
+    with pytest.raises(ConfigError) as err:
+        validate_pruner_params(load_config(data=_pruner_cfg(family, {"name": "visionzip"})))
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"visionzip needs tower_attention from the vision tower, which the {family} adapter" in message
+    assert message.endswith("families that do: llava_onevision")
+
+
+def test_a_pruner_needing_tower_signals_passes_where_the_spec_lists_them():
+    from harness.runner.config import validate_pruner_params
+
+    validate_pruner_params(load_config(data=_pruner_cfg("llava_onevision", {"name": "visionzip"})))

@@ -82,6 +82,9 @@ class FamilySpec:
       ``model.trust_remote_code: true``).
     - ``lmms_eval_model``: lmms-eval's own ``--model`` name that the ``lmms-eval`` preset
       reproduces (documentation and parity tests), or None.
+    - ``tower_signals``: vision-tower signals the adapter supplies to a feature-stage method
+      (``FeatureReducer.needs``, e.g. VisionZip's ``tower_attention``); a pruner needing one the
+      spec does not list is refused before any model loads.
     """
 
     name: str
@@ -96,6 +99,7 @@ class FamilySpec:
     lmms_eval_model: str | None = None
     no_tiny_reason: str = ""
     no_vllm_reason: str = ""
+    tower_signals: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         where = f"family spec {self.name!r}"

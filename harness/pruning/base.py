@@ -106,6 +106,9 @@ class Pruner(ABC):
     #: The latency stage a selection's time is recorded under (``harness.stages``): ``prune`` for
     #: the baselines, ``gaze`` for a gaze model; None when selecting does no work (``none``).
     latency_stage: ClassVar[str | None] = "prune"
+    #: Vision-tower signals beyond the features the method reads (``FeatureReducer.needs``), which
+    #: the family must declare in its spec's ``tower_signals`` (checked before any model loads).
+    needs_tower: ClassVar[frozenset[str]] = frozenset()
     #: Said after a build or load failure (e.g. where a checkpoint may come from); "" for none.
     load_hint: ClassVar[str] = ""
 

@@ -125,6 +125,7 @@ class VisionZipPruner(Pruner):
     budgeted: ClassVar[bool] = True
     stage: ClassVar[str] = "features"
     budget_optional: ClassVar[bool] = True  # without a budget, ``ratio`` decides
+    needs_tower: ClassVar[frozenset[str]] = VisionZipReducer.needs
 
     def __init__(self, ratio: float = 0.25, contextual_share: float = 1 / 7):
         self.ratio = check_ratio(ratio, self.name)

@@ -582,6 +582,22 @@ def _prune_stages(family: str) -> tuple[str, ...] | None:
         return None
 
 
+def _tower_signals(family: str) -> frozenset[str]:
+    """The vision-tower signals a family's adapter supplies (its spec's ``tower_signals``)."""
+    try:
+        from harness.models.registry import get_spec
+
+        return get_spec(family).tower_signals
+    except (ImportError, KeyError):
+        return frozenset()
+
+
+def _families_with(signals: frozenset[str]) -> list[str]:
+    from harness.models.registry import FAMILIES
+
+    return [f for f in FAMILIES if signals <= _tower_signals(f)]
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
@@ -613,6 +629,13 @@ def validate_pruner_params(cfg: EvalConfig) -> None:
                 raise ConfigError(
                     f"pruner run {setting.label!r}: {setting.name} prunes inside the LLM, verified with sdpa and "
                     f"eager only; model.kwargs.attn_implementation {impl!r} cannot run it (use sdpa or eager)"
+                )
+            missing = sorted(pruner.needs_tower - _tower_signals(plan.model.family))
+            if missing:
+                raise ConfigError(
+                    f"pruner run {setting.label!r}: {setting.name} needs {', '.join(missing)} from the vision "
+                    f"tower, which the {plan.model.family} adapter does not supply; families that do: "
+                    f"{', '.join(_families_with(pruner.needs_tower)) or 'none'}"
                 )
             if pruner.stage != "frames" and plan.model.runtime is not None:
                 raise ConfigError(

@@ -15,5 +15,6 @@ SPEC = FamilySpec(
         model_class="harness.backends.vllm.one_d:HarnessLlavaOnevisionForConditionalGeneration",
     ),
     newline_tokens=1,  # the image_newline embedding after the last frame: always kept
+    tower_signals=frozenset({"tower_attention"}),  # encode_video_signals (VisionZip)
     lmms_eval_model="llava_hf",  # lmms-eval's simple llava_hf class (--force_simple), see presets.yaml
 )
