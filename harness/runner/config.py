@@ -630,18 +630,18 @@ def validate_pruner_params(cfg: EvalConfig) -> None:
                     f"pruner run {setting.label!r}: {setting.name} prunes inside the LLM, verified with sdpa and "
                     f"eager only; model.kwargs.attn_implementation {impl!r} cannot run it (use sdpa or eager)"
                 )
+            if pruner.stage != "frames" and plan.model.runtime is not None:
+                raise ConfigError(
+                    f"pruner run {setting.label!r}: {setting.name} acts inside the model ({pruner.stage} stage), "
+                    f"which a model runtime cannot carry (only the keep grid reaches its worker); run model "
+                    f"{plan.model.label!r} in this process (no model.runtime)"
+                )
             missing = sorted(pruner.needs_tower - _tower_signals(plan.model.family))
             if missing:
                 raise ConfigError(
                     f"pruner run {setting.label!r}: {setting.name} needs {', '.join(missing)} from the vision "
                     f"tower, which the {plan.model.family} adapter does not supply; families that do: "
                     f"{', '.join(_families_with(pruner.needs_tower)) or 'none'}"
-                )
-            if pruner.stage != "frames" and plan.model.runtime is not None:
-                raise ConfigError(
-                    f"pruner run {setting.label!r}: {setting.name} acts inside the model ({pruner.stage} stage), "
-                    f"which a model runtime cannot carry (only the keep grid reaches its worker); run model "
-                    f"{plan.model.label!r} in this process (no model.runtime)"
                 )
 
 
