@@ -53,7 +53,7 @@ from harness.models.pooled import PooledAdapter
 from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
-from harness.pruning.stages import feature_stage, reduction_record
+from harness.pruning.stages import feature_stage
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,4 @@ class InternVL3Adapter(PooledAdapter):
             keep, kept, reduction = selection.keep.flatten().to(features.device), features, None
         else:
             keep, kept, reduction = feature_stage(selection, features, signals, self.name)
-        pruned = prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image")
-        pruned.reduction = reduction_record(reduction)
-        pruned.kept_grid = None if reduction is None else reduction.keep.cpu()
-        return pruned
+        return prune_sequence(inputs["input_ids"], self.image_token_id, keep, kept, "image", reduction=reduction)

@@ -59,7 +59,7 @@ from harness.models.pooled import PooledAdapter
 from harness.models.rope1d import PrunedInputs, processor_square_size, prune_sequence
 from harness.pruning.native_gaze import NativeGaze, NativeTarget, native_target_for
 from harness.pruning.selection import Selection, TokenGeometry
-from harness.pruning.stages import feature_stage, reduction_record
+from harness.pruning.stages import feature_stage
 
 # ---------------------------------------------------------------------------------------------
 # The adapter.
@@ -367,10 +367,8 @@ class LlavaOnevisionAdapter(PooledAdapter):
             return prune_sequence(inputs["input_ids"], self.video_token_id, keep, features, "video")
         keep, kept, reduction = feature_stage(selection, features[:-1], signals, self.name)  # newline row stays
         keep = torch.cat([keep, torch.ones(1, dtype=torch.bool, device=keep.device)])
-        pruned = prune_sequence(inputs["input_ids"], self.video_token_id, keep, torch.cat([kept, features[-1:]]), "video")
-        pruned.reduction = reduction_record(reduction)
-        pruned.kept_grid = None if reduction is None else reduction.keep.cpu()
-        return pruned
+        return prune_sequence(inputs["input_ids"], self.video_token_id, keep, torch.cat([kept, features[-1:]]), "video",
+                              reduction=reduction)
 
     def stop_ids(self) -> set[int] | None:
         """``pipeline.stop: tokenizer_eos`` (lmms-eval's llava_hf) stops at the tokenizer's EOS only."""

@@ -16,6 +16,7 @@ from harness.models.base import Generation, TokenCounts
 from harness.models.common import StageTimer, peak_memory_mb
 from harness.models.decoding import greedy_decode
 from harness.pruning.selection import Selection, TokenGeometry
+from harness.pruning.stages import Reduction, reduction_record
 
 
 def run_geometry(native: TokenGeometry, selection: Selection | None, family: str) -> TokenGeometry:
@@ -80,11 +81,13 @@ def prune_sequence(
     keep_visual: torch.Tensor,
     kept_features: torch.Tensor,
     modality: str,
+    reduction: Reduction | None = None,
 ) -> PrunedInputs:
     """Drop unkept visual placeholders; keep every text token; positions from the unpruned prompt.
 
     ``keep_visual`` is a bool over the prompt's placeholders in order; ``kept_features`` holds the
-    embeddings of the kept ones, in the same order.
+    embeddings of the kept ones, in the same order. ``reduction``: the feature-stage method that
+    chose them, if any, recorded on the result (its facts and its keep over the selection's grid).
     """
     is_visual = full_input_ids[0] == placeholder_id
     n_visual = int(is_visual.sum())
@@ -111,6 +114,8 @@ def prune_sequence(
         kept_sequence=kept_sequence,
         visual_before=n_visual,
         visual_after=int(keep_visual.sum()),
+        reduction=reduction_record(reduction),
+        kept_grid=None if reduction is None else reduction.keep.cpu(),
     )
 
 
