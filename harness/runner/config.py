@@ -572,24 +572,26 @@ def validate_names(cfg: EvalConfig) -> None:
                 raise ConfigError(f"unknown pruner {spec.name!r}; valid choices: {', '.join(pruners)}")
 
 
-def _prune_stages(family: str) -> tuple[str, ...] | None:
-    """The ``prune_stage`` values a family's adapter takes (its spec's ``prune_stages``); None if unknown."""
+def _family_spec(family: str) -> Any:
+    """The family's ``FamilySpec``, or None when the registry does not know it (named elsewhere)."""
     try:
         from harness.models.registry import get_spec
 
-        return tuple(get_spec(family).prune_stages)
+        return get_spec(family)
     except (ImportError, KeyError):
         return None
 
 
+def _prune_stages(family: str) -> tuple[str, ...] | None:
+    """The ``prune_stage`` values a family's adapter takes (its spec's ``prune_stages``); None if unknown."""
+    spec = _family_spec(family)
+    return None if spec is None else tuple(spec.prune_stages)
+
+
 def _tower_signals(family: str) -> frozenset[str]:
     """The vision-tower signals a family's adapter supplies (its spec's ``tower_signals``)."""
-    try:
-        from harness.models.registry import get_spec
-
-        return get_spec(family).tower_signals
-    except (ImportError, KeyError):
-        return frozenset()
+    spec = _family_spec(family)
+    return frozenset() if spec is None else spec.tower_signals
 
 
 def _families_with(signals: frozenset[str]) -> list[str]:
