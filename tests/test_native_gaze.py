@@ -16,8 +16,9 @@ from harness.pruning.native_gaze import (
     native_gaze_of,
     native_target_for,
 )
+from harness.pruning.native_gaze import select_for_native_stage as _select_native
 from harness.pruning.selection import Selection, TokenGeometry
-from harness.runner.engine import _gaze_count, _select_native
+from harness.runner.engine import _gaze_count
 from harness.runner.schema import SampleRecord, SelectionSummary
 
 

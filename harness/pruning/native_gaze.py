@@ -227,3 +227,18 @@ def gaze_native(
     masks = [torch.cat(m)[:t][None] for m in per_scale]  # (1, T, cells) per scale
     gazing = GazingInfo.from_masks(masks, layout)
     return NativeGaze(target, gazing, seconds=time.perf_counter() - start)
+
+
+def select_for_native_stage(pruner: Any, adapter: Any, frames: Any, geometry: Any, budget: int | None,
+                   fps: float | None) -> Any:
+    """``prune_stage: native``: AutoGaze gazes at the adapter's own ViT scales (pruning/native_gaze.py).
+
+    Other pruners (``none``, baselines at AutoGaze's matched count) select tokens as usual; the
+    adapter runs those selections on its stock (``post_vit``) path, so one native run's records
+    compare with the unpruned model and with baselines at the same LLM token count.
+    """
+    if not hasattr(pruner, "select_native"):
+        return pruner.select(frames, geometry, budget=budget, fps=fps)
+    if not hasattr(adapter, "native_target"):
+        raise ValueError(f"prune_stage 'native' is not available for model family {getattr(adapter, 'name', '?')!r}")
+    return pruner.select_native(frames, adapter.native_target(*frames.shape[:3]), geometry, fps=fps)

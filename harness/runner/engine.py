@@ -41,6 +41,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.models.request import BatchItem
+from harness.pruning.native_gaze import select_for_native_stage
 from harness.pruning.selection import Selection
 from harness.runner.batching import Outcome, generate_many, supports_batching
 from harness.runner.components import TINY_LABEL, Components, DecodedVideo
@@ -151,21 +152,6 @@ def _split_values(sample: Any, benchmark: Any) -> dict[str, Any]:
     if keys is None:
         keys = [k for k, v in meta.items() if isinstance(v, str)]
     return {k: meta.get(k) for k in keys if k in meta}
-
-
-def _select_native(pruner: Any, adapter: Any, frames: Any, geometry: Any, budget: int | None,
-                   fps: float | None) -> Any:
-    """``prune_stage: native``: AutoGaze gazes at the adapter's own ViT scales (pruning/native_gaze.py).
-
-    Other pruners (``none``, baselines at AutoGaze's matched count) select tokens as usual; the
-    adapter runs those selections on its stock (``post_vit``) path, so one native run's records
-    compare with the unpruned model and with baselines at the same LLM token count.
-    """
-    if not hasattr(pruner, "select_native"):
-        return pruner.select(frames, geometry, budget=budget, fps=fps)
-    if not hasattr(adapter, "native_target"):
-        raise ValueError(f"prune_stage 'native' is not available for model family {getattr(adapter, 'name', '?')!r}")
-    return pruner.select_native(frames, adapter.native_target(*frames.shape[:3]), geometry, fps=fps)
 
 
 def _selection_summary(selection: Any) -> SelectionSummary | None:
@@ -605,7 +591,7 @@ class Evaluator:
             start = time.perf_counter()
             with gaze_cache.describing(**label):
                 if plan.model.prune_stage == "native":
-                    selection = _select_native(pruner, adapter, frames, geometry, budget, video.fps)
+                    selection = select_for_native_stage(pruner, adapter, frames, geometry, budget, video.fps)
                 else:
                     selection = pruner.select(frames, geometry, budget=budget, fps=video.fps)
             elapsed = time.perf_counter() - start

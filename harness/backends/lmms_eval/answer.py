@@ -3,7 +3,7 @@
 Kept apart from ``model.py`` (which subclasses lmms-eval's model class) so the route and the
 timing rules are testable without lmms-eval's venv, and so they stay the runner's: a
 ``prune_stage: native`` setting selects through the runner's own native route
-(``harness.runner.engine._select_native``), never ``select`` under the native name.
+(``harness.pruning.native_gaze.select_for_native_stage``), never ``select`` under the native name.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from harness.pruning.native_gaze import select_for_native_stage as select_native
 from harness.runner.components import load_frames
-from harness.runner.engine import _select_native as select_native
 from harness.runner.sweep import Budget, resolve_budget
 
 
